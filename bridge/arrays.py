@@ -1,0 +1,68 @@
+"""Reading, validating and atomically writing the .npy files that join the pipeline stages.
+
+Format: float32 (N, D) arrays, one row per item or caption, any norm on input.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from bridge.errors import InvalidInputError, NotFoundError
+
+
+def validate_matrix(array: np.ndarray, name: str, dim: int | None = None) -> np.ndarray:
+    """Check that `array` is a finite float (N, D) matrix; return it as C-contiguous float32."""
+    if array.ndim != 2:
+        raise InvalidInputError(f"{name}: expected a 2-D array (N, D), got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise InvalidInputError(f"{name}: expected float32 values, got dtype {array.dtype}")
+    if array.shape[0] == 0:
+        raise InvalidInputError(f"{name}: the array has no rows")
+    if dim is not None and array.shape[1] != dim:
+        raise InvalidInputError(
+            f"{name}: expected dimension {dim}, got {array.shape[1]} (shape {array.shape})"
+        )
+    if not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).any(axis=1).sum())
+        raise InvalidInputError(f"{name}: {bad} row(s) contain NaN or Inf")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def load_matrix(path: str | Path, name: str | None = None, dim: int | None = None) -> np.ndarray:
+    """Load and validate a float (N, D) .npy file."""
+    path = Path(path)
+    label = name or str(path)
+    if not path.is_file():
+        raise NotFoundError(f"{label}: file not found: {path}")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise InvalidInputError(f"{label}: not a readable .npy file ({exc})") from exc
+    if array.dtype != np.float32 and np.issubdtype(array.dtype, np.floating):
+        # float64/float16 are accepted and converted; ints and objects are not.
+        array = array.astype(np.float32)
+    return validate_matrix(array, label, dim)
+
+
+def l2_normalize(array: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Row-wise L2 normalisation in float32."""
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    return (array / np.maximum(norms, eps)).astype(np.float32)
+
+
+def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
+    """Write `array` to `path` through a temp file + rename, so no partial file is ever visible."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,108 @@
+"""Frozen configuration dataclasses, saved as config.json beside the bridge weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from bridge.errors import InvalidInputError
+
+LossName = Literal["infonce", "cwcl"]
+CWCLReverse = Literal["cwcl", "infonce"]
+WeightSource = Literal["clip", "clap", "mean"]
+BatchNormMode = Literal["joint", "separate"]
+
+
+@dataclass(frozen=True)
+class ProjectorConfig:
+    """Shape of the two projectors (method.md section 2: the official C-MCR architecture).
+
+    num_layers=2 gives Linear(in, hidden) -> BN -> ReLU -> Linear(hidden, shared) -> BN.
+    """
+
+    clip_dim: int = 512
+    clap_dim: int = 512
+    hidden_dim: int = 1024
+    shared_dim: int = 512
+    num_layers: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("clip_dim", "clap_dim", "hidden_dim", "shared_dim", "num_layers"):
+            if getattr(self, name) < 1:
+                raise InvalidInputError(f"projector {name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training hyper-parameters. Defaults are the ones the benchmarks chose (see README)."""
+
+    loss: LossName = "infonce"
+    epochs: int = 30
+    batch_size: int = 4096
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 0
+    seed: int = 0
+    device: str = "auto"
+    # Contrastive temperature; learn_temperature turns it into a CLIP-style logit scale.
+    temperature: float = 0.01
+    learn_temperature: bool = False
+    # Semantic consistency: softmax(text @ memory.T / memory_temperature) @ memory.
+    use_memory: bool = True
+    memory_temperature: float = 0.01
+    memory_chunk: int = 4096
+    memory_top_k: int = 0  # 0 = exact softmax over the whole memory
+    # Semantic completion: Gaussian noise of this variance, then re-normalisation.
+    use_noise: bool = True
+    noise_variance: float = 0.004
+    # Intra-MCR alignment weight (lambda); 0 or use_intra=False disables it.
+    use_intra: bool = True
+    intra_weight: float = 0.1
+    # CWCL options (method.md section 4).
+    cwcl_reverse: CWCLReverse = "infonce"
+    cwcl_weight_source: WeightSource = "mean"
+    cwcl_sharpen: float = 1.0
+    # Whether text and pseudo vectors share one BatchNorm batch ("joint") or two calls.
+    batchnorm_mode: BatchNormMode = "joint"
+    val_fraction: float = 0.05
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 2,
+            "lr": self.lr > 0,
+            "temperature": self.temperature > 0,
+            "memory_temperature": self.memory_temperature > 0,
+            "memory_chunk": self.memory_chunk >= 1,
+            "noise_variance": self.noise_variance >= 0,
+            "intra_weight": self.intra_weight >= 0,
+            "cwcl_sharpen": self.cwcl_sharpen > 0,
+            "val_fraction": 0 <= self.val_fraction < 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            values = ", ".join(f"{n}={getattr(self, n)!r}" for n in bad)
+            raise InvalidInputError(f"invalid training option(s): {values}")
+        if self.loss not in ("infonce", "cwcl"):
+            raise InvalidInputError(f"loss must be 'infonce' or 'cwcl', got {self.loss!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise InvalidInputError(f"device must be auto, cpu or cuda, got {self.device!r}")
+
+
+def to_json_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def save_json(path: Path, payload: dict[str, Any]) -> None:
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def from_dict(cls: type, payload: dict[str, Any]) -> Any:
+    """Build a config dataclass from a dict, ignoring unknown keys (forward compatibility)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in payload.items() if k in names})
