@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 serve: $(STAMP)
-	$(BIN)/mbridge serve
+	$(BIN)/python -m app
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
