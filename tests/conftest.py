@@ -1,0 +1,109 @@
+"""Shared test fixtures. Keep names and behaviour stable: every test package uses them.
+
+Offline: HF_HUB_OFFLINE=1 (and TRANSFORMERS_OFFLINE=1) are set for the whole test session,
+before anything imports huggingface_hub, so no test can reach a model hub.
+
+Fixtures:
+    tiny_clip_dir      (session) Path of a tiny CLIP model + processor in HF format
+                       (tests/tiny_models.py: text + image, dim TINY_CLIP_DIM = 16).
+    tiny_clap_dir      (session) Path of a tiny CLAP model + processor in HF format
+                       (text + audio at 48 kHz, dim TINY_CLAP_DIM = 16).
+    tiny_clip_encoder  (session) bridge.encoders.load_encoder("clip", tiny_clip_dir, "cpu").
+    tiny_clap_encoder  (session) bridge.encoders.load_encoder("clap", tiny_clap_dir, "cpu").
+    make_wav_bytes     the function media_factory.make_wav_bytes(seconds, rate, freq, channels)
+    make_audio_bytes   media_factory.make_audio_bytes(seconds, rate, freq, *, channels, fmt, ...)
+    make_png_bytes     media_factory.make_png_bytes(width, height, color=None, seed=0)
+    make_image_bytes   media_factory.make_image_bytes(width, height, color, fmt, seed, mode)
+    shared_dir         Path of ../shared next to the repository; skips the test when absent.
+    fsdd_dir           ../shared/data/fsdd/recordings (8 kHz spoken digits); skips when absent.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+import media_factory  # noqa: E402  (after the offline switch on purpose)
+import tiny_models  # noqa: E402
+
+if TYPE_CHECKING:
+    from bridge.encoders import Encoder
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny seeded CLIP model folder (built once per session)."""
+    return tiny_models.build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clap_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny seeded CLAP model folder (built once per session)."""
+    return tiny_models.build_tiny_clap(tmp_path_factory.mktemp("tiny-clap"))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_encoder(tiny_clip_dir: Path) -> Encoder:
+    """The tiny CLIP folder loaded through bridge.encoders on CPU (shared: do not mutate)."""
+    from bridge.encoders import load_encoder
+
+    return load_encoder("clip", str(tiny_clip_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_clap_encoder(tiny_clap_dir: Path) -> Encoder:
+    """The tiny CLAP folder loaded through bridge.encoders on CPU (shared: do not mutate)."""
+    from bridge.encoders import load_encoder
+
+    return load_encoder("clap", str(tiny_clap_dir), device="cpu")
+
+
+@pytest.fixture
+def make_wav_bytes() -> Callable[..., bytes]:
+    """make_wav_bytes(seconds=1.0, rate=16000, freq=440.0, channels=1) -> WAV bytes."""
+    return media_factory.make_wav_bytes
+
+
+@pytest.fixture
+def make_audio_bytes() -> Callable[..., bytes]:
+    """make_audio_bytes(seconds, rate, freq, *, channels=1, fmt="WAV"|"FLAC"|"OGG") -> bytes."""
+    return media_factory.make_audio_bytes
+
+
+@pytest.fixture
+def make_png_bytes() -> Callable[..., bytes]:
+    """make_png_bytes(width=48, height=40, color=None, seed=0) -> PNG bytes."""
+    return media_factory.make_png_bytes
+
+
+@pytest.fixture
+def make_image_bytes() -> Callable[..., bytes]:
+    """make_image_bytes(width, height, color=None, fmt="PNG", seed=0, mode="RGB") -> bytes."""
+    return media_factory.make_image_bytes
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """../shared beside the repository; tests that use it skip cleanly when it is absent."""
+    if not SHARED_DIR.is_dir():
+        pytest.skip(f"optional shared data folder not present: {SHARED_DIR}")
+    return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def fsdd_dir(shared_dir: Path) -> Path:
+    """Free Spoken Digit Dataset recordings (8 kHz mono WAV); skips when absent."""
+    folder = shared_dir / "data" / "fsdd" / "recordings"
+    if not folder.is_dir() or not any(folder.glob("*.wav")):
+        pytest.skip(f"FSDD recordings not present: {folder}")
+    return folder
