@@ -1,0 +1,89 @@
+"""`python -m app`: start the HTTP service with uvicorn, configured by BRIDGE_* variables.
+
+Exit codes: 0 after a clean shutdown, 1 when the engine fails to load, 2 when the settings
+are invalid or unsafe (a non-loopback BRIDGE_HOST without BRIDGE_ADMIN_KEY).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pydantic import ValidationError
+
+from app.settings import Settings, bind_refusal, format_validation_error, load_settings
+
+EXIT_LOAD_FAILED = 1
+EXIT_BAD_SETTINGS = 2
+
+logger = logging.getLogger("app")
+
+
+def _help_text() -> str:
+    lines = []
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "unset" if default is None else str(default)
+        doc = f"  {field.description}" if field.description else ""
+        lines.append(f"  BRIDGE_{name.upper():<24} default {shown}{doc}")
+    return "environment variables:\n" + "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m app",
+        description="Serve cross-modal search (images, audio, text) over HTTP.",
+        epilog=_help_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.parse_args(argv)
+
+    try:
+        settings = load_settings()
+    except ValidationError as exc:
+        print(format_validation_error(exc), file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+    refusal = bind_refusal(settings)
+    if refusal is not None:
+        print(refusal, file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if settings.admin_key is not None and len(settings.admin_key.get_secret_value()) < 16:
+        logger.warning("BRIDGE_ADMIN_KEY is shorter than 16 characters; use a long random key")
+
+    import uvicorn
+
+    from app.main import create_app
+
+    server: uvicorn.Server | None = None
+
+    def stop(_: BaseException) -> None:
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, on_load_failure=stop)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        workers=1,
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    logger.info(
+        "serving on http://%s:%d (data dir %s)", settings.host, settings.port, settings.data_dir
+    )
+    server.run()
+    if app.state.holder.phase == "failed":
+        return EXIT_LOAD_FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""The FastAPI application: `create_app(settings)` and its lifespan.
+
+The lifespan opens the engine (bridge.service.BridgeService) in a worker thread while the
+server already answers /healthz (and /readyz with 503); on shutdown it closes the engine,
+which persists the indexes. Routers get their body-size limits here, from the settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+import bridge
+from app.errors import install_error_handlers
+from app.observability import MetricsMiddleware
+from app.routes import admin, health, items, search
+from app.settings import Settings
+from app.state import ServiceHolder
+
+if TYPE_CHECKING:
+    from bridge.service import BridgeService
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+DESCRIPTION = """\
+Cross-modal search over images and audio. Text and same-modality queries are answered in
+the native CLIP (images) or CLAP (audio) space; audio->image and image->audio go through a
+C-MCR bridge trained without paired data. Bridges are retrained and swapped live under
+/v1/admin. Every error answers `{"detail": "<what was wrong>"}`.
+"""
+
+
+def _open_service(settings: Settings) -> BridgeService:
+    from bridge.service import BridgeService  # torch, transformers, faiss load here
+
+    return BridgeService.open(settings.service_config())
+
+
+async def _load(
+    holder: ServiceHolder,
+    settings: Settings,
+    on_load_failure: Callable[[BaseException], None] | None,
+) -> None:
+    try:
+        service = await run_in_threadpool(_open_service, settings)
+    except Exception as exc:
+        logger.error("the engine failed to start: %s", exc, exc_info=True)
+        holder.set_failed(f"{type(exc).__name__}: {exc}")
+        if on_load_failure is not None:
+            on_load_failure(exc)
+        return
+    holder.set_ready(service)
+    logger.info("engine ready")
+
+
+def create_app(
+    settings: Settings,
+    service: BridgeService | None = None,
+    on_load_failure: Callable[[BaseException], None] | None = None,
+) -> FastAPI:
+    """Build the app. With `service` given, use it as is (and leave closing it to the caller);
+    otherwise open one from `settings` in the background at start-up and close it at
+    shutdown. `on_load_failure` is called (on the event loop) if opening fails."""
+    holder = ServiceHolder()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if service is not None:
+            holder.set_ready(service)
+            yield
+            holder.take_for_close()
+            return
+        # Loading runs beside the server; at shutdown we wait for it to finish (a thread
+        # cannot be cancelled) so that a service opened late is still closed.
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_load, holder, settings, on_load_failure)
+            yield
+        opened = holder.take_for_close()
+        if opened is not None:
+            await run_in_threadpool(opened.close)
+            logger.info("engine closed")
+
+    app = FastAPI(
+        title="modality-bridge",
+        version=bridge.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "items", "description": "Add, read and delete images and audio."},
+            {"name": "search", "description": "Search across CLIP, CLAP and the bridge."},
+            {"name": "admin", "description": "Retrain and swap bridge versions."},
+            {"name": "health", "description": "Liveness, readiness, metrics."},
+        ],
+    )
+    app.state.settings = settings
+    app.state.holder = holder
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware)
+
+    app.include_router(health.router, max_body_size=0)
+    app.include_router(items.batch_router, max_body_size=settings.batch_body_limit)
+    app.include_router(items.router, max_body_size=settings.upload_body_limit)
+    app.include_router(search.batch_router, max_body_size=settings.batch_body_limit)
+    app.include_router(search.router, max_body_size=settings.upload_body_limit)
+    app.include_router(admin.router, max_body_size=settings.admin_body_limit)
+    _mount_page(app)
+    return app
+
+
+def _mount_page(app: FastAPI) -> None:
+    """Serve app/static (the search page) at "/" when it exists; else "/" points to /docs."""
+    if (STATIC_DIR / "index.html").is_file():
+        app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="page")
+        return
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> dict[str, Any]:
+        return {"service": "modality-bridge", "docs": "/docs", "openapi": "/openapi.json"}

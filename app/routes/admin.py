@@ -1,0 +1,267 @@
+"""Admin endpoints: retrain a bridge in the background, follow the job, list, activate and
+roll back bridge versions. Every route needs `Authorization: Bearer <BRIDGE_ADMIN_KEY>`.
+
+POST /v1/admin/retrain takes JSON (captions inline or paths under the data dir) or
+multipart uploads, which are saved under `<data_dir>/uploads/<id>/` and passed to the engine
+as paths; they are removed again when the engine rejects the request.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
+
+from app.deps import AdminAuth, ServiceDep, SettingsDep
+from app.schemas import (
+    ActivateIn,
+    JobOut,
+    RetrainIn,
+    VersionOut,
+    VersionsOut,
+    error_responses,
+    parse_json_field,
+)
+from app.settings import Settings
+from app.uploads import remove_tree, save_upload
+from bridge.errors import InvalidInputError
+from bridge.service_types import RetrainRequest
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminAuth])
+
+UPLOADS_DIR = "uploads"
+_FILE_FIELDS = ("captions", "image_memory", "audio_memory")
+_TEXT_FIELDS = ("train_overrides", "activate")
+
+_OPENAPI_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": RetrainIn.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["captions"],
+                    "properties": {
+                        "captions": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "UTF-8 text, one caption per line.",
+                        },
+                        "image_memory": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": ".npy (N, D_clip) CLIP image embeddings; "
+                            "default: the stored images' embeddings.",
+                        },
+                        "audio_memory": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": ".npy (N, D_clap) CLAP audio embeddings; "
+                            "default: the stored audio's embeddings.",
+                        },
+                        "train_overrides": {
+                            "type": "string",
+                            "description": 'JSON object of TrainConfig fields, e.g. {"epochs": 5}.',
+                        },
+                        "activate": {"type": "boolean", "default": False},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+def check_npy(path: Path, field: str) -> None:
+    """Reject anything that is not a 2-D float .npy before a job is started on it."""
+    try:
+        with path.open("rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    except (ValueError, OSError) as exc:
+        raise InvalidInputError(f"`{field}` is not a readable .npy file: {exc}") from exc
+    if len(shape) != 2 or shape[0] == 0 or dtype.kind != "f":
+        raise InvalidInputError(
+            f"`{field}` must be a non-empty 2-D float array (N, D); got shape {shape} {dtype}"
+        )
+
+
+def check_captions(path: Path) -> None:
+    """The captions upload must be UTF-8 text with at least one non-blank line."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    has_text = False
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                has_text = has_text or bool(decoder.decode(chunk).strip())
+            has_text = has_text or bool(decoder.decode(b"", final=True).strip())
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"`captions` is not UTF-8 text: {exc}") from exc
+    if not has_text:
+        raise InvalidInputError("`captions` holds no caption (one per line expected)")
+
+
+def _save_form_files(form: FormData, settings: Settings, folder: Path) -> dict[str, str]:
+    """Save the uploaded files under `folder`; returns field -> path relative to data_dir."""
+    paths: dict[str, str] = {}
+    names = {"captions": "captions.txt", "image_memory": "image.npy", "audio_memory": "audio.npy"}
+    for field in _FILE_FIELDS:
+        value = form.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, UploadFile):
+            raise InvalidInputError(f"`{field}` must be an uploaded file, not a text field")
+        dest = folder / names[field]
+        save_upload(value, dest, settings.max_admin_upload_bytes, field=field)
+        if field == "captions":
+            check_captions(dest)
+        else:
+            check_npy(dest, field)
+        paths[field] = dest.relative_to(settings.data_dir).as_posix()
+    if "captions" not in paths:
+        raise InvalidInputError("multipart retrain needs a `captions` file (one caption per line)")
+    return paths
+
+
+def _form_request(form: FormData, paths: dict[str, str]) -> RetrainRequest:
+    overrides = parse_json_field(_text(form, "train_overrides"), "train_overrides") or {}
+    if not isinstance(overrides, dict):
+        raise InvalidInputError("`train_overrides` must be a JSON object")
+    try:
+        body = RetrainIn.model_validate(
+            {
+                "captions_path": paths["captions"],
+                "image_memory_path": paths.get("image_memory"),
+                "audio_memory_path": paths.get("audio_memory"),
+                "train_overrides": overrides,
+                "activate": _text(form, "activate") or False,
+            }
+        )
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("form", *e.get("loc", ()))} for e in exc.errors()]
+        ) from exc
+    return body.to_request()
+
+
+def _text(form: FormData, name: str) -> str | None:
+    value = form.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidInputError(f"`{name}` must be a text field, not a file")
+    return value
+
+
+async def _start_from_form(request: Request, service: Any, settings: Settings) -> JobOut:
+    folder = settings.data_dir / UPLOADS_DIR / uuid.uuid4().hex
+    async with request.form(max_files=len(_FILE_FIELDS), max_fields=8) as form:
+        unknown = sorted(set(form.keys()) - {*_FILE_FIELDS, *_TEXT_FIELDS})
+        if unknown:
+            raise InvalidInputError(
+                f"unknown form field(s): {', '.join(unknown)}; expected "
+                f"{', '.join(_FILE_FIELDS + _TEXT_FIELDS)}"
+            )
+        try:
+            paths = await run_in_threadpool(_save_form_files, form, settings, folder)
+            job = await run_in_threadpool(service.start_retrain, _form_request(form, paths))
+        except BaseException:
+            await run_in_threadpool(remove_tree, folder)
+            raise
+    return JobOut.of(job)
+
+
+@router.post(
+    "/retrain",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    summary="Train a new bridge version in the background",
+    description=(
+        "JSON: `captions` (list) or `captions_path`, optional `image_memory_path` / "
+        "`audio_memory_path` (.npy under the data dir), `train_overrides`, `activate`. "
+        "Multipart: a `captions` file and optional `image_memory` / `audio_memory` .npy "
+        "files. Without memories the stored items' raw embeddings are used, so a retrain "
+        "adapts the bridge to this collection without paired data. Answers 202 with the job; "
+        "follow it at GET /v1/admin/jobs/{job_id}."
+    ),
+    openapi_extra=_OPENAPI_BODY,
+    responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422, 503),
+)
+async def retrain(request: Request, service: ServiceDep, settings: SettingsDep) -> JobOut:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        return await _start_from_form(request, service, settings)
+    if content_type != "application/json":
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"send application/json or multipart/form-data, not {content_type or 'no body'!r}",
+        )
+    try:
+        payload = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"body is not valid JSON: {exc}") from exc
+    try:
+        body = RetrainIn.model_validate(payload)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors()]
+        ) from exc
+    job = await run_in_threadpool(service.start_retrain, body.to_request())
+    return JobOut.of(job)
+
+
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobOut,
+    summary="Status, progress and metrics of a job",
+    responses=error_responses(401, 403, 404, 503),
+)
+async def get_job(job_id: str, service: ServiceDep) -> JobOut:
+    return JobOut.of(await run_in_threadpool(service.get_job, job_id))
+
+
+@router.get(
+    "/versions",
+    response_model=VersionsOut,
+    summary="Every bridge version and which one is active",
+    responses=error_responses(401, 403, 503),
+)
+async def list_versions(service: ServiceDep) -> VersionsOut:
+    records = await run_in_threadpool(service.list_versions)
+    active = next((r.version for r in records if r.active), None)
+    return VersionsOut(active=active, versions=[VersionOut.of(r) for r in records])
+
+
+@router.post(
+    "/activate",
+    response_model=VersionOut,
+    summary="Switch the bridged space to a ready version (atomic)",
+    description="Queries in flight finish on the version they started with; later queries "
+    "use the new one. 409 unless the version is ready.",
+    responses=error_responses(401, 403, 404, 409, 422, 503),
+)
+async def activate(body: ActivateIn, service: ServiceDep) -> VersionOut:
+    return VersionOut.of(await run_in_threadpool(service.activate, body.version))
+
+
+@router.post(
+    "/rollback",
+    response_model=VersionOut,
+    summary="Switch back to the previously active version",
+    responses=error_responses(401, 403, 409, 503),
+)
+async def rollback(service: ServiceDep) -> VersionOut:
+    return VersionOut.of(await run_in_threadpool(service.rollback))

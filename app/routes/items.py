@@ -1,0 +1,129 @@
+"""Item endpoints: add (one or a batch), read, delete, and fetch the original bytes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, HTTPException, Response, UploadFile, status
+from starlette.concurrency import run_in_threadpool
+
+from app.deps import APIAuth, ServiceDep, SettingsDep
+from app.schemas import (
+    ItemBatchCreated,
+    ItemCreated,
+    ItemOut,
+    error_responses,
+    parse_metadata,
+    parse_metadata_list,
+)
+from app.uploads import read_upload
+
+router = APIRouter(prefix="/v1/items", tags=["items"], dependencies=[APIAuth])
+# Separate router so that create_app can give batch uploads a larger body limit.
+batch_router = APIRouter(prefix="/v1/items", tags=["items"], dependencies=[APIAuth])
+
+_METADATA_DOC = 'Optional JSON object stored with the item, e.g. {"label": "7"}.'
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ItemCreated,
+    summary="Add one image or audio file",
+    description="Multipart upload: field `file` (an image or audio file) and optional "
+    "`metadata` (a JSON object). The file is decoded and embedded with the CLIP image or "
+    "CLAP audio tower; nothing is stored when the request is rejected.",
+    responses=error_responses(400, 401, 413, 415, 422, 503),
+)
+async def add_item(
+    service: ServiceDep,
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File(description="An image (PNG, JPEG...) or audio (WAV...).")],
+    metadata: Annotated[str | None, Form(description=_METADATA_DOC)] = None,
+) -> ItemCreated:
+    meta = parse_metadata(metadata)
+    upload = await read_upload(file, settings.max_upload_bytes)
+    (record,) = await run_in_threadpool(service.add_items, [upload], [meta])
+    return ItemCreated(id=record.id, modality=record.modality)
+
+
+@batch_router.post(
+    "/batch",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ItemBatchCreated,
+    summary="Add several files in one call (all or nothing)",
+    description="Multipart upload: repeated field `files` and optional `metadata`, a JSON array "
+    "with one object per file. Either every file is stored or none is.",
+    responses=error_responses(400, 401, 413, 415, 422, 503),
+)
+async def add_items(
+    service: ServiceDep,
+    settings: SettingsDep,
+    files: Annotated[list[UploadFile], File(description="Images and/or audio files.")],
+    metadata: Annotated[
+        str | None, Form(description="Optional JSON array of objects, one per file.")
+    ] = None,
+) -> ItemBatchCreated:
+    if len(files) > settings.max_batch:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"{len(files)} files in one batch; the limit is {settings.max_batch} "
+            "(BRIDGE_MAX_BATCH)",
+        )
+    metas = parse_metadata_list(metadata, len(files))
+    uploads = [await read_upload(f, settings.max_upload_bytes, field="files") for f in files]
+    records = await run_in_threadpool(service.add_items, uploads, metas)
+    return ItemBatchCreated(items=[ItemCreated(id=r.id, modality=r.modality) for r in records])
+
+
+@router.get(
+    "/{item_id}",
+    response_model=ItemOut,
+    summary="Read one item",
+    responses=error_responses(401, 404, 503),
+)
+async def get_item(item_id: str, service: ServiceDep) -> ItemOut:
+    record = await run_in_threadpool(service.get_item, item_id)
+    return ItemOut.of(record)
+
+
+@router.delete(
+    "/{item_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="Delete one item (and its vectors in every index)",
+    responses=error_responses(401, 404, 503),
+)
+async def delete_item(item_id: str, service: ServiceDep) -> Response:
+    await run_in_threadpool(service.delete_item, item_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/{item_id}/content",
+    response_class=Response,
+    summary="The item's original bytes (for the search page)",
+    responses={
+        200: {
+            "content": {"image/*": {}, "audio/*": {}},
+            "description": "The uploaded file as it was received.",
+        },
+        **error_responses(401, 404, 503),
+    },
+)
+async def get_item_content(item_id: str, service: ServiceDep) -> Response:
+    data, content_type = await run_in_threadpool(service.get_item_content, item_id)
+    if not content_type.startswith(("image/", "audio/")):
+        # Never let stored bytes be served as something a browser would run (HTML, SVG...).
+        content_type = "application/octet-stream"
+    elif content_type.startswith("image/svg"):
+        content_type = "application/octet-stream"
+    return Response(
+        content=data,
+        media_type=content_type,
+        headers={
+            "Cache-Control": "private, max-age=3600",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+        },
+    )

@@ -1,0 +1,164 @@
+"""Search endpoints: one query (JSON or a multipart file upload) or a batch of JSON queries.
+
+POST /v1/search takes either body type, so it parses the body itself (FastAPI binds one
+body type per route) and documents both in OpenAPI through `openapi_extra`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from app.deps import APIAuth, ServiceDep, SettingsDep
+from app.schemas import (
+    SearchBatchRequest,
+    SearchBatchResponse,
+    SearchParams,
+    SearchRequest,
+    SearchResponseOut,
+    error_responses,
+    params_to_query,
+    parse_json_field,
+)
+from app.uploads import read_upload
+from bridge.service_types import SearchQuery
+
+router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[APIAuth])
+batch_router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[APIAuth])
+
+_FORM_FIELDS = ("target", "k", "offset", "min_score", "filters")
+
+
+def _multipart_schema() -> dict[str, Any]:
+    params = SearchParams.model_json_schema()
+    props: dict[str, Any] = {
+        "file": {
+            "type": "string",
+            "format": "binary",
+            "description": "Image or audio file to search with.",
+        }
+    }
+    for name in _FORM_FIELDS:
+        props[name] = dict(params["properties"][name])
+    props["filters"] = {
+        "type": "string",
+        "description": 'JSON object of exact-match metadata filters, e.g. {"label": "7"}.',
+    }
+    return {"type": "object", "required": ["file", "target"], "properties": props}
+
+
+_OPENAPI_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": SearchRequest.model_json_schema()},
+            "multipart/form-data": {"schema": _multipart_schema()},
+        },
+    }
+}
+
+
+def _invalid(error: ValidationError, prefix: str) -> RequestValidationError:
+    errors = [{**e, "loc": (prefix, *e.get("loc", ()))} for e in error.errors()]
+    return RequestValidationError(errors)
+
+
+async def _json_query(request: Request) -> SearchQuery:
+    try:
+        payload = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestValidationError(
+            [{"loc": ("body",), "msg": f"body is not valid JSON ({exc})", "type": "json_invalid"}]
+        ) from exc
+    try:
+        return SearchRequest.model_validate(payload).to_query()
+    except ValidationError as exc:
+        raise _invalid(exc, "body") from exc
+
+
+async def _form_query(request: Request, max_upload_bytes: int) -> SearchQuery:
+    async with request.form(max_files=1, max_fields=len(_FORM_FIELDS) + 1) as form:
+        unknown = sorted(set(form.keys()) - {"file", *_FORM_FIELDS})
+        if unknown:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                f"unknown form field(s): {', '.join(unknown)}; a file search takes `file` "
+                f"and {', '.join(_FORM_FIELDS)}",
+            )
+        file = form.get("file")
+        if not isinstance(file, UploadFile):
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                "multipart search needs a `file` field holding an image or audio file",
+            )
+        fields: dict[str, Any] = {
+            name: value
+            for name in _FORM_FIELDS
+            if isinstance(value := form.get(name), str) and value != ""
+        }
+        if "filters" in fields:
+            fields["filters"] = parse_json_field(fields["filters"], "filters")
+        try:
+            params = SearchParams.model_validate(fields)
+        except ValidationError as exc:
+            raise _invalid(exc, "form") from exc
+        upload = await read_upload(file, max_upload_bytes)
+    return params_to_query(params, upload)
+
+
+@router.post(
+    "",
+    response_model=SearchResponseOut,
+    summary="Search images or audio by text, vector, stored item or uploaded file",
+    description=(
+        "JSON: exactly one of `text`, `vector` + `space`, or `item_id`; or multipart with a "
+        "`file` (image or audio). Both take `target` ('image' or 'audio'), `k` (1..1000, "
+        "default 10), `offset`, `min_score` and `filters` (exact match on metadata; a JSON "
+        "string in multipart). Text->image and image->image are answered in native CLIP, "
+        "text->audio and audio->audio in native CLAP, audio<->image in the bridged space; "
+        "`space` in the answer says which, and `bridge_version` which bridge answered."
+    ),
+    openapi_extra=_OPENAPI_BODY,
+    responses=error_responses(400, 401, 404, 413, 415, 422, 503),
+)
+async def search(request: Request, service: ServiceDep, settings: SettingsDep) -> SearchResponseOut:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json" or content_type.endswith("+json"):
+        query = await _json_query(request)
+    elif content_type == "multipart/form-data":
+        query = await _form_query(request, settings.max_upload_bytes)
+    else:
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"send application/json or multipart/form-data, not {content_type or 'no body'!r}",
+        )
+    response = await run_in_threadpool(service.search, query)
+    return SearchResponseOut.of(response)
+
+
+@batch_router.post(
+    "/batch",
+    response_model=SearchBatchResponse,
+    summary="Run several JSON queries in one call",
+    description="`queries` is a list of JSON search bodies (text, vector or item_id); answers "
+    "come back in the same order. Any invalid query rejects the whole batch.",
+    responses=error_responses(401, 404, 413, 422, 503),
+)
+async def search_batch(
+    body: SearchBatchRequest, service: ServiceDep, settings: SettingsDep
+) -> SearchBatchResponse:
+    if len(body.queries) > settings.max_batch:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"{len(body.queries)} queries in one batch; the limit is {settings.max_batch} "
+            "(BRIDGE_MAX_BATCH)",
+        )
+    queries = [q.to_query() for q in body.queries]
+    responses = await run_in_threadpool(service.search_many, queries)
+    return SearchBatchResponse(responses=[SearchResponseOut.of(r) for r in responses])

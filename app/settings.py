@@ -1,0 +1,192 @@
+"""Runtime settings of the HTTP service, read from BRIDGE_* environment variables.
+
+Validated once at start (pydantic-settings) with messages that name the variable and what
+was expected. Relative paths are relative to the current directory. `Settings` builds the
+engine's `ServiceConfig`; nothing else in app/ reads the environment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bridge.service_types import IndexType, ServiceConfig
+
+logger = logging.getLogger(__name__)
+
+ENV_PREFIX = "BRIDGE_"
+MB = 1_000_000
+# Room for multipart boundaries, headers and small form fields (metadata, k, filters...)
+# on top of the file bytes themselves.
+FORM_OVERHEAD_BYTES = 1_048_576
+_DEVICES = ("auto", "cpu", "mps")
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+class Settings(BaseSettings):
+    """Every BRIDGE_* variable the service reads; defaults suit `make serve` on a laptop."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, case_sensitive=False, extra="ignore", frozen=True
+    )
+
+    host: str = Field(default="127.0.0.1", description="Address to bind (loopback by default).")
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    data_dir: Path = Field(
+        default=Path("var"), description="Store, raw embeddings, indexes, versions."
+    )
+    clip_model: str = Field(default="models/demo-clip", description="CLIP hub id or HF folder.")
+    clap_model: str = Field(default="models/demo-clap", description="CLAP hub id or HF folder.")
+    initial_bridge: Path | None = Field(
+        default=Path("models/demo-bridge"),
+        description="Checkpoint registered as the first version; empty or 'none' = none.",
+    )
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N or mps.")
+    index_type: IndexType = "flat"
+    faiss_gpu: bool = True
+    admin_key: SecretStr | None = Field(default=None, description="Bearer key for /v1/admin/*.")
+    api_key: SecretStr | None = Field(
+        default=None, description="Bearer key for item and search endpoints; unset = open."
+    )
+    max_upload_bytes: Annotated[int, Field(gt=0)] = 20 * MB
+    max_batch: Annotated[int, Field(ge=1, le=10_000)] = 32
+    max_request_bytes: Annotated[int, Field(gt=0)] = 200 * MB
+    max_admin_upload_bytes: Annotated[int, Field(gt=0)] = 1_000 * MB
+    max_audio_seconds: Annotated[float, Field(gt=0)] = 30.0
+    seed_samples: bool = True
+    samples_dir: Path = Path("models/samples")
+    encode_threads: Annotated[int, Field(ge=1, le=256)] = 2
+    log_level: LogLevel = "info"
+    workers: int = Field(
+        default=1, description="Must be 1: the index and versions live in-process."
+    )
+
+    @field_validator("initial_bridge", mode="before")
+    @classmethod
+    def _none_words(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "null", "off"):
+            return None
+        return value
+
+    @field_validator("admin_key", "api_key", mode="before")
+    @classmethod
+    def _empty_key_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        v = value.strip().lower()
+        if v in _DEVICES or v == "cuda":
+            return v
+        if v.startswith("cuda:") and v[5:].isdigit():
+            return v
+        raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, got {value!r}")
+
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        v = value.strip()
+        if not v or any(c.isspace() for c in v):
+            raise ValueError(f"expected an IP address or host name, got {value!r}")
+        return v
+
+    @field_validator("workers")
+    @classmethod
+    def _one_worker(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError(
+                "must be 1: items, indexes and the active bridge version live in one process; "
+                "run more instances with separate data dirs instead"
+            )
+        return value
+
+    def service_config(self) -> ServiceConfig:
+        """The engine's configuration for these settings."""
+        return ServiceConfig(
+            data_dir=self.data_dir,
+            clip_model=self.clip_model,
+            clap_model=self.clap_model,
+            initial_bridge=self.initial_bridge,
+            device=self.device,
+            index_type=self.index_type,
+            faiss_gpu=self.faiss_gpu,
+            max_audio_seconds=self.max_audio_seconds,
+            samples_dir=self.samples_dir if self.seed_samples else None,
+            encode_threads=self.encode_threads,
+        )
+
+    @property
+    def upload_body_limit(self) -> int:
+        """Cap on a single-upload request body (one file plus its form fields)."""
+        return self.max_upload_bytes + FORM_OVERHEAD_BYTES
+
+    @property
+    def batch_body_limit(self) -> int:
+        """Cap on a batch request body (several files or queries)."""
+        return self.max_request_bytes + FORM_OVERHEAD_BYTES
+
+    @property
+    def admin_body_limit(self) -> int:
+        """Cap on an admin upload (captions file and memory .npy files together)."""
+        return self.max_admin_upload_bytes + FORM_OVERHEAD_BYTES
+
+
+def is_loopback_host(host: str) -> bool:
+    """True when `host` only accepts connections from this machine.
+
+    "localhost" and loopback addresses (127.0.0.0/8, ::1) are loopback; wildcard addresses
+    (0.0.0.0, ::), other addresses and any other host name count as reachable from outside.
+    """
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_refusal(settings: Settings) -> str | None:
+    """Why the server must not start with these settings, or None when it may.
+
+    A server reachable from other machines must protect its admin endpoints (retrain,
+    activate, rollback), so a non-loopback host requires BRIDGE_ADMIN_KEY.
+    """
+    if not is_loopback_host(settings.host) and settings.admin_key is None:
+        return (
+            f"refusing to start: BRIDGE_HOST={settings.host} is reachable from other machines "
+            "but BRIDGE_ADMIN_KEY is not set. Set BRIDGE_ADMIN_KEY to a long random secret "
+            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`), "
+            "or bind to 127.0.0.1."
+        )
+    return None
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """One line per bad variable: `BRIDGE_PORT: Input should be ... (got '70000')`."""
+    lines = []
+    for item in error.errors():
+        name = ENV_PREFIX + ".".join(str(p) for p in item["loc"]).upper() if item["loc"] else ""
+        got = item.get("input")
+        secret = name.endswith("_KEY")
+        shown = "" if secret or isinstance(got, dict) or got is None else f" (got {str(got)!r})"
+        lines.append(f"{name}: {item['msg']}{shown}")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def load_settings() -> Settings:
+    """Read the environment; raises pydantic.ValidationError on bad values."""
+    return Settings()
