@@ -33,7 +33,8 @@ async function apiError(response) {
   let hint = "";
   if (response.status === 401) hint = " Enter the server's API key above.";
   if (response.status === 503) hint = " The server is still loading; try again in a moment.";
-  return new Error(`The server answered ${response.status}: ${detail}.${hint}`);
+  const sentence = /[.!?]$/.test(detail) ? detail : `${detail}.`;
+  return new Error(`The server answered ${response.status}: ${sentence}${hint}`);
 }
 
 async function request(path, options = {}) {
@@ -103,13 +104,15 @@ function resetResults(title) {
 
 function describeSpace(answer) {
   const name = SPACE_NAMES[answer.space] ?? answer.space;
-  const version = answer.bridge_version ? `, bridge ${answer.bridge_version}` : "";
+  // A bridge version only matters when the bridged space answered.
+  const version =
+    answer.space === "shared" && answer.bridge_version ? `, bridge ${answer.bridge_version}` : "";
   return `answered in the ${name}${version}`;
 }
 
 function metadataText(metadata) {
   return Object.entries(metadata ?? {})
-    .filter(([, value]) => value !== null && typeof value !== "object")
+    .filter(([key, value]) => key !== "label" && value !== null && typeof value !== "object")
     .map(([key, value]) => `${key}: ${value}`)
     .join(" · ");
 }
@@ -135,8 +138,14 @@ function resultCard(hit, rank) {
 
   const meta = document.createElement("p");
   meta.className = "meta";
-  meta.textContent = metadataText(hit.metadata) || hit.id;
-  meta.title = hit.id;
+  if (card.dataset.label) {
+    const tag = document.createElement("span");
+    tag.className = "label";
+    tag.textContent = `label ${card.dataset.label}`;
+    meta.append(tag);
+  }
+  meta.append(metadataText(hit.metadata) || (card.dataset.label ? "" : hit.id));
+  meta.title = `item ${hit.id}`;
 
   card.append(head, media, meta);
   return card;
@@ -344,6 +353,7 @@ async function checkStatus() {
 // ------------------------------------------------------------------ wiring
 
 function init() {
+  $("options").addEventListener("submit", (event) => event.preventDefault());
   const key = $("api-key");
   key.value = localStorage.getItem(KEY_STORAGE) ?? "";
   key.addEventListener("change", () => localStorage.setItem(KEY_STORAGE, key.value.trim()));
