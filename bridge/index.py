@@ -6,10 +6,12 @@ Every vector that enters (build, add, search) is L2-normalised here, so scores a
 Kinds:
 - ``flat``: ``IndexIDMap2(IndexFlatIP)``, exact. The default.
 - ``hnsw``: ``IndexIDMap2(IndexHNSWFlat(M, METRIC_INNER_PRODUCT))``, approximate; ``ef_search``
-  is configurable. HNSW cannot remove vectors: ``remove`` puts ids in a tombstone set that search
-  filters out (it asks FAISS for ``k + len(tombstones)`` and drops them); tombstones are saved
-  with the index, and ``needs_rebuild()`` asks for a rebuild once they exceed
-  ``TOMBSTONE_REBUILD_FRACTION`` of the live count.
+  is configurable (a search uses ``max(ef_search, k)``). HNSW cannot remove vectors: ``remove``
+  puts ids in a tombstone set, and search passes FAISS an
+  ``IDSelectorNot(IDSelectorBatch(tombstones))`` so the graph walk skips them (k live results,
+  no over-fetching). Tombstoned vectors still cost memory and graph hops; they
+  are saved with the index, and ``needs_rebuild()`` asks for a rebuild from the store once they
+  exceed ``TOMBSTONE_REBUILD_FRACTION`` of the live count.
 - ``ivf``: ``IndexIVFFlat(IndexFlatIP, nlist, METRIC_INNER_PRODUCT)`` trained on the build data,
   ``nlist = ivf_nlist`` or ``min(4 * sqrt(N), N // 39)`` (FAISS wants >= 39 training points per
   list), ``nprobe`` configurable. Below ``IVF_MIN_ITEMS`` vectors an ivf build falls back to flat
@@ -206,6 +208,8 @@ class VectorIndex:
         self._ids: set[int] = {int(i) for i in ids}
         self._tombstones: set[int] = set() if tombstones is None else {int(i) for i in tombstones}
         self._lock = ReadWriteLock()
+        self._selector: tuple[Any, Any] | None = None  # (IDSelectorBatch, IDSelectorNot)
+        self._refresh_selector()
         self.manifest = dataclasses.replace(
             manifest, count=len(self._ids), tombstones=len(self._tombstones)
         )
@@ -383,23 +387,16 @@ class VectorIndex:
         scores = np.full((nq, k), -np.inf, dtype=np.float32)
         labels = np.full((nq, k), -1, dtype=np.int64)
         with self._lock.read():
-            stored = int(self._cpu.ntotal)
-            if stored == 0 or not self._ids:
+            if not self._ids:
                 return scores, labels
-            tombs = self._tombstones
-            kk = min(k + len(tombs), stored)
-            index = self._gpu if self._gpu is not None and kk <= GPU_MAX_K else self._cpu
-            dist, found = index.search(q, kk)
-        if tombs:
-            for row in range(nq):
-                keep = [j for j in range(kk) if found[row, j] >= 0 and found[row, j] not in tombs]
-                keep = keep[:k]
-                scores[row, : len(keep)] = dist[row, keep]
-                labels[row, : len(keep)] = found[row, keep]
-        else:
-            width = min(k, kk)
-            scores[:, :width] = dist[:, :width]
-            labels[:, :width] = found[:, :width]
+            kk = min(k, int(self._cpu.ntotal))
+            if self.kind == "hnsw":
+                dist, found = self._cpu.search(q, kk, params=self._hnsw_params(kk))
+            else:
+                index = self._gpu if self._gpu is not None and kk <= GPU_MAX_K else self._cpu
+                dist, found = index.search(q, kk)
+        scores[:, :kk] = dist
+        labels[:, :kk] = found
         scores[labels < 0] = -np.inf
         return scores, labels
 
@@ -422,6 +419,26 @@ class VectorIndex:
                 self.manifest, count=len(self._ids), fingerprint=fingerprint, updated_at=_now()
             )
 
+    def _hnsw_params(self, k: int) -> Any:
+        """HNSW search parameters: efSearch >= k (fewer candidates than k can return fewer
+        than k results) and a selector that skips tombstoned ids inside the graph walk."""
+        import faiss
+
+        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+        params.efSearch = max(int(self.manifest.params.get("ef_search", 64)), k)
+        if self._selector is not None:
+            params.sel = self._selector[1]
+        return params
+
+    def _refresh_selector(self) -> None:
+        import faiss
+
+        if not self._tombstones:
+            self._selector = None
+            return
+        batch = faiss.IDSelectorBatch(np.array(sorted(self._tombstones), dtype=np.int64))
+        self._selector = (batch, faiss.IDSelectorNot(batch))
+
     def set_fingerprint(self, fingerprint: str) -> None:
         """Record that the index matches the store at ``fingerprint`` (after a check by ids)."""
         with self._lock.write():
@@ -437,6 +454,7 @@ class VectorIndex:
             if present.size:
                 if self.kind == "hnsw":
                     self._tombstones.update(int(i) for i in present)
+                    self._refresh_selector()
                 else:
                     removed = self._cpu.remove_ids(faiss.IDSelectorBatch(present))
                     if removed != present.size:
