@@ -25,6 +25,11 @@ indexes do not implement) go to the CPU index and the GPU copy is refreshed from
 writes the CPU master. HNSW always stays on CPU. Searches with ``k`` above the GPU limit (2048)
 run on the CPU copy.
 
+Threads: searches of at most ``SMALL_QUERY_BATCH`` queries run with one OpenMP thread (set and
+restored per calling thread), which removes millisecond OpenMP barrier stalls from the p99 of
+single-query serving without slowing it (see ``_single_thread_if``); larger batches and builds
+use FAISS's default thread count.
+
 Thread-safety: a readers-writer lock (writer preference). Any number of searches run at once
 (FAISS releases the GIL during a search); ``add``/``remove``/``set_search_params`` wait for
 running searches to finish and block new ones while they run. ``save`` is a reader.
@@ -59,6 +64,7 @@ IVF_MIN_ITEMS = 1000
 TOMBSTONE_REBUILD_FRACTION = 0.2
 IVF_REGROW_FACTOR = 4  # an IVF index that has grown 4x past its training set asks for a rebuild
 GPU_MAX_K = 2048
+SMALL_QUERY_BATCH = 8  # searches of at most this many queries run with one OpenMP thread
 INDEX_FILE = "index.faiss"
 MANIFEST_FILE = "manifest.json"
 IDS_FILE = "ids.npy"
@@ -390,11 +396,12 @@ class VectorIndex:
             if not self._ids:
                 return scores, labels
             kk = min(k, int(self._cpu.ntotal))
-            if self.kind == "hnsw":
-                dist, found = self._cpu.search(q, kk, params=self._hnsw_params(kk))
-            else:
-                index = self._gpu if self._gpu is not None and kk <= GPU_MAX_K else self._cpu
-                dist, found = index.search(q, kk)
+            with _single_thread_if(nq <= SMALL_QUERY_BATCH):
+                if self.kind == "hnsw":
+                    dist, found = self._cpu.search(q, kk, params=self._hnsw_params(kk))
+                else:
+                    gpu = self._gpu is not None and kk <= GPU_MAX_K
+                    dist, found = (self._gpu if gpu else self._cpu).search(q, kk)
         scores[:, :kk] = dist
         labels[:, :kk] = found
         scores[labels < 0] = -np.inf
@@ -533,6 +540,30 @@ class VectorIndex:
                 f"{directory}: manifest count {manifest.count} != {ids.shape[0]} ids"
             )
         return cls(index, manifest, ids, tombstones, use_gpu=use_gpu)
+
+
+@contextmanager
+def _single_thread_if(condition: bool) -> Iterator[None]:
+    """Run FAISS with one OpenMP thread in this thread (the setting is per calling thread).
+
+    FAISS searches one query on one thread anyway (flat, HNSW and IVF parallelise over
+    queries), but IndexIDMap's id translation opens an OpenMP region whose barrier stalls for
+    milliseconds when the cores are busy: measured on a loaded 2-core box, 5,000 x 64 flat,
+    single-query p99 32 ms with 2 threads vs 0.25 ms with 1 (p50 0.035 ms either way).
+    """
+    if not condition:
+        yield
+        return
+    import faiss
+
+    previous = faiss.omp_get_max_threads()
+    if previous != 1:
+        faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        if previous != 1:
+            faiss.omp_set_num_threads(previous)
 
 
 def _fsync_dir(path: Path) -> None:
