@@ -14,7 +14,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from bridge.errors import (
     BridgeError,
@@ -111,10 +110,6 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-    if exc.status_code == 413 and detail == "Content Too Large":
-        limit = request.scope.get(MAX_BODY_SIZE_SCOPE_KEY)
-        if isinstance(limit, int):
-            detail = f"request body is larger than this endpoint's limit of {limit} bytes"
     return JSONResponse(error_body(detail), status_code=exc.status_code, headers=exc.headers)
 
 

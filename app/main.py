@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 import bridge
 from app.errors import install_error_handlers
+from app.limits import BodyLimitMiddleware, PathLimit
 from app.observability import MetricsMiddleware
 from app.routes import admin, health, items, search
 from app.settings import Settings
@@ -38,6 +39,21 @@ the native CLIP (images) or CLAP (audio) space; audio->image and image->audio go
 C-MCR bridge trained without paired data. Bridges are retrained and swapped live under
 /v1/admin. Every error answers `{"detail": "<what was wrong>"}`.
 """
+
+
+# Bodies of every other endpoint (JSON calls, admin activate...) are small.
+SMALL_BODY = PathLimit("/", 65_536, "fixed limit for this endpoint")
+
+
+def body_limits(settings: Settings) -> list[PathLimit]:
+    """Body limit per path prefix (first match wins): uploads get the file limit plus room
+    for form fields; batches and admin uploads their own limits."""
+    return [
+        PathLimit("/v1/items/batch", settings.batch_body_limit, "BRIDGE_MAX_REQUEST_BYTES"),
+        PathLimit("/v1/items", settings.upload_body_limit, "BRIDGE_MAX_UPLOAD_BYTES"),
+        PathLimit("/v1/search", settings.upload_body_limit, "BRIDGE_MAX_UPLOAD_BYTES"),
+        PathLimit("/v1/admin/retrain", settings.admin_body_limit, "BRIDGE_MAX_ADMIN_UPLOAD_BYTES"),
+    ]
 
 
 def _open_service(settings: Settings) -> BridgeService:
@@ -105,14 +121,18 @@ def create_app(
     app.state.settings = settings
     app.state.holder = holder
     install_error_handlers(app)
-    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(BodyLimitMiddleware, limits=body_limits(settings), default=SMALL_BODY)
+    app.add_middleware(MetricsMiddleware)  # outermost: counts 413s from the limiter too
 
-    app.include_router(health.router, max_body_size=0)
-    app.include_router(items.batch_router, max_body_size=settings.batch_body_limit)
-    app.include_router(items.router, max_body_size=settings.upload_body_limit)
-    app.include_router(search.batch_router, max_body_size=settings.batch_body_limit)
-    app.include_router(search.router, max_body_size=settings.upload_body_limit)
-    app.include_router(admin.router, max_body_size=settings.admin_body_limit)
+    for router in (
+        health.router,
+        items.batch_router,
+        items.router,
+        search.batch_router,
+        search.router,
+        admin.router,
+    ):
+        app.include_router(router)
     _mount_page(app)
     return app
 

@@ -1,0 +1,106 @@
+"""Fixtures of the API tests: a real BridgeService on the tiny seeded CLIP/CLAP models, a
+small trained bridge, and TestClients of create_app() with chosen settings.
+
+Each test gets a fresh data dir (so "nothing was stored" is checkable); the encoders and the
+bridge checkpoint are built once per session.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+if TYPE_CHECKING:
+    from bridge.encoders import Encoder
+    from bridge.service import BridgeService
+
+from apikit import ADMIN_KEY, train_tiny_bridge
+
+
+@pytest.fixture(scope="session")
+def tiny_bridge_dir(
+    tiny_clip_encoder: Encoder, tiny_clap_encoder: Encoder, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    return train_tiny_bridge(
+        tiny_clip_encoder, tiny_clap_encoder, tmp_path_factory.mktemp("bridge") / "ckpt"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_bridge_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings come from each test, never from the caller's BRIDGE_* environment."""
+    for name in list(os.environ):
+        if name.upper().startswith("BRIDGE_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def make_settings(
+    tmp_path: Path, tiny_clip_dir: Path, tiny_clap_dir: Path, tiny_bridge_dir: Path
+) -> Callable[..., Any]:
+    """make_settings(**overrides) -> app.settings.Settings on this test's data dir."""
+    from app.settings import Settings
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "clip_model": str(tiny_clip_dir),
+            "clap_model": str(tiny_clap_dir),
+            "initial_bridge": tiny_bridge_dir,
+            "device": "cpu",
+            "faiss_gpu": False,
+            "seed_samples": False,
+            "admin_key": ADMIN_KEY,
+            "max_audio_seconds": 5.0,
+            **overrides,
+        }
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def service(
+    make_settings: Callable[..., Any], tiny_clip_encoder: Encoder, tiny_clap_encoder: Encoder
+) -> Iterator[BridgeService]:
+    """A real engine on a fresh data dir (session encoders reused), closed after the test."""
+    from bridge.service import BridgeService
+
+    svc = BridgeService.open(
+        make_settings().service_config(), clip=tiny_clip_encoder, clap=tiny_clap_encoder
+    )
+    try:
+        yield svc
+    finally:
+        svc.close()
+
+
+@pytest.fixture
+def make_client(
+    service: BridgeService, make_settings: Callable[..., Any]
+) -> Iterator[Callable[..., TestClient]]:
+    """make_client(**settings_overrides) -> TestClient over create_app(settings, service)."""
+    from app.main import create_app
+
+    clients: list[TestClient] = []
+
+    def make(**overrides: Any) -> TestClient:
+        client = TestClient(create_app(make_settings(**overrides), service=service))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    """Default settings: admin key set, no API key, 20 MB uploads."""
+    return make_client()
