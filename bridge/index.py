@@ -27,8 +27,10 @@ run on the CPU copy.
 
 Threads: searches of at most ``SMALL_QUERY_BATCH`` queries run with one OpenMP thread (set and
 restored per calling thread), which removes millisecond OpenMP barrier stalls from the p99 of
-single-query serving without slowing it (see ``_single_thread_if``); larger batches and builds
-use FAISS's default thread count.
+single-query serving without slowing it (see ``_search_threads``); larger batches, builds and
+adds use ``configure_threads(n)`` (default: FAISS's, one per core). OpenMP keeps the thread
+count per calling thread, so ``faiss.omp_set_num_threads`` in the main thread does not reach
+the worker threads that serve requests; ``configure_threads`` does.
 
 Thread-safety: a readers-writer lock (writer preference). Any number of searches run at once
 (FAISS releases the GIL during a search); ``add``/``remove``/``set_search_params`` wait for
@@ -261,24 +263,29 @@ class VectorIndex:
         if kind == "ivf" and n < IVF_MIN_ITEMS:
             logger.info("%s: %d vectors < %d, ivf falls back to flat", name, n, IVF_MIN_ITEMS)
             built_kind = "flat"
-        if built_kind == "flat":
-            index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-            index.add_with_ids(x, id_array)
-        elif built_kind == "hnsw":
-            hnsw = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            hnsw.hnsw.efConstruction = max(ef_construction, hnsw_m)
-            index = faiss.IndexIDMap2(hnsw)
-            index.add_with_ids(x, id_array)
-            params = {"hnsw_m": hnsw_m, "ef_construction": ef_construction, "ef_search": ef_search}
-        else:
-            nlist = ivf_nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
-            if not 1 <= nlist <= n:
-                raise InvalidInputError(f"ivf_nlist must be in [1, {n}], got {nlist}")
-            quantizer = faiss.IndexFlatIP(dim)
-            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-            index.train(x)
-            index.add_with_ids(x, id_array)
-            params = {"nlist": nlist, "nprobe": min(nprobe, nlist), "trained_count": n}
+        with _omp_threads(_configured_threads):
+            if built_kind == "flat":
+                index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+                index.add_with_ids(x, id_array)
+            elif built_kind == "hnsw":
+                hnsw = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+                hnsw.hnsw.efConstruction = max(ef_construction, hnsw_m)
+                index = faiss.IndexIDMap2(hnsw)
+                index.add_with_ids(x, id_array)
+                params = {
+                    "hnsw_m": hnsw_m,
+                    "ef_construction": ef_construction,
+                    "ef_search": ef_search,
+                }
+            else:
+                nlist = ivf_nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
+                if not 1 <= nlist <= n:
+                    raise InvalidInputError(f"ivf_nlist must be in [1, {n}], got {nlist}")
+                quantizer = faiss.IndexFlatIP(dim)
+                index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+                index.train(x)
+                index.add_with_ids(x, id_array)
+                params = {"nlist": nlist, "nprobe": min(nprobe, nlist), "trained_count": n}
         manifest = IndexManifest(
             name=name,
             kind=built_kind,
@@ -396,7 +403,7 @@ class VectorIndex:
             if not self._ids:
                 return scores, labels
             kk = min(k, int(self._cpu.ntotal))
-            with _single_thread_if(nq <= SMALL_QUERY_BATCH):
+            with _omp_threads(_search_threads(nq)):
                 if self.kind == "hnsw":
                     dist, found = self._cpu.search(q, kk, params=self._hnsw_params(kk))
                 else:
@@ -418,9 +425,10 @@ class VectorIndex:
                     f"{self.manifest.name}: id(s) already in the index: {clash[:10]}"
                 )
             if id_array.size:
-                self._cpu.add_with_ids(x, id_array)
-                if self._gpu is not None:
-                    self._gpu.add_with_ids(x, id_array)
+                with _omp_threads(_configured_threads):
+                    self._cpu.add_with_ids(x, id_array)
+                    if self._gpu is not None:
+                        self._gpu.add_with_ids(x, id_array)
                 self._ids.update(int(i) for i in id_array)
             self.manifest = dataclasses.replace(
                 self.manifest, count=len(self._ids), fingerprint=fingerprint, updated_at=_now()
@@ -542,28 +550,56 @@ class VectorIndex:
         return cls(index, manifest, ids, tombstones, use_gpu=use_gpu)
 
 
+_configured_threads: int | None = None
+
+
+def configure_threads(threads: int | None) -> None:
+    """Set the OpenMP thread count FAISS uses for builds and large query batches (None or 0:
+    FAISS's default, the number of cores).
+
+    ``faiss.omp_set_num_threads`` only changes the calling thread's setting (OpenMP keeps it
+    per thread: set in the main thread, a worker thread still sees the default), so a
+    service-wide setting must be applied by the thread that runs FAISS; VectorIndex does that
+    around every build, add and search.
+    """
+    global _configured_threads
+    if threads is not None and (not isinstance(threads, int) or threads < 0):
+        raise InvalidInputError(f"FAISS threads must be a non-negative integer, got {threads!r}")
+    _configured_threads = threads or None
+
+
 @contextmanager
-def _single_thread_if(condition: bool) -> Iterator[None]:
-    """Run FAISS with one OpenMP thread in this thread (the setting is per calling thread).
+def _omp_threads(threads: int | None) -> Iterator[None]:
+    """Run FAISS with ``threads`` OpenMP threads in this thread, then restore (None: as is)."""
+    if threads is None:
+        yield
+        return
+    import faiss
+
+    previous = faiss.omp_get_max_threads()
+    if previous != threads:
+        faiss.omp_set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if previous != threads:
+            faiss.omp_set_num_threads(previous)
+
+
+def _search_threads(nq: int) -> int | None:
+    """One thread for small batches, else the configured count.
 
     FAISS searches one query on one thread anyway (flat, HNSW and IVF parallelise over
     queries), but IndexIDMap's id translation opens an OpenMP region whose barrier stalls for
     milliseconds when the cores are busy: measured on a loaded 2-core box, 5,000 x 64 flat,
     single-query p99 32 ms with 2 threads vs 0.25 ms with 1 (p50 0.035 ms either way).
     """
-    if not condition:
-        yield
-        return
-    import faiss
+    return 1 if nq <= SMALL_QUERY_BATCH else _configured_threads
 
-    previous = faiss.omp_get_max_threads()
-    if previous != 1:
-        faiss.omp_set_num_threads(1)
-    try:
-        yield
-    finally:
-        if previous != 1:
-            faiss.omp_set_num_threads(previous)
+
+def _single_thread_if(condition: bool) -> Any:
+    """``_omp_threads(1)`` when ``condition`` (kept for the benchmark's raw-FAISS floor)."""
+    return _omp_threads(1 if condition else None)
 
 
 def _fsync_dir(path: Path) -> None:

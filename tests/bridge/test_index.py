@@ -359,3 +359,33 @@ def test_gpu_index_matches_cpu(kind: str, tmp_path: Path, data: tuple[np.ndarray
     loaded = VectorIndex.load(tmp_path / "g", use_gpu=True)
     assert loaded.on_gpu and loaded.ntotal == N - 9
     np.testing.assert_array_equal(loaded.search(queries, K)[1], gpu.search(queries, K)[1])
+
+
+def test_faiss_thread_settings_are_per_call_and_restored() -> None:
+    import faiss
+
+    from bridge.index import configure_threads
+
+    vectors = clustered(50)
+    index = build("flat", np.arange(50), vectors)
+    before = faiss.omp_get_max_threads()
+    seen: list[int] = []
+    original = index._cpu.search
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(faiss.omp_get_max_threads())
+        return original(*args, **kwargs)
+
+    index._cpu.search = spy  # type: ignore[method-assign]
+    index.search(vectors[:1], 3)  # small batch: one thread during the call
+    assert seen == [1] and faiss.omp_get_max_threads() == before
+    with pytest.raises(InvalidInputError):
+        configure_threads(-1)
+    configure_threads(1)
+    try:
+        index.search(vectors, 3)  # large batch: the configured count
+        assert seen[-1] == 1 and faiss.omp_get_max_threads() == before
+    finally:
+        configure_threads(None)
+    index.search(vectors, 3)
+    assert seen[-1] == before
