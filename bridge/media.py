@@ -160,7 +160,7 @@ def decode_image(
 
     _reject_other_modality(data, name, "image")
     try:
-        image = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
+        image = Image.open(io.BytesIO(data), formats=_pillow_formats())
     except Image.DecompressionBombError as exc:
         raise PayloadTooLargeError(f"{name}: image is too large to decode safely ({exc})") from exc
     except UnidentifiedImageError as exc:
@@ -188,6 +188,14 @@ def decode_image(
             raise MediaDecodeError(
                 f"{name}: corrupt or truncated {fmt} image: {type(exc).__name__}: {exc}"
             ) from exc
+
+
+def _pillow_formats() -> list[str]:
+    """PILLOW_FORMATS that this Pillow build can open (MPO, for one, is not in every build)."""
+    from PIL import Image
+
+    Image.init()
+    return [fmt for fmt in PILLOW_FORMATS if fmt in Image.OPEN]
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
