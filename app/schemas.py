@@ -218,7 +218,7 @@ class SearchBatchResponse(BaseModel):
 
 
 class RetrainIn(BaseModel):
-    """A retrain from captions (inline or a file under the data dir) and optional memories."""
+    """A retrain from captions (inline and/or a file under the data dir) and optional memories."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -248,9 +248,9 @@ class RetrainIn(BaseModel):
     activate: bool = Field(default=False, description="Activate the new version once it is ready.")
 
     @model_validator(mode="after")
-    def _one_corpus(self) -> RetrainIn:
-        if (self.captions is None) == (self.captions_path is None):
-            raise ValueError("give exactly one of captions or captions_path")
+    def _some_corpus(self) -> RetrainIn:
+        if self.captions is None and self.captions_path is None:
+            raise ValueError("give captions (a list) and/or captions_path (a file)")
         return self
 
     def to_request(self) -> RetrainRequest:
