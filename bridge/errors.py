@@ -29,7 +29,7 @@ class NotFoundError(BridgeError):
 
 
 class ConflictError(BridgeError):
-    """The request conflicts with current state (e.g. activating an unfinished version). HTTP 409."""
+    """The request conflicts with current state (e.g. activating an unready version). HTTP 409."""
 
 
 class CheckpointError(BridgeError):

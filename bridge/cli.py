@@ -1,0 +1,269 @@
+"""`mbridge`: the engine's stages as subcommands joined by files.
+
+embed -> .npy -> train -> checkpoint dir -> project / eval. Each subcommand is a thin wrapper
+over a library function; `main(argv)` is callable in-process from tests. Errors the user can fix
+print one line `error: ...` to stderr and exit 2; no partial output file is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bridge.errors import BridgeError, InvalidInputError
+
+
+def _add_embed(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("embed", help="encode captions, images or audio with a CLIP or CLAP tower")
+    p.add_argument("--encoder", required=True, choices=["clip", "clap"])
+    p.add_argument("--model", required=True, help="hub id or local Hugging Face folder")
+    p.add_argument("--modality", required=True, choices=["text", "image", "audio"])
+    p.add_argument("--input", required=True, type=Path, help="captions file, folder, or path list")
+    p.add_argument("--output", required=True, type=Path, help="output .npy (float32, N x D)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.set_defaults(func=_cmd_embed)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the C-MCR projectors on caption pairs")
+    p.add_argument("--clip-text", required=True, type=Path, help="(N, D_clip) caption embeddings")
+    p.add_argument("--clap-text", required=True, type=Path, help="(N, D_clap); row i = row i")
+    p.add_argument("--image-memory", type=Path, help="unpaired CLIP image embeddings (M, D_clip)")
+    p.add_argument("--audio-memory", type=Path, help="unpaired CLAP audio embeddings (M, D_clap)")
+    p.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
+    p.add_argument("--loss", choices=["infonce", "cwcl"], default="infonce")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--temperature", type=float, default=0.01)
+    p.add_argument("--learn-temperature", action="store_true", help="learn the logit scale")
+    p.add_argument("--memory-temperature", type=float, default=0.01)
+    p.add_argument("--memory-top-k", type=int, default=0, help="0 = exact softmax over memory")
+    p.add_argument("--noise-variance", type=float, default=0.004)
+    p.add_argument("--intra-weight", type=float, default=0.1)
+    p.add_argument("--no-memory", action="store_true", help="ablation: skip memory retrieval")
+    p.add_argument("--no-noise", action="store_true", help="ablation: skip semantic completion")
+    p.add_argument("--no-intra", action="store_true", help="ablation: skip intra-MCR alignment")
+    p.add_argument("--cwcl-reverse", choices=["infonce", "cwcl"], default="infonce")
+    p.add_argument("--cwcl-weights", choices=["clip", "clap", "mean"], default="mean")
+    p.add_argument("--cwcl-sharpen", type=float, default=1.0, help="power on the CWCL weights")
+    p.add_argument("--batchnorm-mode", choices=["joint", "separate"], default="joint")
+    p.add_argument("--hidden-dim", type=int, default=1024)
+    p.add_argument("--shared-dim", type=int, default=512)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--val-fraction", type=float, default=0.05)
+    p.add_argument("--clip-model", default="", help="recorded in config.json: CLIP encoder id")
+    p.add_argument("--clap-model", default="", help="recorded in config.json: CLAP encoder id")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+
+def _add_project(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("project", help="map raw embeddings into the shared space")
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--space", required=True, choices=["clip", "clap"])
+    p.add_argument("--input", required=True, type=Path)
+    p.add_argument("--output", required=True, type=Path)
+    p.set_defaults(func=_cmd_project)
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="audio<->image retrieval metrics through a checkpoint")
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--image", required=True, type=Path, help="raw CLIP image embeddings")
+    p.add_argument("--audio", required=True, type=Path, help="raw CLAP audio embeddings")
+    p.add_argument("--labels", type=Path, help="labels for both sides (same row count)")
+    p.add_argument("--image-labels", type=Path, help="labels of the image rows")
+    p.add_argument("--audio-labels", type=Path, help="labels of the audio rows")
+    p.add_argument("--json", type=Path, help="write the metrics here")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks: synthetic, speed, digits")
+    p.add_argument("name", choices=["synthetic", "speed", "digits"])
+    p.add_argument("args", nargs=argparse.REMAINDER, help="options of that benchmark (see --help)")
+    p.set_defaults(func=_cmd_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mbridge", description="Connect CLIP and CLAP spaces with C-MCR, stage by stage."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_embed, _add_train, _add_project, _add_eval, _add_bench):
+        add(sub)
+    return parser
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from bridge.embedding import run_embed
+
+    rows = run_embed(
+        args.encoder,
+        args.model,
+        args.modality,
+        args.input,
+        args.output,
+        args.device,
+        args.batch_size,
+    )
+    print(f"wrote {rows} embeddings to {args.output}")
+    return 0
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from bridge.config import TrainConfig
+
+    return TrainConfig(
+        loss=args.loss,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        device=args.device,
+        temperature=args.temperature,
+        learn_temperature=args.learn_temperature,
+        use_memory=not args.no_memory,
+        memory_temperature=args.memory_temperature,
+        memory_top_k=args.memory_top_k,
+        use_noise=not args.no_noise,
+        noise_variance=args.noise_variance,
+        use_intra=not args.no_intra,
+        intra_weight=args.intra_weight,
+        cwcl_reverse=args.cwcl_reverse,
+        cwcl_weight_source=args.cwcl_weights,
+        cwcl_sharpen=args.cwcl_sharpen,
+        batchnorm_mode=args.batchnorm_mode,
+        val_fraction=args.val_fraction,
+        progress=not args.quiet,
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from bridge.arrays import load_matrix
+    from bridge.config import ProjectorConfig
+    from bridge.train import train_bridge
+
+    config = _train_config(args)
+    clip_text = load_matrix(args.clip_text, "--clip-text")
+    clap_text = load_matrix(args.clap_text, "--clap-text")
+    image_memory = load_matrix(args.image_memory, "--image-memory") if args.image_memory else None
+    audio_memory = load_matrix(args.audio_memory, "--audio-memory") if args.audio_memory else None
+    projector = ProjectorConfig(
+        clip_dim=clip_text.shape[1],
+        clap_dim=clap_text.shape[1],
+        hidden_dim=args.hidden_dim,
+        shared_dim=args.shared_dim,
+        num_layers=args.layers,
+    )
+    encoders = {k: v for k, v in (("clip", args.clip_model), ("clap", args.clap_model)) if v}
+    result = train_bridge(
+        clip_text,
+        clap_text,
+        image_memory,
+        audio_memory,
+        config,
+        projector,
+        out_dir=args.out,
+        encoders=encoders,
+    )
+    final = result.report["final"]
+    shown = ", ".join(f"{k}={final[k]:.4f}" for k in ("loss", "val_mean_r_at_1") if k in final)
+    print(f"wrote checkpoint {args.out} ({result.report['steps']} steps, {shown})")
+    return 0
+
+
+def _cmd_project(args: argparse.Namespace) -> int:
+    from bridge.arrays import atomic_save_npy, load_matrix
+    from bridge.projectors import load_checkpoint
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    vectors = load_matrix(args.input, "--input", checkpoint.input_dim(args.space))
+    projected = checkpoint.project(args.space, vectors)
+    atomic_save_npy(args.output, projected)
+    print(f"wrote {projected.shape[0]} x {projected.shape[1]} shared embeddings to {args.output}")
+    return 0
+
+
+def _load_labels(path: Path | None, rows: int, name: str) -> Any:
+    import numpy as np
+
+    if path is None:
+        return None
+    if not path.is_file():
+        raise InvalidInputError(f"{name}: file not found: {path}")
+    try:
+        labels = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise InvalidInputError(f"{name}: not a readable .npy file ({exc})") from exc
+    if labels.ndim != 1 or len(labels) != rows:
+        raise InvalidInputError(f"{name}: expected 1-D array of {rows} labels, got {labels.shape}")
+    return labels
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from bridge.arrays import load_matrix
+    from bridge.evaluate import cross_modal_metrics
+    from bridge.projectors import load_checkpoint
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    image = load_matrix(args.image, "--image", checkpoint.input_dim("clip"))
+    audio = load_matrix(args.audio, "--audio", checkpoint.input_dim("clap"))
+    if args.labels is not None and (args.image_labels or args.audio_labels):
+        raise InvalidInputError("give --labels, or --image-labels and --audio-labels, not both")
+    image_labels = _load_labels(args.labels or args.image_labels, len(image), "image labels")
+    audio_labels = _load_labels(args.labels or args.audio_labels, len(audio), "audio labels")
+    shared_image = checkpoint.project("clip", image)
+    shared_audio = checkpoint.project("clap", audio)
+    metrics = cross_modal_metrics(shared_image, shared_audio, image_labels, audio_labels)
+    print(f"{'direction':<16}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'mAP':>8}{'medR':>8}")
+    for direction, m in metrics.items():
+        print(
+            f"{direction:<16}{m['r_at_1']:>8.4f}{m['r_at_5']:>8.4f}{m['r_at_10']:>8.4f}"
+            f"{m['map']:>8.4f}{m['median_rank']:>8.1f}"
+        )
+    if args.json:
+        from bridge.io import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(metrics, indent=2) + "\n")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    module = importlib.import_module(f"bridge.bench.{args.name}")
+    return int(module.main(list(args.args)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except BridgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
