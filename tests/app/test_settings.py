@@ -1,0 +1,142 @@
+"""Settings from BRIDGE_* variables, the non-loopback refusal, and `python -m app`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from app.auth import keys_match
+from app.settings import (
+    Settings,
+    bind_refusal,
+    format_validation_error,
+    is_loopback_host,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_match_the_issue() -> None:
+    s = Settings()
+    assert (s.host, s.port) == ("127.0.0.1", 8000)
+    assert s.data_dir == Path("var")
+    assert (s.clip_model, s.clap_model) == ("models/demo-clip", "models/demo-clap")
+    assert s.initial_bridge == Path("models/demo-bridge")
+    assert (s.device, s.index_type, s.faiss_gpu) == ("auto", "flat", True)
+    assert s.admin_key is None and s.api_key is None
+    assert s.max_upload_bytes == 20_000_000 and s.max_audio_seconds == 30.0
+    assert s.seed_samples is True and s.samples_dir == Path("models/samples")
+    config = s.service_config()
+    assert config.samples_dir == Path("models/samples") and config.index_type == "flat"
+
+
+def test_environment_is_read_with_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_PORT", "9100")
+    monkeypatch.setenv("BRIDGE_INDEX_TYPE", "hnsw")
+    monkeypatch.setenv("BRIDGE_SEED_SAMPLES", "false")
+    monkeypatch.setenv("BRIDGE_INITIAL_BRIDGE", "none")
+    monkeypatch.setenv("BRIDGE_ADMIN_KEY", "  ")
+    monkeypatch.setenv("BRIDGE_LOG_LEVEL", "DEBUG")
+    s = Settings()
+    assert s.port == 9100 and s.index_type == "hnsw" and s.log_level == "debug"
+    assert s.initial_bridge is None and s.admin_key is None
+    assert s.service_config().samples_dir is None
+    assert s.service_config().initial_bridge is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("BRIDGE_PORT", "70000", "less than or equal to 65535"),
+        ("BRIDGE_PORT", "http", "valid integer"),
+        ("BRIDGE_INDEX_TYPE", "annoy", "'flat', 'hnsw' or 'ivf'"),
+        ("BRIDGE_DEVICE", "tpu", "auto, cpu, cuda"),
+        ("BRIDGE_WORKERS", "4", "must be 1"),
+        ("BRIDGE_MAX_UPLOAD_BYTES", "0", "greater than 0"),
+        ("BRIDGE_FAISS_GPU", "maybe", "valid boolean"),
+    ],
+)
+def test_bad_values_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, words: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    message = format_validation_error(caught.value)
+    assert f"{name}: " in message and words in message and repr(value) in message
+
+
+def test_keys_never_appear_in_error_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_PORT", "0")
+    monkeypatch.setenv("BRIDGE_ADMIN_KEY", "super-secret-value")
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert "super-secret-value" not in format_validation_error(caught.value)
+    assert "super-secret-value" not in repr(Settings(port=1, admin_key="super-secret-value"))
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.5.5.5", True),
+        ("localhost", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.10", False),
+        ("example.com", False),
+    ],
+)
+def test_is_loopback_host(host: str, loopback: bool) -> None:
+    assert is_loopback_host(host) is loopback
+
+
+def test_bind_refusal() -> None:
+    assert bind_refusal(Settings(host="127.0.0.1")) is None
+    assert bind_refusal(Settings(host="0.0.0.0", admin_key="k" * 32)) is None
+    message = bind_refusal(Settings(host="0.0.0.0"))
+    assert message is not None and "BRIDGE_ADMIN_KEY" in message and "0.0.0.0" in message
+
+
+def test_keys_match_is_exact() -> None:
+    assert keys_match("abc", "abc")
+    assert not keys_match("abc", "abd") and not keys_match("ab", "abc")
+    assert keys_match("ключ", "ключ")
+
+
+def _run_app(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=REPO,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_python_m_app_refuses_a_public_host_without_admin_key() -> None:
+    done = _run_app({"BRIDGE_HOST": "0.0.0.0", "BRIDGE_PORT": "1"})
+    assert done.returncode == 2
+    assert "refusing to start" in done.stderr and "BRIDGE_ADMIN_KEY" in done.stderr
+
+
+def test_python_m_app_exits_2_on_invalid_settings() -> None:
+    done = _run_app({"BRIDGE_PORT": "99999"})
+    assert done.returncode == 2
+    assert "BRIDGE_PORT" in done.stderr
+
+
+def test_python_m_app_help_lists_the_variables() -> None:
+    done = _run_app({}, "--help")
+    assert done.returncode == 0
+    for name in ("BRIDGE_HOST", "BRIDGE_ADMIN_KEY", "BRIDGE_MAX_UPLOAD_BYTES"):
+        assert name in done.stdout
