@@ -44,11 +44,12 @@ from bridge.store import ItemStore, NewItem  # noqa: E402
 K = 10
 
 
-def clustered(n: int, dim: int, seed: int, clusters: int = 1000) -> np.ndarray:
+def clustered(n: int, dim: int, seed: int, clusters: int = 1000, noise: float = 0.6) -> np.ndarray:
+    """Unit vectors around 1000 random centres (the same centres for every seed)."""
+    centres = np.random.default_rng(12345).standard_normal((clusters, dim)).astype(np.float32)
     rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
     points = centres[rng.integers(0, clusters, n)]
-    points += 0.6 * rng.standard_normal((n, dim)).astype(np.float32)
+    points += noise * rng.standard_normal((n, dim)).astype(np.float32)
     points /= np.linalg.norm(points, axis=1, keepdims=True)
     return points
 
@@ -113,8 +114,34 @@ def bench_kind(
         "recall_at_10": None if truth is None else recall_at_k(found, truth),
         "save_s": save_s,
         "load_s": load_s,
+        "sweep": [] if truth is None else sweep(index, queries, truth),
         "_found": found,
     }
+
+
+SWEEPS = {"hnsw": ("ef_search", (32, 64, 128, 256, 512)), "ivf": ("nprobe", (8, 16, 32, 64, 128))}
+
+
+def sweep(index: VectorIndex, queries: np.ndarray, truth: np.ndarray) -> list[dict[str, Any]]:
+    """Recall@10 and single-query latency for each ef_search (hnsw) or nprobe (ivf)."""
+    if index.kind not in SWEEPS:
+        return []
+    name, values = SWEEPS[index.kind]
+    default = index.manifest.params[name]
+    rows = []
+    for value in values:
+        index.set_search_params(**{name: value})
+        latency = single_query_latency(lambda q: index.search(q, K), queries[:300])
+        rows.append(
+            {
+                name: value,
+                "recall_at_10": recall_at_k(index.search(queries, K)[1], truth),
+                "search_p50_ms": percentile_ms(latency, 50),
+                "search_p99_ms": percentile_ms(latency, 99),
+            }
+        )
+    index.set_search_params(**{name: default})
+    return rows
 
 
 def bench_lock(rounds: int = 200_000) -> float:
@@ -175,19 +202,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--kinds", default="flat,hnsw,ivf")
+    parser.add_argument("--noise", type=float, default=0.6, help="cluster spread (harder: more)")
     parser.add_argument("--skip-store", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("bench-out/index_bench.json"))
     args = parser.parse_args(argv)
 
     import faiss
 
-    data = clustered(args.n, args.dim, seed=0)
-    queries = clustered(args.queries, args.dim, seed=1)
+    data = clustered(args.n, args.dim, seed=0, noise=args.noise)
+    queries = clustered(args.queries, args.dim, seed=1, noise=args.noise)
     ids = np.arange(1, args.n + 1, dtype=np.int64)
     results: dict[str, Any] = {
         "n": args.n,
         "dim": args.dim,
         "k": K,
+        "noise": args.noise,
         "machine": {
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
@@ -223,6 +252,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['raw_faiss_p50_ms']:9.3f} {r['wrapper_overhead_p50_ms']:8.3f} "
             f"{r['batch_qps']:10.0f} {r['recall_at_10']:9.3f} {r['save_s']:7.2f} {r['load_s']:7.2f}"
         )
+    for kind, r in results["kinds"].items():
+        for point in r["sweep"]:
+            name = SWEEPS[kind][0]
+            print(
+                f"{kind} {name}={point[name]:<4} recall@10 {point['recall_at_10']:.3f}  "
+                f"p50 {point['search_p50_ms']:.3f} ms  p99 {point['search_p99_ms']:.3f} ms"
+            )
     print(f"readers-writer lock, uncontended read: {results['rw_lock_read_us']:.2f} us")
     for key, value in results.get("store", {}).items():
         print(f"{key:32} {value:.3f}")
