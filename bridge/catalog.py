@@ -246,11 +246,10 @@ class IndexCatalog:
         full = self.store.snapshot(modality, with_embeddings=True)
         assert full.embeddings is not None
         if full.rowids.size == 0:
-            if index is None:
-                return None, None
-            vectors = np.zeros((0, index.dim), dtype=np.float32)
-        else:
-            vectors = transform(full.embeddings)
+            # Nothing to index. Dropping the index (rather than keeping an empty one) lets the
+            # next add build it with whatever dimension the items then have.
+            return None, (None if index is None else f"dropped ({reason})")
+        vectors = transform(full.embeddings)
         built = self._build(
             name, full.rowids, vectors, full.fingerprint, encoder or full.encoder, checkpoint_sha256
         )
@@ -282,6 +281,8 @@ class IndexCatalog:
                     changed.append(name)
                     self._dirty.add(("", modality))
                     self._save(("", modality))
+                    if index is None:
+                        shutil.rmtree(self.native_dir(modality), ignore_errors=True)
         return changed
 
     def build_shared(self, version: str, project: ProjectFn, checkpoint_sha256: str) -> None:
@@ -356,6 +357,8 @@ class IndexCatalog:
             if (what is not None or force_save) and index is not None:
                 self._dirty.add(key)
                 self._save(key)
+            if what is not None and index is None:
+                shutil.rmtree(self.shared_dir(version, modality), ignore_errors=True)
         self._projectors[version] = project
         self._checkpoints[version] = checkpoint_sha256
         return changed

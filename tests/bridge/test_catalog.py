@@ -143,6 +143,21 @@ def test_index_type_change_and_encoder_conflict(tmp_path: Path, store: ItemStore
         IndexCatalog(tmp_path, store, index_type="annoy")
 
 
+def test_index_of_an_emptied_store_is_dropped(tmp_path: Path, store: ItemStore) -> None:
+    rowids, _ = add(store, "image", 3, seed=17)
+    catalog(tmp_path, store).reconcile_native(ENCODERS)
+    for item in store.get_by_rowids(rowids).values():
+        store.delete(item.id)  # deleted while the service was down
+    # A new encoder with another dimension is fine once the store holds no image items.
+    cat = catalog(tmp_path, store)
+    assert cat.reconcile_native({"image": "bigger-clip"}) == ["clip_image"]
+    assert cat.native("image") is None
+    assert not (tmp_path / "native" / "clip_image").exists()
+    (item,) = store.add_items([NewItem("image", {}, np.ones(CLIP_DIM + 4), "bigger-clip")])
+    cat.on_items_added("image", np.array([item.rowid]), np.ones((1, CLIP_DIM + 4)), {})
+    assert cat.native("image").dim == CLIP_DIM + 4  # type: ignore[union-attr]
+
+
 def test_live_adds_and_deletes(tmp_path: Path, store: ItemStore) -> None:
     cat = catalog(tmp_path, store)
     assert cat.reconcile_native(ENCODERS) == []  # empty store: nothing to build
