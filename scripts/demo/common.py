@@ -1,0 +1,332 @@
+"""Shared helpers for the demo encoders, the demo bridge and the digits benchmark.
+
+Data (see ../shared/data/README.md):
+- MNIST test set as IDX gz files; images 0-4999 train image-side models and memories,
+  images 5000-9999 are evaluation only.
+- FSDD recordings `{digit}_{speaker}_{take}.wav` at 8 kHz; takes 0-4 are the test set,
+  takes 5-49 training.
+
+Also builds the small word-level tokenizers of the demo towers: a byte-level BPE vocabulary
+(so any text still tokenizes) plus one merge chain per known word, so every word of the
+caption vocabulary is a single token.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import random
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+FSDD_SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
+FSDD_RATE = 8000
+MNIST_TRAIN = range(0, 5000)
+MNIST_EVAL = range(5000, 10000)
+FSDD_TRAIN_TAKES = range(5, 50)
+FSDD_TEST_TAKES = range(0, 5)
+
+FSDD_SOURCE = "Free Spoken Digit Dataset, github.com/Jakobovski/free-spoken-digit-dataset @ 26eb9aa"
+FSDD_LICENSE = "CC BY-SA 4.0"
+MNIST_SOURCE = "MNIST test set (LeCun, Cortes, Burges), copy from github.com/kelas/mnist"
+MNIST_LICENSE = "CC BY-SA 3.0"
+
+
+# --------------------------------------------------------------------------- MNIST
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped) into a uint8 array of its declared shape."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    magic = int.from_bytes(data[0:4], "big")
+    if magic >> 8 != 0x08:  # 0x08 = unsigned byte
+        raise ValueError(f"{path}: not a uint8 IDX file (magic {magic:#x})")
+    ndim = magic & 0xFF
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    offset = 4 + 4 * ndim
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
+
+
+def load_mnist(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Return (images (10000, 28, 28) uint8, labels (10000,) int64) of the MNIST test set."""
+    root = Path(data_dir) / "mnist"
+    images = _read_idx(root / "t10k-images-idx3-ubyte.gz")
+    labels = _read_idx(root / "t10k-labels-idx1-ubyte.gz").astype(np.int64)
+    if images.shape != (10000, 28, 28) or labels.shape != (10000,):
+        raise ValueError(f"unexpected MNIST shapes {images.shape}, {labels.shape}")
+    return images, labels
+
+
+def mnist_pil(images: np.ndarray) -> list:
+    """uint8 (N, 28, 28) -> list of RGB PIL images (what the service decodes uploads to)."""
+    from PIL import Image
+
+    return [Image.fromarray(img, mode="L").convert("RGB") for img in images]
+
+
+# --------------------------------------------------------------------------- FSDD
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    digit: int
+    speaker: str
+    take: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.digit}_{self.speaker}_{self.take}.wav"
+
+
+def list_fsdd(
+    data_dir: Path, takes: Iterable[int], speakers: Sequence[str] = FSDD_SPEAKERS
+) -> list[Clip]:
+    """FSDD clips with the given takes and speakers, sorted by (speaker, digit, take)."""
+    root = Path(data_dir) / "fsdd" / "recordings"
+    clips = []
+    take_set = set(takes)
+    for speaker in speakers:
+        for digit in range(10):
+            for take in sorted(take_set):
+                path = root / f"{digit}_{speaker}_{take}.wav"
+                if path.is_file():
+                    clips.append(Clip(path, digit, speaker, take))
+    if not clips:
+        raise FileNotFoundError(f"no FSDD recordings under {root}")
+    return clips
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """Mono float32 waveform and its sample rate."""
+    import soundfile as sf
+
+    wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    return wave.mean(axis=1).astype(np.float32), int(rate)
+
+
+def load_clips(clips: Sequence[Clip], target_rate: int) -> list[np.ndarray]:
+    """Read clips and resample each to `target_rate` with soxr (8 kHz -> 48 kHz for CLAP)."""
+    import soxr
+
+    out = []
+    for clip in clips:
+        wave, rate = read_wav(clip.path)
+        if rate != target_rate:
+            wave = soxr.resample(wave, rate, target_rate).astype(np.float32)
+        out.append(wave)
+    return out
+
+
+# --------------------------------------------------------------------------- captions
+
+# Demo CLIP sees only these (image side: handwriting, ink, writing).
+CLIP_TEMPLATES = (
+    "a handwritten {w}",
+    "a handwritten {d}",
+    "the digit {d} written in ink",
+    "the digit {w} written by hand",
+    "a scan of a handwritten {w}",
+    "a photo of the number {d}",
+    "a photo of the digit {w}",
+    "an image of a {w}",
+    "a picture of the numeral {d}",
+    "a black and white image of a {w}",
+    "a scanned digit {w}",
+    "a drawing of the number {w}",
+    "{w}",
+    "{d}",
+    "a grayscale picture showing {w}",
+    "someone wrote a {w} on paper",
+    "a pen drawn {d}",
+    "handwriting of the digit {w}",
+    "a small image of the number {w} in white on black",
+    "the numeral {w} written with a pen",
+)
+
+# Demo CLAP sees only these (audio side: speech, voice, recording).
+CLAP_TEMPLATES = (
+    "someone says {w}",
+    "a recording of the spoken number {w}",
+    "a person saying the word {w}",
+    "the sound of a voice saying {w}",
+    "a man speaks the digit {w}",
+    "a spoken {w}",
+    "the word {w} said out loud",
+    "audio of someone counting {w}",
+    "a voice pronounces {w}",
+    "{w}",
+    "speech: {w}",
+    "a short clip of a speaker saying {w}",
+    "you can hear the number {w}",
+    "an utterance of {w}",
+    "a talker reads the digit {d} aloud",
+    "a sound recording where a person says {w}",
+    "the spoken digit {d}",
+    "a microphone recording of the word {w}",
+    "a quiet voice saying {w} once",
+    "listen to someone say {w}",
+)
+
+# Generic filler words (no modality words) inserted into captions during training so that
+# the text towers learn to find the digit word among words they will meet in other phrasings.
+FILLER_WORDS = tuple(
+    """a the this that very clear small large big tiny quick slow old new neat messy bold thin
+    thick faint soft sharp clean short long single simple random typical nice odd here there
+    now again please just really quite maybe probably certainly exactly only also still then
+    today yesterday example sample item number digit value of is it its was be with for
+    and or on at to from in by as an my your our their some any another every first last
+    next good bad great little other same different kind sort type thing something nothing
+    what which who this these those i we you they think see know show find look called""".split()
+)
+
+
+def fill(template: str, digit: int) -> str:
+    return template.format(w=DIGIT_WORDS[digit], d=str(digit))
+
+
+def sample_caption(
+    rng: random.Random, templates: Sequence[str], digit: int, filler_p: float = 0.3
+) -> str:
+    """A random template for `digit`, with a random filler word inserted with prob filler_p."""
+    words = fill(rng.choice(templates), digit).split()
+    if rng.random() < filler_p:
+        words.insert(rng.randrange(len(words) + 1), rng.choice(FILLER_WORDS))
+    return " ".join(words)
+
+
+def class_prompts(templates: Sequence[str]) -> list[list[str]]:
+    """For each digit, all templates filled in (a prompt ensemble for zero-shot)."""
+    return [[fill(t, d) for t in templates] for d in range(10)]
+
+
+# --------------------------------------------------------------------------- tokenizers
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2 / CLIP byte -> printable unicode map."""
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs], strict=True))
+
+
+def _apply_bpe(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Standard BPE: repeatedly merge the lowest-ranked adjacent pair."""
+    while len(symbols) > 1:
+        pairs = [
+            (ranks.get((a, b), 1 << 30), i) for i, (a, b) in enumerate(zip(symbols, symbols[1:]))
+        ]
+        rank, i = min(pairs)
+        if rank == 1 << 30:
+            break
+        symbols = symbols[:i] + [symbols[i] + symbols[i + 1]] + symbols[i + 2 :]
+    return symbols
+
+
+def word_merges(words: Iterable[list[str]]) -> tuple[list[tuple[str, str]], list[str]]:
+    """Merges that turn each symbol sequence in `words` into one token.
+
+    For each word, run BPE with the merges so far and append a left-to-right chain that joins
+    what is left. Later merges never change earlier words (each earlier word is already one
+    token), so every listed word ends as a single token.
+    """
+    merges: list[tuple[str, str]] = []
+    ranks: dict[tuple[str, str], int] = {}
+    new_tokens: list[str] = []
+    for symbols in words:
+        parts = _apply_bpe(list(symbols), ranks)
+        acc = parts[0]
+        for nxt in parts[1:]:
+            pair = (acc, nxt)
+            ranks[pair] = len(merges)
+            merges.append(pair)
+            acc = acc + nxt
+            new_tokens.append(acc)
+    return merges, new_tokens
+
+
+def caption_words(texts: Iterable[str]) -> list[str]:
+    """Lower-case word and punctuation pieces of `texts`, sorted, without duplicates."""
+    found: set[str] = set()
+    for text in texts:
+        found.update(re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]+", text.lower()))
+    return sorted(found)
+
+
+def write_clip_vocab(out_dir: Path, words: Sequence[str]) -> None:
+    """CLIP-format vocab.json + merges.txt: 256 bytes, their `</w>` forms, words, specials."""
+    byte_chars = list(bytes_to_unicode().values())
+    vocab: list[str] = byte_chars + [c + "</w>" for c in byte_chars]
+    seqs = []
+    for word in words:
+        chars = [bytes_to_unicode()[b] for b in word.encode("utf-8")]
+        chars[-1] = chars[-1] + "</w>"
+        seqs.append(chars)
+    merges, new_tokens = word_merges(seqs)
+    seen = set(vocab)
+    for tok in new_tokens:
+        if tok not in seen:
+            vocab.append(tok)
+            seen.add(tok)
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+    lines = ["#version: 0.2"] + [f"{a} {b}" for a, b in merges]
+    (out_dir / "merges.txt").write_text("\n".join(lines) + "\n")
+
+
+def write_roberta_vocab(out_dir: Path, words: Sequence[str]) -> None:
+    """RoBERTa/GPT-2-format vocab.json + merges.txt: specials, 256 bytes, words with and
+    without the leading-space marker."""
+    b2u = bytes_to_unicode()
+    vocab: list[str] = ["<s>", "<pad>", "</s>", "<unk>"] + list(b2u.values())
+    seqs = []
+    for word in words:
+        for prefix in ("", " "):
+            seqs.append([b2u[b] for b in (prefix + word).encode("utf-8")])
+    merges, new_tokens = word_merges(seqs)
+    seen = set(vocab)
+    for tok in new_tokens:
+        if tok not in seen:
+            vocab.append(tok)
+            seen.add(tok)
+    vocab.append("<mask>")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+    lines = ["#version: 0.2"] + [f"{a} {b}" for a, b in merges]
+    (out_dir / "merges.txt").write_text("\n".join(lines) + "\n")
+
+
+# --------------------------------------------------------------------------- misc
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def dir_size_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
