@@ -1,0 +1,195 @@
+"""The mbridge CLI, called in-process: the exact forms of issue 2 and its error paths."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bridge.bench.synthetic_world import WorldConfig, make_world
+from bridge.cli import main
+
+WORLD = WorldConfig(
+    latent_dim=8,
+    concepts=8,
+    space_dim=12,
+    hidden_dim=24,
+    captions=600,
+    memory=300,
+    test_pairs=60,
+    seed=1,
+)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    world = make_world(WORLD)
+    arrays = {
+        "clip_text": world.clip_text,
+        "clap_text": world.clap_text,
+        "image_memory": world.image_memory,
+        "audio_memory": world.audio_memory,
+        "test_image": world.test_image,
+        "test_audio": world.test_audio,
+    }
+    paths = {}
+    for name, array in arrays.items():
+        paths[name] = root / f"{name}.npy"
+        np.save(paths[name], array)
+    paths["labels"] = root / "labels.npy"
+    np.save(paths["labels"], world.test_concept)
+    paths["ckpt"] = root / "ckpt"
+    code = main(
+        [
+            "train",
+            "--clip-text",
+            str(paths["clip_text"]),
+            "--clap-text",
+            str(paths["clap_text"]),
+            "--image-memory",
+            str(paths["image_memory"]),
+            "--audio-memory",
+            str(paths["audio_memory"]),
+            "--out",
+            str(paths["ckpt"]),
+            "--loss",
+            "infonce",
+            "--epochs",
+            "12",
+            "--batch-size",
+            "128",
+            "--seed",
+            "0",
+            "--device",
+            "cpu",
+            "--hidden-dim",
+            "32",
+            "--shared-dim",
+            "8",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    return paths
+
+
+def test_train_writes_checkpoint(files: dict[str, Path]) -> None:
+    config = json.loads((files["ckpt"] / "config.json").read_text())
+    assert config["train"]["epochs"] == 12 and config["projector"]["shared_dim"] == 8
+
+
+def test_project_writes_normalised_shared_vectors(files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "shared.npy"
+    assert (
+        main(
+            [
+                "project",
+                "--checkpoint",
+                str(files["ckpt"]),
+                "--space",
+                "clap",
+                "--input",
+                str(files["test_audio"]),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    shared = np.load(out)
+    assert shared.dtype == np.float32 and shared.shape == (60, 8)
+    np.testing.assert_allclose(np.linalg.norm(shared, axis=1), 1.0, atol=1e-5)
+
+
+def test_eval_prints_and_writes_json(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m.json"
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(files["ckpt"]),
+                "--image",
+                str(files["test_image"]),
+                "--audio",
+                str(files["test_audio"]),
+                "--labels",
+                str(files["labels"]),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads(out.read_text())
+    assert set(metrics) == {"audio_to_image", "image_to_audio"}
+    assert metrics["audio_to_image"]["map"] > 2 / WORLD.concepts  # class level, far above chance
+    assert "audio_to_image" in capsys.readouterr().out
+
+
+def _fails(argv: list[str], capsys: pytest.CaptureFixture[str], message: str) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
+
+
+def test_bad_inputs_exit_nonzero_with_one_line_and_no_output(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out.npy"
+    project = [
+        "project",
+        "--checkpoint",
+        str(files["ckpt"]),
+        "--space",
+        "clip",
+        "--output",
+        str(out),
+    ]
+    _fails(project + ["--input", str(tmp_path / "nope.npy")], capsys, "not found")
+    np.save(tmp_path / "ints.npy", np.ones((3, 12), dtype=np.int64))
+    _fails(project + ["--input", str(tmp_path / "ints.npy")], capsys, "dtype")
+    np.save(tmp_path / "rank1.npy", np.ones(12, dtype=np.float32))
+    _fails(project + ["--input", str(tmp_path / "rank1.npy")], capsys, "2-D")
+    nan = np.ones((3, 12), dtype=np.float32)
+    nan[1, 1] = np.inf
+    np.save(tmp_path / "nan.npy", nan)
+    _fails(project + ["--input", str(tmp_path / "nan.npy")], capsys, "NaN or Inf")
+    np.save(tmp_path / "wide.npy", np.ones((3, 13), dtype=np.float32))
+    _fails(project + ["--input", str(tmp_path / "wide.npy")], capsys, "expected dimension 12")
+    (tmp_path / "junk.npy").write_bytes(b"not numpy")
+    _fails(project + ["--input", str(tmp_path / "junk.npy")], capsys, "readable")
+    assert not out.exists()
+    ckpt = tmp_path / "never"
+    _fails(
+        [
+            "train",
+            "--clip-text",
+            str(files["clip_text"]),
+            "--clap-text",
+            str(files["test_audio"]),
+            "--out",
+            str(ckpt),
+            "--quiet",
+        ],
+        capsys,
+        "rows",
+    )
+    assert not ckpt.exists()
+    assert list(tmp_path.glob(".*")) == []  # no temp files left
+
+
+def test_help_is_fast_and_does_not_import_torch() -> None:
+    code = (
+        "import sys; from bridge.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
