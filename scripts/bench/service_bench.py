@@ -1,0 +1,519 @@
+"""Service benchmark (issue 4, "Benchmark"): search latency and throughput against raw FAISS.
+
+    .venv/bin/python scripts/bench/service_bench.py --sizes 10000 100000 --clients 1 8 32 \\
+        --queries 256 --json docs/benchmarks-service.json
+
+For each collection size N it measures, with 1, 8 and 32 concurrent clients:
+- query by vector (a `clip` vector, target image: native CLIP index) and by audio file (a WAV
+  upload, target image: decode -> CLAP -> CLAP projector -> shared image index);
+- through the in-process facade (BridgeService.search from client threads) and through real
+  HTTP (`python -m app` as a uvicorn subprocess on loopback, httpx.AsyncClient clients);
+- the floor: raw FAISS (IndexFlatIP, one OpenMP thread, one query at a time) over the same
+  vectors with the same final query vectors (for audio: the encoded and projected queries).
+Overhead = service p50 - floor p50. It then times a retrain job on the N items (captions ->
+train -> re-project every item -> new shared indexes -> evaluate) and the swap (activate).
+
+Items are synthetic: N random unit vectors inserted straight into the item store as image
+items (plus --audio-items audio items as audio memory), because encoding 100,000 media files
+on this machine would take hours and the search path never looks at media again: it reads
+raw embeddings from the store, and the indexes are built from those. Audio queries do run
+the full decode + encode path. Encoders: --clip-model/--clap-model, or (default) tiny random
+CLIP/CLAP stand-ins with --dim-wide projections built like tests/tiny_models.py, so vector
+width matches real CLIP/CLAP (512); audio-query times therefore include a tiny CLAP tower,
+not a real HTSAT (see the per-stage encode time to scale it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from bridge.service_types import SearchQuery, ServiceConfig, Upload  # noqa: E402
+
+K = 10
+
+
+# -- setup ----------------------------------------------------------------------------------
+
+
+def build_stand_in_encoders(workdir: Path, dim: int) -> tuple[str, str]:
+    """Tiny random CLIP/CLAP models with `dim`-wide projections (tests/tiny_models.py)."""
+    import tiny_models
+
+    tiny_models.TINY_CLIP_DIM = dim  # the builders read these module constants
+    tiny_models.TINY_CLAP_DIM = dim
+    clip = tiny_models.build_tiny_clip(workdir / "clip")
+    clap = tiny_models.build_tiny_clap(workdir / "clap")
+    return str(clip), str(clap)
+
+
+def make_bridge(path: Path, clip_dim: int, clap_dim: int, hidden: int, shared: int) -> Path:
+    import torch
+
+    from bridge.config import ProjectorConfig
+    from bridge.projectors import BridgeModel, save_checkpoint
+
+    torch.manual_seed(0)
+    config = ProjectorConfig(
+        clip_dim=clip_dim, clap_dim=clap_dim, hidden_dim=hidden, shared_dim=shared
+    )
+    return save_checkpoint(path, BridgeModel(config), None, {"note": "random benchmark bridge"})
+
+
+def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    x = rng.standard_normal((n, dim), dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def populate_store(
+    data_dir: Path, images: np.ndarray, audio: np.ndarray, clip_id: str, clap_id: str
+) -> float:
+    """Insert synthetic items through ItemStore.add_items (5,000 per transaction)."""
+    from bridge.store import ItemStore, NewItem
+
+    started = time.perf_counter()
+    store = ItemStore(data_dir / "store.sqlite")
+    try:
+        for modality, rows, encoder in (("image", images, clip_id), ("audio", audio, clap_id)):
+            for start in range(0, len(rows), 5000):
+                chunk = rows[start : start + 5000]
+                store.add_items(
+                    [
+                        NewItem(modality, {"n": start + i, "shard": (start + i) % 10}, row, encoder)
+                        for i, row in enumerate(chunk)
+                    ]
+                )
+    finally:
+        store.close()
+    return time.perf_counter() - started
+
+
+def audio_queries(n: int) -> list[bytes]:
+    from media_factory import make_wav_bytes
+
+    return [make_wav_bytes(1.0, 16000, 200.0 + 37.0 * i) for i in range(n)]
+
+
+# -- measurement ----------------------------------------------------------------------------
+
+
+def stats(latencies_s: Sequence[float], wall_s: float) -> dict[str, float]:
+    ms = np.asarray(latencies_s) * 1000.0
+    return {
+        "n": float(len(ms)),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+        "qps": float(len(ms) / wall_s),
+    }
+
+
+def run_threads(call: Callable[[int], Any], total: int, clients: int) -> dict[str, float]:
+    """`clients` threads issue `total` calls between them, each one at a time."""
+    latencies: list[float] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    counter = iter(range(total))
+
+    def client() -> None:
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            t0 = time.perf_counter()
+            try:
+                call(i)
+            except BaseException as exc:
+                errors.append(exc)
+                return
+            dt = time.perf_counter() - t0
+            with lock:
+                latencies.append(dt)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"{len(errors)} client error(s), first: {errors[0]!r}")
+    return stats(latencies, wall)
+
+
+def faiss_floor(vectors: np.ndarray, queries: np.ndarray, total: int) -> dict[str, float]:
+    """Raw FAISS: exact inner product, one thread, one query at a time."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    for q in queries[:5]:
+        index.search(q[None, :], K)  # warm up
+    return run_threads(lambda i: index.search(queries[i % len(queries)][None, :], K), total, 1)
+
+
+async def _http_level(
+    base: str, requests: list[dict[str, Any]], total: int, clients: int
+) -> dict[str, float]:
+    import httpx
+
+    latencies: list[float] = []
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(total):
+        queue.put_nowait(i)
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=120.0) as client:
+
+        async def worker() -> None:
+            while True:
+                try:
+                    i = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                t0 = time.perf_counter()
+                response = await client.post("/v1/search", **requests[i % len(requests)])
+                latencies.append(time.perf_counter() - t0)
+                if response.status_code != 200:
+                    raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
+
+        for _ in range(min(3, total)):  # warm the connection pool
+            await client.post("/v1/search", **requests[0])
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        wall = time.perf_counter() - started
+    return stats(latencies, wall)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(config: ServiceConfig) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "BRIDGE_HOST": "127.0.0.1",
+        "BRIDGE_PORT": str(port),
+        "BRIDGE_DATA_DIR": str(config.data_dir),
+        "BRIDGE_CLIP_MODEL": config.clip_model,
+        "BRIDGE_CLAP_MODEL": config.clap_model,
+        "BRIDGE_INITIAL_BRIDGE": "none",
+        "BRIDGE_DEVICE": config.device,
+        "BRIDGE_SEED_SAMPLES": "false",
+        "BRIDGE_LOG_LEVEL": "warning",
+        "PYTHONPATH": str(REPO),
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=env)
+    base = f"http://127.0.0.1:{port}"
+    import httpx
+
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("server did not become ready")
+
+
+def log(n: int, message: str) -> None:
+    print(f"[{n}] {message}", file=sys.stderr, flush=True)
+
+
+# -- one collection size --------------------------------------------------------------------
+
+
+def bench_size(
+    args: argparse.Namespace, n: int, models: tuple[str, str], workdir: Path
+) -> dict[str, Any]:
+    from bridge.encoders import load_encoder
+    from bridge.service import BridgeService
+    from bridge.service_types import RetrainRequest
+
+    clip = load_encoder("clip", models[0], "cpu")
+    clap = load_encoder("clap", models[1], "cpu")
+    data_dir = workdir / f"var-{n}"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    rng = np.random.default_rng(n)
+    images = unit_rows(rng, n, clip.dim)
+    audio = unit_rows(rng, args.audio_items, clap.dim)
+    result: dict[str, Any] = {"items": n, "audio_items": args.audio_items, "dim": clip.dim}
+    result["insert_s"] = populate_store(data_dir, images, audio, clip.model_id, clap.model_id)
+    bridge = args.bridge or make_bridge(
+        workdir / "bridge", clip.dim, clap.dim, args.hidden, args.shared
+    )
+    config = ServiceConfig(
+        data_dir=data_dir,
+        clip_model=models[0],
+        clap_model=models[1],
+        initial_bridge=Path(bridge),
+        device="cpu",
+        samples_dir=None,
+    )
+    t0 = time.perf_counter()
+    service = BridgeService.open(config, clip=clip, clap=clap)
+    result["open_with_index_builds_s"] = time.perf_counter() - t0
+    opened = result["open_with_index_builds_s"]
+    log(n, f"inserted in {result['insert_s']:.1f} s, opened in {opened:.1f} s")
+
+    vector_queries = images[rng.choice(n, args.distinct, replace=False)] + 0.05 * unit_rows(
+        rng, args.distinct, clip.dim
+    )
+    vector_queries /= np.linalg.norm(vector_queries, axis=1, keepdims=True)
+    wavs = audio_queries(min(args.distinct, 32))
+    active = service._active
+    assert active is not None
+    shared_images = active.checkpoint.project("clip", images)
+    audio_vectors = []
+    for data in wavs:  # the final query vectors of the audio path, for the floor
+        decoded = service._decode(Upload(data, "q.wav", "audio/wav"), "q")
+        audio_vectors.append(
+            active.checkpoint.project("clap", service._encode("audio", [decoded.media]))[0]
+        )
+    audio_query_vectors = np.stack(audio_vectors)
+
+    kinds: dict[str, dict[str, Any]] = {
+        "vector": {
+            "floor": faiss_floor(images, vector_queries, args.queries),
+            "query": lambda i: SearchQuery(
+                "image", vector=vector_queries[i % len(vector_queries)].tolist(), space="clip", k=K
+            ),
+            "http": [
+                {"json": {"vector": v.tolist(), "space": "clip", "target": "image", "k": K}}
+                for v in vector_queries
+            ],
+        },
+        "audio_file": {
+            "floor": faiss_floor(shared_images, audio_query_vectors, args.queries),
+            "query": lambda i: SearchQuery(
+                "image", media=Upload(wavs[i % len(wavs)], "q.wav", "audio/wav"), k=K
+            ),
+            "http": [
+                {
+                    "files": {"file": ("q.wav", w, "audio/wav")},
+                    "data": {"target": "image", "k": str(K)},
+                }
+                for w in wavs
+            ],
+        },
+    }
+    import faiss
+
+    faiss.omp_set_num_threads(config.faiss_threads)
+    rows: list[dict[str, Any]] = []
+    for kind, spec in kinds.items():
+        stage_sums: dict[str, float] = {}
+        for i in range(min(20, args.queries)):  # warm-up + per-stage breakdown
+            for stage, ms in service.search(spec["query"](i)).timings_ms.items():
+                stage_sums[stage] = stage_sums.get(stage, 0.0) + ms / min(20, args.queries)
+        result.setdefault("stages_ms", {})[kind] = stage_sums
+        for clients in args.clients:
+            facade = run_threads(
+                lambda i, s=spec: service.search(s["query"](i)), args.queries, clients
+            )
+            rows.append(
+                {
+                    "kind": kind,
+                    "via": "facade",
+                    "clients": clients,
+                    **facade,
+                    "floor": spec["floor"],
+                }
+            )
+            log(n, f"{kind} facade c={clients}: {facade['p50_ms']:.2f} ms, {facade['qps']:.0f} q/s")
+    service.close()
+
+    if not args.no_http:
+        proc, base = start_server(config)
+        try:
+            for kind, spec in kinds.items():
+                for clients in args.clients:
+                    http = asyncio.run(_http_level(base, spec["http"], args.queries, clients))
+                    rows.append(
+                        {
+                            "kind": kind,
+                            "via": "http",
+                            "clients": clients,
+                            **http,
+                            "floor": spec["floor"],
+                        }
+                    )
+                    log(
+                        n,
+                        f"{kind} http c={clients}: {http['p50_ms']:.2f} ms, {http['qps']:.0f} q/s",
+                    )
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    result["rows"] = rows
+
+    if not args.no_retrain:
+        service = BridgeService.open(config, clip=clip, clap=clap)
+        try:
+            words = ["red", "loud", "small", "bright"]
+            captions = [
+                f"caption {i}: a {words[i % 4]} thing {i % 97}" for i in range(args.captions)
+            ]
+            t0 = time.perf_counter()
+            job = service.start_retrain(
+                RetrainRequest(
+                    captions=captions,
+                    train_overrides={"epochs": args.retrain_epochs, "batch_size": 1024},
+                )
+            )
+            while (job := service.get_job(job.id)).status not in ("succeeded", "failed"):
+                time.sleep(0.2)
+            job_wall = time.perf_counter() - t0
+            if job.status != "succeeded":
+                raise RuntimeError(f"retrain failed: {job.error}")
+            t1 = time.perf_counter()
+            service.activate(job.version or "")
+            swap_s = time.perf_counter() - t1
+            result["retrain"] = {
+                "captions": len(captions),
+                "epochs": args.retrain_epochs,
+                "job_wall_s": job_wall,
+                "stages_s": job.metrics.get("timings_s", {}),
+                "activate_s": swap_s,
+                "reprojected_items": n + args.audio_items,
+            }
+            log(n, f"retrain {job_wall:.1f} s {job.metrics.get('timings_s')}, swap {swap_s:.3f} s")
+        finally:
+            service.close()
+    shutil.rmtree(data_dir, ignore_errors=True)
+    return result
+
+
+def _row(cells: Sequence[object]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    head = ["items", "query", "via", "clients", "p50 ms", "p99 ms", "q/s"]
+    head += ["FAISS floor p50 ms", "floor q/s (1 thread)", "overhead p50 ms"]
+    lines = [_row(head), _row(["---:", "---", "---"] + ["---:"] * 7)]
+    for res in results:
+        for r in res["rows"]:
+            f = r["floor"]
+            lines.append(
+                _row(
+                    [
+                        f"{res['items']:,}",
+                        r["kind"],
+                        r["via"],
+                        r["clients"],
+                        f"{r['p50_ms']:.2f}",
+                        f"{r['p99_ms']:.2f}",
+                        f"{r['qps']:.0f}",
+                        f"{f['p50_ms']:.2f}",
+                        f"{f['qps']:.0f}",
+                        f"{r['p50_ms'] - f['p50_ms']:.2f}",
+                    ]
+                )
+            )
+    head = ["items re-projected", "retrain job s", "encode s", "train s"]
+    head += ["re-project + index s", "evaluate s", "swap ms"]
+    lines += ["", _row(head), _row(["---:"] * 7)]
+    for res in results:
+        rt = res.get("retrain")
+        if rt:
+            s = rt["stages_s"]
+            lines.append(
+                _row(
+                    [
+                        f"{rt['reprojected_items']:,}",
+                        f"{rt['job_wall_s']:.1f}",
+                        f"{s.get('encode', 0):.2f}",
+                        f"{s.get('train', 0):.1f}",
+                        f"{s.get('reproject', 0):.1f}",
+                        f"{s.get('evaluate', 0):.2f}",
+                        f"{rt['activate_s'] * 1000:.1f}",
+                    ]
+                )
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--queries", type=int, default=256, help="queries per measurement")
+    parser.add_argument("--distinct", type=int, default=64, help="distinct query vectors")
+    parser.add_argument("--audio-items", type=int, default=1000)
+    parser.add_argument("--dim", type=int, default=512, help="stand-in encoder width")
+    parser.add_argument("--hidden", type=int, default=1024)
+    parser.add_argument("--shared", type=int, default=512)
+    parser.add_argument("--clip-model", default=None)
+    parser.add_argument("--clap-model", default=None)
+    parser.add_argument("--bridge", default=None, help="checkpoint folder (default: random)")
+    parser.add_argument("--captions", type=int, default=2000)
+    parser.add_argument("--retrain-epochs", type=int, default=5)
+    parser.add_argument("--no-http", action="store_true")
+    parser.add_argument("--no-retrain", action="store_true")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    workdir = Path(tempfile.mkdtemp(prefix="service-bench-"))
+    try:
+        if args.clip_model and args.clap_model:
+            models = (args.clip_model, args.clap_model)
+        else:
+            models = build_stand_in_encoders(workdir, args.dim)
+        results = [bench_size(args, n, models, workdir) for n in args.sizes]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    report = {
+        "command": " ".join(
+            [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "loadavg_at_end": os.getloadavg(),
+            "python": platform.python_version(),
+        },
+        "encoders": "stand-ins" if not args.clip_model else list(models),
+        "k": K,
+        "results": results,
+    }
+    print(table(results))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
