@@ -1,0 +1,280 @@
+"""End to end through a real server: `python -m app` (uvicorn) on a free loopback port.
+
+Ingest images and audio, search in all four directions, retrain a bridge and activate it
+while a thread keeps querying (no query may fail, and each answer comes wholly from the old
+or the new version), kill -9 the process, restart it on the same data dir, and find every
+acknowledged item again (and the activated version still active).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from media_factory import make_png_bytes, make_wav_bytes
+
+REPO = Path(__file__).resolve().parents[2]
+ADMIN_KEY = "e2e-admin-key-0123456789abcdef"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+CAPTIONS = [
+    f"{adj} {noun}" for adj in ("a loud", "a soft", "a bright", "a dark")
+    for noun in ("dog", "bell", "car", "bird", "drum", "piano", "train", "voice")
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bridge_dir(tiny_clip_encoder: Any, tiny_clap_encoder: Any, tmp_path_factory) -> Path:
+    """A small trained bridge between the tiny encoders (the server's initial version)."""
+    from bridge.config import ProjectorConfig, TrainConfig
+    from bridge.train import train_bridge
+
+    out = tmp_path_factory.mktemp("e2e-bridge") / "ckpt"
+    train_bridge(
+        tiny_clip_encoder.encode_text(CAPTIONS),
+        tiny_clap_encoder.encode_text(CAPTIONS),
+        config=TrainConfig(epochs=2, batch_size=16, device="cpu", progress=False, seed=0),
+        projector=ProjectorConfig(hidden_dim=32, shared_dim=16),
+        out_dir=out,
+        encoders={"clip": tiny_clip_encoder.model_id, "clap": tiny_clap_encoder.model_id},
+    )
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """One `python -m app` process; its output goes to a log file shown on failure."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.url = f"http://127.0.0.1:{env['BRIDGE_PORT']}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> float:
+        """Start and wait for /readyz 200; returns the seconds it took."""
+        begun = time.monotonic()
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "app"], cwd=REPO, env=self.env, stdout=out, stderr=out
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return time.monotonic() - begun
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"server not ready after {timeout}s:\n{self.output()}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-6000:]
+
+
+@pytest.fixture
+def server(
+    tmp_path: Path, tiny_clip_dir: Path, tiny_clap_dir: Path, bridge_dir: Path
+) -> Iterator[Server]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env.update(
+        BRIDGE_HOST="127.0.0.1",
+        BRIDGE_PORT=str(_free_port()),
+        BRIDGE_DATA_DIR=str(tmp_path / "data"),
+        BRIDGE_CLIP_MODEL=str(tiny_clip_dir),
+        BRIDGE_CLAP_MODEL=str(tiny_clap_dir),
+        BRIDGE_INITIAL_BRIDGE=str(bridge_dir),
+        BRIDGE_DEVICE="cpu",
+        BRIDGE_FAISS_GPU="false",
+        BRIDGE_SEED_SAMPLES="false",
+        BRIDGE_ADMIN_KEY=ADMIN_KEY,
+        BRIDGE_LOG_LEVEL="warning",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+    )
+    srv = Server(env, tmp_path / "server.log")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _add(client: httpx.Client, files: list[tuple[str, bytes, str]], acked: dict[str, str]) -> None:
+    r = client.post(
+        "/v1/items/batch", files=[("files", f) for f in files], data={"metadata": "[" + ",".join(
+            f'{{"name": "{name}"}}' for name, _, _ in files) + "]"},
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    for (name, _, _), item in zip(files, r.json()["items"], strict=True):
+        acked[item["id"]] = name
+
+
+def _search_file(client: httpx.Client, file: tuple[str, bytes, str], target: str) -> dict:
+    r = client.post("/v1/search", files={"file": file}, data={"target": target, "k": "5"})
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+class QueryLoop(threading.Thread):
+    """Fires bridged and native queries back to back until stopped; records every outcome."""
+
+    def __init__(self, url: str, audio_item: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.audio_item = audio_item
+        self.stop_flag = threading.Event()
+        self.answers: list[tuple[float, str | None, str]] = []  # (time, bridge_version, space)
+        self.failures: list[str] = []
+
+    def run(self) -> None:
+        bodies = [
+            {"item_id": self.audio_item, "target": "image", "k": 5},
+            {"text": "a loud dog", "target": "image", "k": 5},
+        ]
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            n = 0
+            while not self.stop_flag.is_set():
+                body = bodies[n % 2]
+                n += 1
+                try:
+                    r = client.post("/v1/search", json=body)
+                except httpx.HTTPError as exc:
+                    self.failures.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                if r.status_code != 200 or not r.json()["results"]:
+                    self.failures.append(f"{r.status_code}: {r.text[:300]}")
+                    continue
+                answer = r.json()
+                self.answers.append((time.monotonic(), answer["bridge_version"], answer["space"]))
+
+
+def test_ingest_search_retrain_swap_and_crash_recovery(server: Server) -> None:
+    started = time.monotonic()
+    server.start()
+    acked: dict[str, str] = {}
+    images = [(f"img{i}.png", make_png_bytes(width=36 + i, seed=i), "image/png") for i in range(6)]
+    sounds = [
+        (f"snd{i}.wav", make_wav_bytes(seconds=0.4, freq=150.0 * (i + 1)), "audio/wav")
+        for i in range(6)
+    ]
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        _add(client, images[:3] + sounds[:3], acked)
+        for one in (images[3], sounds[3]):
+            r = client.post("/v1/items", files={"file": one})
+            assert r.status_code == 201, r.text
+            acked[r.json()["id"]] = one[0]
+
+        # All four directions, with the space that answered.
+        image_q = ("q.png", make_png_bytes(seed=42), "image/png")
+        audio_q = ("q.wav", make_wav_bytes(seconds=0.4, freq=500.0), "audio/wav")
+        for file, target, space in (
+            (image_q, "image", "clip"),
+            (audio_q, "audio", "clap"),
+            (audio_q, "image", "shared"),
+            (image_q, "audio", "shared"),
+        ):
+            answer = _search_file(client, file, target)
+            assert answer["space"] == space, (file[0], target, answer)
+            assert len(answer["results"]) == 4
+            assert all(h["modality"] == target for h in answer["results"])
+            assert {acked[h["id"]][:3] for h in answer["results"]} == {
+                target[:3].replace("ima", "img").replace("aud", "snd")
+            }
+        assert (
+            client.post("/v1/search", json={"text": "a bell", "target": "audio"}).json()["space"]
+            == "clap"
+        )
+
+        # Retrain and swap while queries run.
+        audio_item = next(i for i, name in acked.items() if name.startswith("snd"))
+        loop = QueryLoop(server.url, audio_item)
+        loop.start()
+        r = client.post(
+            "/v1/admin/retrain",
+            json={"captions": CAPTIONS, "train_overrides": {"epochs": 2, "batch_size": 16}},
+            headers=ADMIN,
+        )
+        assert r.status_code == 202, r.text
+        job_id = r.json()["job_id"]
+        _add(client, images[4:] + sounds[4:], acked)  # writes during the job, too
+        deadline = time.monotonic() + 40
+        while (job := client.get(f"/v1/admin/jobs/{job_id}", headers=ADMIN).json())[
+            "status"
+        ] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.1)
+        assert job["status"] == "succeeded", job
+        new_version = job["version"]
+        r = client.post("/v1/admin/activate", json={"version": new_version}, headers=ADMIN)
+        assert r.status_code == 200, r.text
+        swapped_at = time.monotonic()
+        while sum(1 for t, _, _ in loop.answers if t > swapped_at + 0.05) < 10:
+            assert time.monotonic() < swapped_at + 20, "query loop stalled"
+            time.sleep(0.05)
+        loop.stop_flag.set()
+        loop.join(timeout=30)
+
+        assert not loop.failures, loop.failures[:5]
+        versions = {v for _, v, _ in loop.answers}
+        assert versions <= {"v1", new_version}, versions
+        assert "v1" in versions and new_version in versions
+        late = [v for t, v, s in loop.answers if t > swapped_at + 0.05 and s == "shared"]
+        assert late and set(late) == {new_version}  # answered after the swap: new version only
+        shared = client.post(
+            "/v1/search", json={"item_id": audio_item, "target": "image", "k": 20}
+        ).json()
+        assert len(shared["results"]) == 6  # the items added during the job are in the new index
+
+    # kill -9, restart on the same data dir: every acknowledged item is still there.
+    server.kill()
+    server.start()
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for item_id, name in acked.items():
+            r = client.get(f"/v1/items/{item_id}")
+            assert r.status_code == 200, (name, r.text)
+            assert r.json()["metadata"].get("name", name) == name
+        assert client.get("/v1/admin/versions", headers=ADMIN).json()["active"] == new_version
+        for target in ("image", "audio"):
+            answer = client.post(
+                "/v1/search", json={"text": "a bright bird", "target": target, "k": 50}
+            ).json()
+            assert len(answer["results"]) == 6
+        answer = client.post(
+            "/v1/search", json={"item_id": audio_item, "target": "image", "k": 50}
+        ).json()
+        assert answer["bridge_version"] == new_version and len(answer["results"]) == 6
+    # Graceful stop: uvicorn finishes the lifespan (engine closed), then re-raises SIGTERM.
+    assert server.stop() in (0, -signal.SIGTERM)
+    assert time.monotonic() - started < 90
