@@ -469,11 +469,19 @@ class BridgeService:
 
     def seed_samples(self, samples_dir: Path) -> list[ItemRecord]:
         """Add every sample of samples_dir/manifest.jsonl in one add_items batch."""
+        from bridge.media import sniff_modality
         from bridge.samples import load_samples
 
         samples = load_samples(samples_dir)
         if not samples:
             return []
+        for sample in samples:
+            found = sniff_modality(sample.upload.data, sample.upload.filename)
+            if found != sample.modality:
+                raise InvalidInputError(
+                    f"sample {sample.metadata.get('sample_file')}: the manifest says "
+                    f"{sample.modality}, the file is {found}"
+                )
         records = self.add_items([s.upload for s in samples], [s.metadata for s in samples])
         logger.info("seeded %d sample items from %s", len(records), samples_dir)
         return records

@@ -614,3 +614,14 @@ def test_bad_samples_manifest_is_reported(
     (samples / "manifest.jsonl").write_text('{"file": "../x.png", "modality": "image"}\n')
     with pytest.raises(InvalidInputError, match="line 1.*outside"):
         make_service(samples_dir=samples)
+
+
+def test_committed_samples_manifest_is_readable() -> None:
+    from bridge.samples import load_samples
+
+    samples_dir = Path(__file__).resolve().parents[2] / "models" / "samples"
+    if not (samples_dir / "manifest.jsonl").is_file():
+        pytest.skip("models/samples not committed yet")
+    samples = load_samples(samples_dir)
+    assert {s.modality for s in samples} == {"image", "audio"}
+    assert all("label" in s.metadata and s.upload.data for s in samples)
