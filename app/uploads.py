@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from bridge.errors import InvalidInputError, PayloadTooLargeError
 from bridge.service_types import Upload
@@ -79,3 +80,85 @@ def _too_large(name: str, limit: int, setting: str) -> PayloadTooLargeError:
     return PayloadTooLargeError(
         f"uploaded file {name!r} is larger than the limit of {limit} bytes ({setting})"
     )
+
+
+# ---------------------------------------------------------------- multipart forms
+# Upload routes parse their form themselves, inside the route, so that auth dependencies run
+# before any byte of the body is read (FastAPI parses declared File/Form bodies first).
+
+
+def is_multipart(content_type: str | None) -> bool:
+    return media_type(content_type) == "multipart/form-data"
+
+
+def media_type(content_type: str | None) -> str:
+    """`multipart/form-data; boundary=x` -> `multipart/form-data`."""
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+def check_form_fields(form: FormData, allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(form.keys()) - set(allowed))
+    if unknown:
+        raise InvalidInputError(
+            f"unknown form field(s): {', '.join(unknown)}; expected {', '.join(allowed)}"
+        )
+
+
+def form_file(form: FormData, name: str) -> UploadFile:
+    """The single file in field `name` (InvalidInputError when missing or not a file)."""
+    file = optional_form_file(form, name)
+    if file is None:
+        raise InvalidInputError(f"the multipart body needs a `{name}` file field")
+    return file
+
+
+def optional_form_file(form: FormData, name: str) -> UploadFile | None:
+    """The single file in field `name`, or None when the field is absent."""
+    values = form.getlist(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise InvalidInputError(f"give one `{name}` file, not {len(values)}")
+    value = values[0]
+    if not isinstance(value, UploadFile):
+        raise InvalidInputError(f"`{name}` must be an uploaded file, not a text field")
+    return value
+
+
+def form_files(form: FormData, name: str) -> list[UploadFile]:
+    values = form.getlist(name)
+    if not values:
+        raise InvalidInputError(f"the multipart body needs one or more `{name}` file fields")
+    files = [v for v in values if isinstance(v, UploadFile)]
+    if len(files) != len(values):
+        raise InvalidInputError(f"every `{name}` field must be an uploaded file")
+    return files
+
+
+def form_text(form: FormData, name: str) -> str | None:
+    """The text field `name`, or None when absent or empty."""
+    values = form.getlist(name)
+    if not values or values[0] == "":
+        return None
+    if len(values) > 1:
+        raise InvalidInputError(f"give `{name}` once, not {len(values)} times")
+    value = values[0]
+    if not isinstance(value, str):
+        raise InvalidInputError(f"`{name}` must be a text field, not a file")
+    return value
+
+
+def file_property(description: str) -> dict[str, str]:
+    """OpenAPI schema of a file field in a multipart body."""
+    return {"type": "string", "format": "binary", "description": description}
+
+
+def multipart_body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """`openapi_extra` documenting a multipart/form-data request body."""
+    schema = {"type": "object", "required": required, "properties": properties}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": schema}},
+        }
+    }

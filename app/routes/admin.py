@@ -12,14 +12,14 @@ import codecs
 import json
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData, UploadFile
+from starlette.datastructures import FormData
 
 from app.deps import AdminAuth, ServiceDep, SettingsDep
 from app.schemas import (
@@ -32,9 +32,22 @@ from app.schemas import (
     parse_json_field,
 )
 from app.settings import Settings
-from app.uploads import remove_tree, save_upload
+from app.uploads import (
+    check_form_fields,
+    file_property,
+    form_text,
+    is_multipart,
+    media_type,
+    multipart_body,
+    optional_form_file,
+    remove_tree,
+    save_upload,
+)
 from bridge.errors import InvalidInputError
 from bridge.service_types import RetrainRequest
+
+if TYPE_CHECKING:
+    from bridge.service import BridgeService
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminAuth])
 
@@ -42,43 +55,25 @@ UPLOADS_DIR = "uploads"
 _FILE_FIELDS = ("captions", "image_memory", "audio_memory")
 _TEXT_FIELDS = ("train_overrides", "activate")
 
-_OPENAPI_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": RetrainIn.model_json_schema()},
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["captions"],
-                    "properties": {
-                        "captions": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "UTF-8 text, one caption per line.",
-                        },
-                        "image_memory": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": ".npy (N, D_clip) CLIP image embeddings; "
-                            "default: the stored images' embeddings.",
-                        },
-                        "audio_memory": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": ".npy (N, D_clap) CLAP audio embeddings; "
-                            "default: the stored audio's embeddings.",
-                        },
-                        "train_overrides": {
-                            "type": "string",
-                            "description": 'JSON object of TrainConfig fields, e.g. {"epochs": 5}.',
-                        },
-                        "activate": {"type": "boolean", "default": False},
-                    },
-                }
-            },
+_OPENAPI_BODY = multipart_body(
+    {
+        "captions": file_property("UTF-8 text, one caption per line."),
+        "image_memory": file_property(
+            ".npy (N, D_clip) CLIP image embeddings; default: the stored images' embeddings."
+        ),
+        "audio_memory": file_property(
+            ".npy (N, D_clap) CLAP audio embeddings; default: the stored audio's embeddings."
+        ),
+        "train_overrides": {
+            "type": "string",
+            "description": 'JSON object of TrainConfig fields, e.g. {"epochs": 5}.',
         },
-    }
+        "activate": {"type": "boolean", "default": False},
+    },
+    required=["captions"],
+)
+_OPENAPI_BODY["requestBody"]["content"]["application/json"] = {
+    "schema": RetrainIn.model_json_schema()
 }
 
 
@@ -119,11 +114,9 @@ def _save_form_files(form: FormData, settings: Settings, folder: Path) -> dict[s
     paths: dict[str, str] = {}
     names = {"captions": "captions.txt", "image_memory": "image.npy", "audio_memory": "audio.npy"}
     for field in _FILE_FIELDS:
-        value = form.get(field)
+        value = optional_form_file(form, field)
         if value is None:
             continue
-        if not isinstance(value, UploadFile):
-            raise InvalidInputError(f"`{field}` must be an uploaded file, not a text field")
         dest = folder / names[field]
         save_upload(value, dest, settings.max_admin_upload_bytes, field=field)
         if field == "captions":
@@ -137,7 +130,7 @@ def _save_form_files(form: FormData, settings: Settings, folder: Path) -> dict[s
 
 
 def _form_request(form: FormData, paths: dict[str, str]) -> RetrainRequest:
-    overrides = parse_json_field(_text(form, "train_overrides"), "train_overrides") or {}
+    overrides = parse_json_field(form_text(form, "train_overrides"), "train_overrides") or {}
     if not isinstance(overrides, dict):
         raise InvalidInputError("`train_overrides` must be a JSON object")
     try:
@@ -147,7 +140,7 @@ def _form_request(form: FormData, paths: dict[str, str]) -> RetrainRequest:
                 "image_memory_path": paths.get("image_memory"),
                 "audio_memory_path": paths.get("audio_memory"),
                 "train_overrides": overrides,
-                "activate": _text(form, "activate") or False,
+                "activate": form_text(form, "activate") or False,
             }
         )
     except ValidationError as exc:
@@ -157,24 +150,10 @@ def _form_request(form: FormData, paths: dict[str, str]) -> RetrainRequest:
     return body.to_request()
 
 
-def _text(form: FormData, name: str) -> str | None:
-    value = form.get(name)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise InvalidInputError(f"`{name}` must be a text field, not a file")
-    return value
-
-
-async def _start_from_form(request: Request, service: Any, settings: Settings) -> JobOut:
+async def _start_from_form(request: Request, service: BridgeService, settings: Settings) -> JobOut:
     folder = settings.data_dir / UPLOADS_DIR / uuid.uuid4().hex
     async with request.form(max_files=len(_FILE_FIELDS), max_fields=8) as form:
-        unknown = sorted(set(form.keys()) - {*_FILE_FIELDS, *_TEXT_FIELDS})
-        if unknown:
-            raise InvalidInputError(
-                f"unknown form field(s): {', '.join(unknown)}; expected "
-                f"{', '.join(_FILE_FIELDS + _TEXT_FIELDS)}"
-            )
+        check_form_fields(form, _FILE_FIELDS + _TEXT_FIELDS)
         try:
             paths = await run_in_threadpool(_save_form_files, form, settings, folder)
             job = await run_in_threadpool(service.start_retrain, _form_request(form, paths))
@@ -201,8 +180,8 @@ async def _start_from_form(request: Request, service: Any, settings: Settings) -
     responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422, 503),
 )
 async def retrain(request: Request, service: ServiceDep, settings: SettingsDep) -> JobOut:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "multipart/form-data":
+    content_type = media_type(request.headers.get("content-type"))
+    if is_multipart(content_type):
         return await _start_from_form(request, service, settings)
     if content_type != "application/json":
         raise HTTPException(

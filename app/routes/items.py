@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, File, Form, HTTPException, Response, UploadFile, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import APIAuth, ServiceDep, SettingsDep
@@ -16,13 +14,52 @@ from app.schemas import (
     parse_metadata,
     parse_metadata_list,
 )
-from app.uploads import read_upload
+from app.uploads import (
+    check_form_fields,
+    file_property,
+    form_file,
+    form_files,
+    form_text,
+    is_multipart,
+    media_type,
+    multipart_body,
+    read_upload,
+)
 
 router = APIRouter(prefix="/v1/items", tags=["items"], dependencies=[APIAuth])
 # Separate router so that create_app can give batch uploads a larger body limit.
 batch_router = APIRouter(prefix="/v1/items", tags=["items"], dependencies=[APIAuth])
 
-_METADATA_DOC = 'Optional JSON object stored with the item, e.g. {"label": "7"}.'
+_MEDIA_DOC = "An image (PNG, JPEG, GIF, BMP, WebP...) or audio file (WAV, FLAC, OGG...)."
+_SINGLE_BODY = multipart_body(
+    {
+        "file": file_property(_MEDIA_DOC),
+        "metadata": {
+            "type": "string",
+            "description": 'Optional JSON object stored with the item, e.g. {"label": "7"}.',
+        },
+    },
+    required=["file"],
+)
+_BATCH_BODY = multipart_body(
+    {
+        "files": {"type": "array", "items": file_property(_MEDIA_DOC)},
+        "metadata": {
+            "type": "string",
+            "description": 'Optional JSON array with one object per file, e.g. [{"n": 1}, {}].',
+        },
+    },
+    required=["files"],
+)
+
+
+def _require_multipart(request: Request) -> None:
+    if not is_multipart(request.headers.get("content-type")):
+        kind = media_type(request.headers.get("content-type")) or "no body"
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"send multipart/form-data with the file(s), not {kind!r}",
+        )
 
 
 @router.post(
@@ -33,16 +70,15 @@ _METADATA_DOC = 'Optional JSON object stored with the item, e.g. {"label": "7"}.
     description="Multipart upload: field `file` (an image or audio file) and optional "
     "`metadata` (a JSON object). The file is decoded and embedded with the CLIP image or "
     "CLAP audio tower; nothing is stored when the request is rejected.",
+    openapi_extra=_SINGLE_BODY,
     responses=error_responses(400, 401, 413, 415, 422, 503),
 )
-async def add_item(
-    service: ServiceDep,
-    settings: SettingsDep,
-    file: Annotated[UploadFile, File(description="An image (PNG, JPEG...) or audio (WAV...).")],
-    metadata: Annotated[str | None, Form(description=_METADATA_DOC)] = None,
-) -> ItemCreated:
-    meta = parse_metadata(metadata)
-    upload = await read_upload(file, settings.max_upload_bytes)
+async def add_item(request: Request, service: ServiceDep, settings: SettingsDep) -> ItemCreated:
+    _require_multipart(request)
+    async with request.form(max_files=1, max_fields=1) as form:
+        check_form_fields(form, ("file", "metadata"))
+        meta = parse_metadata(form_text(form, "metadata"))
+        upload = await read_upload(form_file(form, "file"), settings.max_upload_bytes)
     (record,) = await run_in_threadpool(service.add_items, [upload], [meta])
     return ItemCreated(id=record.id, modality=record.modality)
 
@@ -53,25 +89,26 @@ async def add_item(
     response_model=ItemBatchCreated,
     summary="Add several files in one call (all or nothing)",
     description="Multipart upload: repeated field `files` and optional `metadata`, a JSON array "
-    "with one object per file. Either every file is stored or none is.",
+    "with one object per file. Either every file is stored or none is. At most "
+    "BRIDGE_MAX_BATCH files.",
+    openapi_extra=_BATCH_BODY,
     responses=error_responses(400, 401, 413, 415, 422, 503),
 )
 async def add_items(
-    service: ServiceDep,
-    settings: SettingsDep,
-    files: Annotated[list[UploadFile], File(description="Images and/or audio files.")],
-    metadata: Annotated[
-        str | None, Form(description="Optional JSON array of objects, one per file.")
-    ] = None,
+    request: Request, service: ServiceDep, settings: SettingsDep
 ) -> ItemBatchCreated:
-    if len(files) > settings.max_batch:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"{len(files)} files in one batch; the limit is {settings.max_batch} "
-            "(BRIDGE_MAX_BATCH)",
-        )
-    metas = parse_metadata_list(metadata, len(files))
-    uploads = [await read_upload(f, settings.max_upload_bytes, field="files") for f in files]
+    _require_multipart(request)
+    # One file over the limit still parses (and gets the 422 below); far more stop the parser.
+    async with request.form(max_files=settings.max_batch + 1, max_fields=1) as form:
+        check_form_fields(form, ("files", "metadata"))
+        files = form_files(form, "files")
+        if len(files) > settings.max_batch:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                f"more than {settings.max_batch} files in one batch (BRIDGE_MAX_BATCH)",
+            )
+        metas = parse_metadata_list(form_text(form, "metadata"), len(files))
+        uploads = [await read_upload(f, settings.max_upload_bytes, field="files") for f in files]
     records = await run_in_threadpool(service.add_items, uploads, metas)
     return ItemBatchCreated(items=[ItemCreated(id=r.id, modality=r.modality) for r in records])
 

@@ -13,7 +13,6 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
 from app.deps import APIAuth, ServiceDep, SettingsDep
 from app.schemas import (
@@ -26,7 +25,15 @@ from app.schemas import (
     params_to_query,
     parse_json_field,
 )
-from app.uploads import read_upload
+from app.uploads import (
+    check_form_fields,
+    file_property,
+    form_file,
+    form_text,
+    is_multipart,
+    media_type,
+    read_upload,
+)
 from bridge.service_types import SearchQuery
 
 router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[APIAuth])
@@ -37,13 +44,7 @@ _FORM_FIELDS = ("target", "k", "offset", "min_score", "filters")
 
 def _multipart_schema() -> dict[str, Any]:
     params = SearchParams.model_json_schema()
-    props: dict[str, Any] = {
-        "file": {
-            "type": "string",
-            "format": "binary",
-            "description": "Image or audio file to search with.",
-        }
-    }
+    props: dict[str, Any] = {"file": file_property("Image or audio file to search with.")}
     for name in _FORM_FIELDS:
         props[name] = dict(params["properties"][name])
     props["filters"] = {
@@ -83,24 +84,11 @@ async def _json_query(request: Request) -> SearchQuery:
 
 
 async def _form_query(request: Request, max_upload_bytes: int) -> SearchQuery:
-    async with request.form(max_files=1, max_fields=len(_FORM_FIELDS) + 1) as form:
-        unknown = sorted(set(form.keys()) - {"file", *_FORM_FIELDS})
-        if unknown:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                f"unknown form field(s): {', '.join(unknown)}; a file search takes `file` "
-                f"and {', '.join(_FORM_FIELDS)}",
-            )
-        file = form.get("file")
-        if not isinstance(file, UploadFile):
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                "multipart search needs a `file` field holding an image or audio file",
-            )
+    async with request.form(max_files=1, max_fields=len(_FORM_FIELDS)) as form:
+        check_form_fields(form, ("file", *_FORM_FIELDS))
+        file = form_file(form, "file")
         fields: dict[str, Any] = {
-            name: value
-            for name in _FORM_FIELDS
-            if isinstance(value := form.get(name), str) and value != ""
+            name: value for name in _FORM_FIELDS if (value := form_text(form, name)) is not None
         }
         if "filters" in fields:
             fields["filters"] = parse_json_field(fields["filters"], "filters")
@@ -128,10 +116,10 @@ async def _form_query(request: Request, max_upload_bytes: int) -> SearchQuery:
     responses=error_responses(400, 401, 404, 413, 415, 422, 503),
 )
 async def search(request: Request, service: ServiceDep, settings: SettingsDep) -> SearchResponseOut:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = media_type(request.headers.get("content-type"))
     if content_type == "application/json" or content_type.endswith("+json"):
         query = await _json_query(request)
-    elif content_type == "multipart/form-data":
+    elif is_multipart(content_type):
         query = await _form_query(request, settings.max_upload_bytes)
     else:
         raise HTTPException(

@@ -110,9 +110,12 @@ function describeSpace(answer) {
   return `answered in the ${name}${version}`;
 }
 
+/** A short line of metadata: up to 3 short scalar fields besides the label. */
 function metadataText(metadata) {
   return Object.entries(metadata ?? {})
     .filter(([key, value]) => key !== "label" && value !== null && typeof value !== "object")
+    .filter(([, value]) => String(value).length <= 40)
+    .slice(0, 3)
     .map(([key, value]) => `${key}: ${value}`)
     .join(" · ");
 }
@@ -145,7 +148,7 @@ function resultCard(hit, rank) {
     meta.append(tag);
   }
   meta.append(metadataText(hit.metadata) || (card.dataset.label ? "" : hit.id));
-  meta.title = `item ${hit.id}`;
+  meta.title = `item ${hit.id}\n${JSON.stringify(hit.metadata ?? {}, null, 1)}`;
 
   card.append(head, media, meta);
   return card;

@@ -80,11 +80,9 @@ def test_bad_metadata_is_422_and_stores_nothing(
 
 
 def test_missing_file_is_422_with_a_string_detail(client: TestClient) -> None:
-    r = client.post("/v1/items", data={"metadata": "{}"})
+    r = client.post("/v1/items", files={"metadata": (None, "{}")})
     assert r.status_code == 422
-    body = r.json()
-    assert isinstance(body["detail"], str) and "file" in body["detail"]
-    assert body["errors"][0]["loc"] == "body.file"
+    assert r.json() == {"detail": "the multipart body needs a `file` file field"}
 
 
 def test_unsupported_type_is_415(client: TestClient, service: BridgeService) -> None:
@@ -257,6 +255,9 @@ def test_batch_over_the_file_count_limit_is_422(
     files = [("files", (f"{i}.png", make_png_bytes(seed=i), "image/png")) for i in range(3)]
     r = client.post("/v1/items/batch", files=files)
     assert r.status_code == 422 and "BRIDGE_MAX_BATCH" in r.json()["detail"]
+    files += [("files", ("x.png", make_png_bytes(), "image/png"))]
+    r = client.post("/v1/items/batch", files=files)  # far over: the parser stops early
+    assert r.status_code == 400 and "Too many files" in r.json()["detail"]
     assert item_count(service) == 0
 
 
@@ -293,6 +294,29 @@ def test_api_key_guards_items_when_set(
     assert client.get(f"/v1/items/{item_id}/content").status_code == 401
     assert client.delete(f"/v1/items/{item_id}").status_code == 401
     assert item_count(service) == 1
+
+
+def test_api_key_is_checked_before_the_body_is_read(
+    make_client: Callable[..., TestClient], service: BridgeService
+) -> None:
+    """A wrong key gets 401 even for a body that would fail to parse (400)."""
+    client = make_client(api_key=API_KEY)
+    garbage = {"content-type": "multipart/form-data; boundary=zz"}
+    r = client.post("/v1/items", content=b"not multipart at all", headers=garbage)
+    assert r.status_code == 401
+    r = client.post("/v1/items/batch", content=b"not multipart at all", headers=garbage)
+    assert r.status_code == 401
+    authed = {**garbage, "Authorization": f"Bearer {API_KEY}"}
+    r = client.post("/v1/items", content=b"not multipart at all", headers=authed)
+    assert r.status_code == 400
+
+
+def test_items_need_multipart(client: TestClient, service: BridgeService) -> None:
+    r = client.post("/v1/items", json={"file": "aGVsbG8="})
+    assert r.status_code == 415 and "multipart/form-data" in r.json()["detail"]
+    r = client.post("/v1/items/batch", content=b"x", headers={"content-type": "image/png"})
+    assert r.status_code == 415
+    assert item_count(service) == 0
 
 
 def test_items_are_open_without_an_api_key(client: TestClient, make_png_bytes) -> None:
