@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -23,7 +24,7 @@ def _item(rng: np.random.Generator, modality: str = "image", **metadata: object)
 
 
 @pytest.fixture()
-def store(tmp_path: Path) -> ItemStore:
+def store(tmp_path: Path) -> Iterator[ItemStore]:
     s = ItemStore(tmp_path / "store.sqlite")
     yield s
     s.close()
