@@ -60,8 +60,12 @@ class BridgeModel(nn.Module):
     def __init__(self, config: ProjectorConfig, temperature: float = 0.01) -> None:
         super().__init__()
         self.config = config
-        self.clip = Projector(config.clip_dim, config.hidden_dim, config.shared_dim, config.num_layers)
-        self.clap = Projector(config.clap_dim, config.hidden_dim, config.shared_dim, config.num_layers)
+        self.clip = Projector(
+            config.clip_dim, config.hidden_dim, config.shared_dim, config.num_layers
+        )
+        self.clap = Projector(
+            config.clap_dim, config.hidden_dim, config.shared_dim, config.num_layers
+        )
         # log(1/tau), CLIP-style; only trained when TrainConfig.learn_temperature is set.
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
 
