@@ -257,10 +257,9 @@ class BridgeService:
 
         data_dir = Path(config.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
-        if config.faiss_threads > 0:
-            import faiss
+        from bridge.index import configure_threads
 
-            faiss.omp_set_num_threads(config.faiss_threads)
+        configure_threads(config.faiss_threads or None)
         clip = clip or load_encoder("clip", config.clip_model, config.device)
         clap = clap or load_encoder("clap", config.clap_model, config.device)
         store = ItemStore(data_dir / "store.sqlite")
@@ -746,7 +745,7 @@ class BridgeService:
             checkpoint = self._ensure_loaded(version)
             self.store.set_active(version, allowed_statuses=("ready",))
             self._publish(version, checkpoint)
-            self._keep_loaded(version, old.version if old else None)
+            self._keep_loaded(*self.store.get_active())  # active and previous stay live
             logger.info("activated bridge version %s (was %s)", version, old and old.version)
         return _version_record(self.store.get_version(version), version)
 

@@ -38,10 +38,9 @@ class ServiceConfig:
     encode_threads: int = 2
     # Largest k + offset a single search may ask for (bounds the over-fetch).
     max_k: int = 1000
-    # OpenMP threads per FAISS call (process-wide; 0 = FAISS default, all cores). 1 serves
-    # concurrent requests in parallel instead of one request on every core: on a busy 2-core
-    # box a single-query flat search waited tens of ms for OpenMP wake-ups with 2 threads.
-    faiss_threads: int = 1
+    # OpenMP threads for FAISS index builds and large query batches (0 = one per core).
+    # Single-query searches always run on one thread (bridge/index.py explains why).
+    faiss_threads: int = 0
 
 
 @dataclass(frozen=True)

@@ -163,15 +163,25 @@ def run_threads(call: Callable[[int], Any], total: int, clients: int) -> dict[st
 
 
 def faiss_floor(vectors: np.ndarray, queries: np.ndarray, total: int) -> dict[str, float]:
-    """Raw FAISS: exact inner product, one thread, one query at a time."""
+    """Raw FAISS: exact inner product, one OpenMP thread, one query at a time (main thread)."""
     import faiss
 
+    threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(vectors)
-    for q in queries[:5]:
-        index.search(q[None, :], K)  # warm up
-    return run_threads(lambda i: index.search(queries[i % len(queries)][None, :], K), total, 1)
+    try:
+        index = faiss.IndexFlatIP(vectors.shape[1])
+        index.add(vectors)
+        for q in queries[:5]:
+            index.search(q[None, :], K)  # warm up
+        latencies = []
+        started = time.perf_counter()
+        for i in range(total):
+            t0 = time.perf_counter()
+            index.search(queries[i % len(queries)][None, :], K)
+            latencies.append(time.perf_counter() - t0)
+        return stats(latencies, time.perf_counter() - started)
+    finally:
+        faiss.omp_set_num_threads(threads)
 
 
 async def _http_level(
@@ -326,9 +336,6 @@ def bench_size(
             ],
         },
     }
-    import faiss
-
-    faiss.omp_set_num_threads(config.faiss_threads)
     rows: list[dict[str, Any]] = []
     for kind, spec in kinds.items():
         stage_sums: dict[str, float] = {}
