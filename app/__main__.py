@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         "serving on http://%s:%d (data dir %s)", settings.host, settings.port, settings.data_dir
     )
     server.run()
-    if app.state.holder.phase == "failed":
+    if app.state.holder.error is not None:
+        print(f"the engine failed to start: {app.state.holder.error}", file=sys.stderr)
         return EXIT_LOAD_FAILED
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -111,6 +112,12 @@ def test_keys_match_is_exact() -> None:
     assert keys_match("ключ", "ключ")
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _run_app(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
     return subprocess.run(
@@ -133,6 +140,20 @@ def test_python_m_app_exits_2_on_invalid_settings() -> None:
     done = _run_app({"BRIDGE_PORT": "99999"})
     assert done.returncode == 2
     assert "BRIDGE_PORT" in done.stderr
+
+
+def test_python_m_app_exits_1_when_the_engine_cannot_load(tmp_path: Path) -> None:
+    done = _run_app(
+        {
+            "BRIDGE_PORT": str(_free_port()),
+            "BRIDGE_DATA_DIR": str(tmp_path / "data"),
+            "BRIDGE_CLIP_MODEL": str(tmp_path / "no-such-model"),
+            "BRIDGE_LOG_LEVEL": "critical",
+            "HF_HUB_OFFLINE": "1",
+        }
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "the engine failed to start" in done.stderr and "no-such-model" in done.stderr
 
 
 def test_python_m_app_help_lists_the_variables() -> None:
