@@ -30,7 +30,7 @@ router = APIRouter(prefix="/v1/items", tags=["items"], dependencies=[APIAuth])
 # Separate router so that create_app can give batch uploads a larger body limit.
 batch_router = APIRouter(prefix="/v1/items", tags=["items"], dependencies=[APIAuth])
 
-_MEDIA_DOC = "An image (PNG, JPEG, GIF, BMP, WebP...) or audio file (WAV, FLAC, OGG...)."
+_MEDIA_DOC = "An image (PNG, JPEG, ...) or an audio file (WAV, FLAC, OGG, ...)."
 _SINGLE_BODY = multipart_body(
     {
         "file": file_property(_MEDIA_DOC),
