@@ -25,6 +25,14 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def set_threads(threads: int) -> None:
+    """Pin torch's intra-op threads; on a loaded machine 1 thread avoids oversubscription."""
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[_fmt(v) for v in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.bench.report import format_table, machine_info, write_json
+from bridge.bench.report import format_table, machine_info, set_threads, write_json
 from bridge.config import ProjectorConfig, TrainConfig
 
 
@@ -32,8 +32,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    set_threads(args.threads)
     import torch
 
     from bridge.train import train_bridge

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.bench.report import format_table, machine_info, write_json
+from bridge.bench.report import format_table, machine_info, set_threads, write_json
 from bridge.bench.synthetic_world import World, WorldConfig, make_world
 from bridge.config import ProjectorConfig, TrainConfig
 from bridge.evaluate import retrieval_metrics
@@ -114,13 +114,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--captions", type=int, default=20_000)
-    parser.add_argument("--memory", type=int, default=10_000)
+    parser.add_argument("--captions", type=int, default=10_000)
+    parser.add_argument("--memory", type=int, default=5_000)
     parser.add_argument("--test-pairs", type=int, default=1_000)
     parser.add_argument("--sweep", action="store_true", help="also sweep the open hyper-parameters")
     parser.add_argument("--quick", action="store_true", help="small sizes, 1 seed (smoke run)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--json", default=None, help="write results here")
     args = parser.parse_args(argv)
+    set_threads(args.threads)
     if args.quick:
         args.seeds, args.epochs, args.captions, args.memory, args.test_pairs = 1, 8, 4000, 2000, 300
         args.batch_size = 256
