@@ -698,11 +698,13 @@ class BridgeService:
         return checkpoint
 
     def _ensure_loaded(self, version: str) -> BridgeCheckpoint:
-        """Caller holds the writer lock. Load the checkpoint, reconcile its shared indexes."""
+        """Caller holds the writer lock. Load the checkpoint and reconcile its shared indexes,
+        unless the version is already live (its indexes follow every write)."""
         checkpoint = self._loaded.get(version)
-        if checkpoint is None:
-            row = self.store.get_version(version)
-            checkpoint = self._load_checkpoint(self._checkpoint_path(row), row.get("sha256"))
+        if checkpoint is not None:
+            return checkpoint  # live: every add/delete since loading reached its indexes
+        row = self.store.get_version(version)
+        checkpoint = self._load_checkpoint(self._checkpoint_path(row), row.get("sha256"))
         rebuilt = self.catalog.reconcile_shared(version, _projector(checkpoint), checkpoint.sha256)
         if rebuilt:
             logger.info("version %s: rebuilt shared indexes %s", version, rebuilt)
