@@ -13,106 +13,34 @@ caption vocabulary is a single token.
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import random
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from bridge.bench.digits_data import (  # noqa: E402,F401  (re-exported for the scripts)
+    DIGIT_WORDS,
+    FSDD_LICENSE,
+    FSDD_SOURCE,
+    FSDD_SPEAKERS,
+    FSDD_TEST_TAKES,
+    FSDD_TRAIN_TAKES,
+    MNIST_EVAL,
+    MNIST_LICENSE,
+    MNIST_SOURCE,
+    MNIST_TRAIN,
+    Clip,
+    list_fsdd,
+    load_mnist,
+    mnist_pil,
+    read_wav,
+)
+
 logger = logging.getLogger(__name__)
-
-DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-FSDD_SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
-FSDD_RATE = 8000
-MNIST_TRAIN = range(0, 5000)
-MNIST_EVAL = range(5000, 10000)
-FSDD_TRAIN_TAKES = range(5, 50)
-FSDD_TEST_TAKES = range(0, 5)
-
-FSDD_SOURCE = "Free Spoken Digit Dataset, github.com/Jakobovski/free-spoken-digit-dataset @ 26eb9aa"
-FSDD_LICENSE = "CC BY-SA 4.0"
-MNIST_SOURCE = "MNIST test set (LeCun, Cortes, Burges), copy from github.com/kelas/mnist"
-MNIST_LICENSE = "CC BY-SA 3.0"
-
-
-# --------------------------------------------------------------------------- MNIST
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (optionally gzipped) into a uint8 array of its declared shape."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
-    magic = int.from_bytes(data[0:4], "big")
-    if magic >> 8 != 0x08:  # 0x08 = unsigned byte
-        raise ValueError(f"{path}: not a uint8 IDX file (magic {magic:#x})")
-    ndim = magic & 0xFF
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    offset = 4 + 4 * ndim
-    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
-
-
-def load_mnist(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Return (images (10000, 28, 28) uint8, labels (10000,) int64) of the MNIST test set."""
-    root = Path(data_dir) / "mnist"
-    images = _read_idx(root / "t10k-images-idx3-ubyte.gz")
-    labels = _read_idx(root / "t10k-labels-idx1-ubyte.gz").astype(np.int64)
-    if images.shape != (10000, 28, 28) or labels.shape != (10000,):
-        raise ValueError(f"unexpected MNIST shapes {images.shape}, {labels.shape}")
-    return images, labels
-
-
-def mnist_pil(images: np.ndarray) -> list:
-    """uint8 (N, 28, 28) -> list of RGB PIL images (what the service decodes uploads to)."""
-    from PIL import Image
-
-    return [Image.fromarray(img, mode="L").convert("RGB") for img in images]
-
-
-# --------------------------------------------------------------------------- FSDD
-
-
-@dataclass(frozen=True)
-class Clip:
-    path: Path
-    digit: int
-    speaker: str
-    take: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.digit}_{self.speaker}_{self.take}.wav"
-
-
-def list_fsdd(
-    data_dir: Path, takes: Iterable[int], speakers: Sequence[str] = FSDD_SPEAKERS
-) -> list[Clip]:
-    """FSDD clips with the given takes and speakers, sorted by (speaker, digit, take)."""
-    root = Path(data_dir) / "fsdd" / "recordings"
-    clips = []
-    take_set = set(takes)
-    for speaker in speakers:
-        for digit in range(10):
-            for take in sorted(take_set):
-                path = root / f"{digit}_{speaker}_{take}.wav"
-                if path.is_file():
-                    clips.append(Clip(path, digit, speaker, take))
-    if not clips:
-        raise FileNotFoundError(f"no FSDD recordings under {root}")
-    return clips
-
-
-def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """Mono float32 waveform and its sample rate."""
-    import soundfile as sf
-
-    wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    return wave.mean(axis=1).astype(np.float32), int(rate)
 
 
 def load_clips(clips: Sequence[Clip], target_rate: int) -> list[np.ndarray]:
@@ -187,7 +115,7 @@ FILLER_WORDS = tuple(
     today yesterday example sample item number digit value of is it its was be with for
     and or on at to from in by as an my your our their some any another every first last
     next good bad great little other same different kind sort type thing something nothing
-    what which who this these those i we you they think see know show find look called""".split()
+    what which who this these those i we you they think see know show find look called""".split()  # noqa: SIM905
 )
 
 
@@ -234,7 +162,8 @@ def _apply_bpe(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[st
     """Standard BPE: repeatedly merge the lowest-ranked adjacent pair."""
     while len(symbols) > 1:
         pairs = [
-            (ranks.get((a, b), 1 << 30), i) for i, (a, b) in enumerate(zip(symbols, symbols[1:]))
+            (ranks.get((a, b), 1 << 30), i)
+            for i, (a, b) in enumerate(zip(symbols, symbols[1:], strict=False))
         ]
         rank, i = min(pairs)
         if rank == 1 << 30:

@@ -29,14 +29,15 @@ ATTRIBUTION = """# Sample items: sources and licenses
 
 This folder holds a small evaluation subset used by the tests, the digits benchmark's
 committed-subset checks and as the service's sample items. It was written by
-`scripts/demo/make_samples.py --data-dir ../shared/data --out models/samples --per-digit {per_digit}`.
+`scripts/demo/make_samples.py --data-dir ../shared/data --out models/samples
+--per-digit {per_digit}`.
 
 None of these files was used to train the demo encoders or the demo bridge (MNIST images
 0-4999 and FSDD takes 5-49 were).
 
 ## images/: MNIST ({n_images} files)
-- `mnist_{{index:05d}}_{{label}}.png`: the first {per_digit} images of each digit among MNIST test-set
-  images 5000-9999 (the evaluation half; `index` is the position in the MNIST test set).
+- `mnist_{{index:05d}}_{{label}}.png`: the first {per_digit} images of each digit among MNIST
+  test-set images 5000-9999 (the evaluation half; `index` is the position in the MNIST test set).
 - Source: the MNIST database by Yann LeCun, Corinna Cortes and Christopher J.C. Burges;
   copy from github.com/kelas/mnist (`t10k-images-idx3-ubyte.gz`, `t10k-labels-idx1-ubyte.gz`).
 - License: commonly distributed under Creative Commons Attribution-ShareAlike 3.0

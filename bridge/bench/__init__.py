@@ -1,0 +1,1 @@
+"""Benchmarks behind `mbridge bench NAME`: each module has `main(argv) -> int`."""

@@ -1,0 +1,189 @@
+"""Write the model cards (README.md) of models/demo-clip, demo-clap and demo-bridge from the
+reports their training scripts wrote, so every number on a card comes from a recorded run.
+
+Usage:
+    .venv/bin/python scripts/demo/cards.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+DATA_NOTE = {
+    "clip": (
+        "MNIST test set images 0-4999 (training) and 5000-9999 (evaluation only). Source: the "
+        "MNIST database (Yann LeCun, Corinna Cortes, Christopher J.C. Burges), copy from "
+        "github.com/kelas/mnist. License: commonly distributed under CC BY-SA 3.0."
+    ),
+    "clap": (
+        "Free Spoken Digit Dataset (github.com/Jakobovski/free-spoken-digit-dataset, commit "
+        "26eb9aa): takes 5-49 for training, takes 0-4 (the official test set) for evaluation "
+        "only. 8 kHz recordings resampled to 48 kHz with soxr. License: CC BY-SA 4.0."
+    ),
+}
+
+
+def _size(path: Path) -> str:
+    total = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return f"{total / 1e6:.1f} MB"
+
+
+def encoder_card(kind: str, folder: Path) -> str:
+    report = json.loads((folder / "training_report.json").read_text())
+    config = json.loads((folder / "config.json").read_text())
+    title = "demo-clip: a small CLIP for handwritten digits"
+    if kind == "clap":
+        title = "demo-clap: a small CLAP for spoken digits"
+    cls, proc = ("CLIPModel", "CLIPProcessor") if kind == "clip" else ("ClapModel", "ClapProcessor")
+    lines = [
+        f"# {title}",
+        "",
+        f"A Hugging Face `{cls}` + `{proc}` trained from scratch on CPU, so that this project",
+        "can run and be measured offline with the same loading code as real CLIP/CLAP",
+        "checkpoints. It is a demo model: it knows ten digits and little else.",
+        "",
+        "```python",
+        f"from transformers import {cls}, {proc}",
+        f'model = {cls}.from_pretrained("models/demo-{kind}")',
+        f'processor = {proc}.from_pretrained("models/demo-{kind}")',
+        "# or, in this project:",
+        "from bridge.encoders import load_encoder",
+        f'encoder = load_encoder("{kind}", "models/demo-{kind}")',
+        "```",
+        "",
+        "## Data and license",
+        DATA_NOTE[kind],
+        f"Training data: {report['train_data']}. Evaluation data: {report['eval_data']}.",
+        "The two demo towers never saw each other's data or caption templates, and no",
+        "audio-image pair was used anywhere.",
+        "",
+        "## Training",
+        f"- Command: `HF_HUB_OFFLINE=1 .venv/bin/python {report['command']}`",
+        f"- Seed {report['seed']}, {report['epochs']} epochs, batch {report['batch_size']}, "
+        f"AdamW lr {report['lr']} (cosine, 5% warmup), {report['threads']} torch thread(s).",
+        f"- Wall time: {report['train_wall_seconds']:.0f} s on a shared 2-core CPU "
+        "(other jobs were running).",
+        "- Loss: symmetric contrastive loss (CLIP/CLAP style) in which every caption of the same",
+        "  digit in the batch counts as a positive. Captions come from the tower's own templates",
+        "  (see `scripts/demo/common.py`) with random generic filler words.",
+        "",
+        "## Metrics",
+        f"- Zero-shot text->{'image' if kind == 'clip' else 'audio'} accuracy: "
+        f"**{report['zero_shot_accuracy']:.3f}** on {report['eval_data']} "
+        "(nearest class prompt ensemble built from the training templates).",
+        "- The digits benchmark (`mbridge bench digits`) also reports zero-shot accuracy with a",
+        "  neutral prompt set; see docs/benchmarks-digits.md.",
+        "",
+        "## Architecture",
+        f"- {report['parameters']:,} parameters, {_size(folder)} on disk; "
+        f"projection dim {config['projection_dim']}.",
+    ]
+    if kind == "clip":
+        v, t = config["vision_config"], config["text_config"]
+        lines += [
+            f"- Vision: ViT, {v['num_hidden_layers']} layers, hidden {v['hidden_size']}, "
+            f"{v['num_attention_heads']} heads, {v['image_size']}x{v['image_size']} input "
+            f"(grayscale as RGB), patch {v['patch_size']}.",
+            f"- Text: {t['num_hidden_layers']} layers, hidden {t['hidden_size']}, "
+            f"max {t['max_position_embeddings']} tokens; `CLIPTokenizer` with a byte-level "
+            f"vocabulary plus one token per caption word ({report['vocab_size']} tokens).",
+        ]
+    else:
+        a, t = config["audio_config"], config["text_config"]
+        fe = json.loads((folder / "processor_config.json").read_text()).get("feature_extractor", {})
+        lines += [
+            f"- Audio: unfused HTSAT, depths {a['depths']}, heads {a['num_attention_heads']}, "
+            f"patch {a['patch_size']}, window {a['window_size']}, spec size {a['spec_size']}, "
+            f"{a['num_mel_bins']} mel bins.",
+            f"- Features: `ClapFeatureExtractor` at {fe.get('sampling_rate', 48000)} Hz, "
+            f"{fe.get('feature_size')} mel bins up to {fe.get('frequency_max')} Hz, "
+            f"{fe.get('max_length_s')} s window, repeat-pad.",
+            f"- Text: RoBERTa-style, {t['num_hidden_layers']} layers, hidden {t['hidden_size']}; "
+            f"`RobertaTokenizer` with a byte-level vocabulary plus caption words "
+            f"({report['vocab_size']} tokens).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def bridge_card(folder: Path) -> str:
+    report = json.loads((folder / "report.json").read_text())
+    config = json.loads((folder / "config.json").read_text())
+    ev: dict[str, Any] = report["digits_eval"]
+    proj, train = config["projector"], config["train"]
+    data = report["data"]
+    lines = [
+        "# demo-bridge: C-MCR projectors connecting demo-clip and demo-clap",
+        "",
+        "Two projectors (one per space) trained with `mbridge train` on caption pairs only:",
+        f"{data['caption_pairs']} captions (`captions.txt`, written by `scripts/demo/captions.py`:",
+        "digit phrasings that are not copies of either tower's templates, plus unrelated",
+        "sentences) encoded by both text towers; image memory = demo-CLIP embeddings of MNIST",
+        f"0-4999 ({data['image_memory']}), audio memory = demo-CLAP embeddings of FSDD takes 5-49",
+        f"({data['audio_memory']}). No audio-image pair was used.",
+        "",
+        "## Command",
+        "```",
+        "HF_HUB_OFFLINE=1 .venv/bin/python scripts/demo/make_demo_bridge.py \\",
+        "    --data-dir ../shared/data",
+        "# which runs:",
+        ev["mbridge_command"],
+        "```",
+        f"Seed {train['seed']}; training {ev['train_seconds']:.0f} s, embedding "
+        f"{ev['embed_seconds']:.0f} s (cached after the first run) on a shared 2-core CPU.",
+        "",
+        "## Metrics (class level)",
+        f"Split: {ev['split']}.",
+        "",
+        "| direction | P@1 | mAP | R@5 | R@10 |",
+        "|---|---|---|---|---|",
+    ]
+    for direction in ("audio_to_image", "image_to_audio"):
+        m = ev[direction]
+        lines.append(
+            f"| {direction.replace('_', ' ')} | {m['p_at_1']:.3f} | {m['map']:.3f} | "
+            f"{m['r_at_5']:.3f} | {m['r_at_10']:.3f} |"
+        )
+    lines += [
+        "",
+        "Chance P@1 is about 0.10. Tower zero-shot accuracy in their own spaces: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in ev["zero_shot"].items())
+        + ". Full ablation grid: docs/benchmarks-digits.md.",
+        "",
+        "## Architecture",
+        f"- Per projector: Linear({proj['clip_dim']}, {proj['hidden_dim']}) -> BatchNorm -> ReLU "
+        "-> "
+        f"Linear({proj['hidden_dim']}, {proj['shared_dim']}) -> BatchNorm, then L2 (CLAP side "
+        f"input {proj['clap_dim']}). Weights: {_size(folder)} folder.",
+        f"- Loss {train['loss']}, temperature {train['temperature']}, memory temperature "
+        f"{train['memory_temperature']}, noise variance {train['noise_variance']}, intra weight "
+        f"{train['intra_weight']}, {train['epochs']} epochs, batch {train['batch_size']}, "
+        f"lr {train['lr']}.",
+        "",
+        "## Data licenses",
+        "MNIST (CC BY-SA 3.0 as commonly distributed) and FSDD (CC BY-SA 4.0); see",
+        "models/samples/ATTRIBUTION.md.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", type=Path, default=Path("models"))
+    args = parser.parse_args(argv)
+    for kind in ("clip", "clap"):
+        folder = args.models / f"demo-{kind}"
+        if (folder / "training_report.json").is_file():
+            (folder / "README.md").write_text(encoder_card(kind, folder))
+            print(f"wrote {folder / 'README.md'}")
+    folder = args.models / "demo-bridge"
+    if (folder / "report.json").is_file():
+        (folder / "README.md").write_text(bridge_card(folder))
+        print(f"wrote {folder / 'README.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
