@@ -204,6 +204,9 @@ def train_bridge(
 
     model = BridgeModel(projector, config.temperature).to(device)
     model.logit_scale.requires_grad_(config.learn_temperature)
+    # A learned scale is clamped like CLIP's (at most 100), but never below the configured
+    # starting point, so a fixed temperature under 0.01 is honoured exactly.
+    max_log_scale = max(MAX_LOGIT_SCALE, math.log(1.0 / config.temperature))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     n_train = len(train_idx)
@@ -245,7 +248,7 @@ def train_bridge(
             s_clip_text, s_image = _project_pair(model.clip, t_clip, v, config.batchnorm_mode)
             s_clap_text, s_audio = _project_pair(model.clap, t_clap, a, config.batchnorm_mode)
             frozen = _cwcl_reference(t_clip, t_clap, config) if config.loss == "cwcl" else None
-            scale = model.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+            scale = model.logit_scale.clamp(max=max_log_scale).exp()
             parts = criterion(s_clip_text, s_clap_text, s_image, s_audio, scale, frozen)
             optimizer.zero_grad(set_to_none=True)
             parts.total.backward()
@@ -262,7 +265,7 @@ def train_bridge(
         record["epoch"] = epoch + 1
         record["lr"] = float(scheduler.get_last_lr()[0])
         record["temperature"] = float(
-            1.0 / model.logit_scale.detach().clamp(max=MAX_LOGIT_SCALE).exp()
+            1.0 / model.logit_scale.detach().clamp(max=max_log_scale).exp()
         )
         if n_val >= 2:
             record.update(

@@ -43,6 +43,18 @@ SWEEP: dict[str, dict[str, Any]] = {
     "batchnorm separate": {"batchnorm_mode": "separate"},
 }
 
+GRID: dict[str, dict[str, Any]] = {
+    f"temp {t} / noise {n} / mem temp {m}": {
+        "temperature": t,
+        "noise_variance": n,
+        "use_noise": n > 0,
+        "memory_temperature": m,
+    }
+    for t in (0.02, 0.05, 0.1)
+    for n in (0.0, 0.001, 0.004)
+    for m in (0.01, 0.05)
+}
+
 
 def _project(
     model: BridgeModel, world: World, image: np.ndarray, audio: np.ndarray
@@ -118,6 +130,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--memory", type=int, default=5_000)
     parser.add_argument("--test-pairs", type=int, default=1_000)
     parser.add_argument("--sweep", action="store_true", help="also sweep the open hyper-parameters")
+    parser.add_argument("--grid", action="store_true", help="only the temperature x noise grid")
     parser.add_argument("--quick", action="store_true", help="small sizes, 1 seed (smoke run)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--json", default=None, help="write results here")
@@ -134,6 +147,8 @@ def main(argv: list[str]) -> int:
         "linear map (caption pairs)": _linear,
     }
     variants = dict(VARIANTS, **(SWEEP if args.sweep else {}))
+    if args.grid:
+        variants = GRID
     for name, overrides in variants.items():
         methods[name] = _cmcr(replace(base, **overrides), projector)
     methods["oracle (true audio-image pairs)"] = _oracle(base, projector)

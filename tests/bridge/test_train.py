@@ -173,3 +173,13 @@ def test_training_on_cuda(world: World) -> None:
         PROJECTOR,
     )
     assert result.report["device"] == "cuda"
+
+
+def test_fixed_temperature_below_clip_clamp_is_honoured(world: World) -> None:
+    result = train_bridge(
+        world.clip_text[:256],
+        world.clap_text[:256],
+        config=_config(epochs=1, temperature=0.001),
+        projector=PROJECTOR,
+    )
+    assert result.report["final"]["temperature"] == pytest.approx(0.001, rel=1e-4)
