@@ -69,6 +69,20 @@ def encoder_card(kind: str, folder: Path) -> str:
         "- Loss: symmetric contrastive loss (CLIP/CLAP style) in which every caption of the same",
         "  digit in the batch counts as a positive. Captions come from the tower's own templates",
         "  (see `scripts/demo/common.py`) with random generic filler words.",
+        "- Plus an anchor warm-up term (cross-entropy of both towers' embeddings against ten",
+        "  fixed random orthonormal class vectors) whose weight decays linearly from 1 to 0",
+        f"  over {report.get('anchor_fraction', 1.0):.0%} of the steps: without it the two",
+        "  randomly initialised towers collapse to a single point and the contrastive loss",
+        "  stays at log(batch) (measured; see `anchor_loss` in train_demo_clip.py).",
+        *(
+            [
+                "- Linear and conv layers are re-initialised with std 1/sqrt(fan_in): ClapModel's",
+                "  own init uses ClapConfig's 768-wide defaults and leaves a 64-wide text tower",
+                "  unable to mix tokens into its pooled first token.",
+            ]
+            if kind == "clap"
+            else []
+        ),
         "",
         "## Metrics",
         f"- Zero-shot text->{'image' if kind == 'clip' else 'audio'} accuracy: "

@@ -178,10 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out", type=Path, default=Path("models/demo-clap"))
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=25)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--anchor-fraction",
+        type=float,
+        default=1.0,
+        help="the anchor warm-up weight decays linearly from 1 to 0 over this fraction of steps",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--exclude-speakers",
@@ -252,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             aud, txt = F.normalize(aud, dim=-1), F.normalize(txt, dim=-1)
             scale = model.logit_scale_a.exp().clamp(max=100.0)
             loss = soft_clip_loss(aud, txt, lab, scale)
-            weight = anchor_weight(step, total)
+            weight = anchor_weight(step, total, args.anchor_fraction)
             if weight > 0:
                 loss = loss + weight * (
                     anchor_loss(aud, lab, anchors) + anchor_loss(txt, lab, anchors)
@@ -291,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "lr": args.lr,
+        "anchor_fraction": args.anchor_fraction,
         "train_data": f"FSDD takes 5-49 of {', '.join(speakers)} ({len(train_clips)} clips)",
         "excluded_speakers": list(args.exclude_speakers),
         "eval_data": "FSDD takes 0-4 (300 clips)",

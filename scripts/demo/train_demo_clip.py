@@ -130,13 +130,13 @@ def anchor_loss(x: torch.Tensor, labels: torch.Tensor, anchors: torch.Tensor) ->
     Two randomly initialised towers trained only against each other first collapse to one
     point (every embedding shares a large common component, so the contrastive loss sits at
     log(batch) where its gradient vanishes). Pulling both towers' embeddings of a digit
-    towards the same fixed anchor during the first part of training breaks that symmetry;
-    its weight then decays to zero and the contrastive loss alone finishes the job.
+    towards the same fixed anchor breaks that symmetry; its weight decays linearly to zero
+    (by default over the whole run), so the contrastive loss alone shapes the end.
     """
     return F.cross_entropy(14.0 * x @ anchors.T, labels)
 
 
-def anchor_weight(step: int, total: int, fraction: float = 0.3) -> float:
+def anchor_weight(step: int, total: int, fraction: float = 1.0) -> float:
     """1 at the start, linearly down to 0 at `fraction` of training."""
     return max(0.0, 1.0 - step / max(1.0, fraction * total))
 
@@ -167,10 +167,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out", type=Path, default=Path("models/demo-clip"))
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--anchor-fraction",
+        type=float,
+        default=1.0,
+        help="the anchor warm-up weight decays linearly from 1 to 0 over this fraction of steps",
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -224,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             txt = F.normalize(model.get_text_features(**enc).pooler_output, dim=-1)
             scale = model.logit_scale.exp().clamp(max=100.0)
             loss = soft_clip_loss(img, txt, lab, scale)
-            weight = anchor_weight(step, total)
+            weight = anchor_weight(step, total, args.anchor_fraction)
             if weight > 0:
                 loss = loss + weight * (
                     anchor_loss(img, lab, anchors) + anchor_loss(txt, lab, anchors)
@@ -263,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "lr": args.lr,
+        "anchor_fraction": args.anchor_fraction,
         "train_data": "MNIST test images 0-4999",
         "eval_data": "MNIST test images 5000-9999",
         "zero_shot_accuracy": acc,
