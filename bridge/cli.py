@@ -31,36 +31,47 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the C-MCR projectors on caption pairs")
+    from bridge.config import TrainConfig
+
+    d = TrainConfig()  # the CLI's defaults are the library's defaults
+    p = sub.add_parser(
+        "train",
+        help="train the C-MCR projectors on caption pairs",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--clip-text", required=True, type=Path, help="(N, D_clip) caption embeddings")
     p.add_argument("--clap-text", required=True, type=Path, help="(N, D_clap); row i = row i")
     p.add_argument("--image-memory", type=Path, help="unpaired CLIP image embeddings (M, D_clip)")
     p.add_argument("--audio-memory", type=Path, help="unpaired CLAP audio embeddings (M, D_clap)")
     p.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
-    p.add_argument("--loss", choices=["infonce", "cwcl"], default="infonce")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=4096)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--temperature", type=float, default=0.01)
+    p.add_argument("--loss", choices=["infonce", "cwcl"], default=d.loss)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--temperature", type=float, default=d.temperature)
     p.add_argument("--learn-temperature", action="store_true", help="learn the logit scale")
-    p.add_argument("--memory-temperature", type=float, default=0.01)
-    p.add_argument("--memory-top-k", type=int, default=0, help="0 = exact softmax over memory")
-    p.add_argument("--noise-variance", type=float, default=0.004)
-    p.add_argument("--intra-weight", type=float, default=0.1)
+    p.add_argument("--memory-temperature", type=float, default=d.memory_temperature)
+    p.add_argument(
+        "--memory-top-k", type=int, default=d.memory_top_k, help="0 = exact softmax over memory"
+    )
+    p.add_argument("--noise-variance", type=float, default=d.noise_variance)
+    p.add_argument("--intra-weight", type=float, default=d.intra_weight)
     p.add_argument("--no-memory", action="store_true", help="ablation: skip memory retrieval")
     p.add_argument("--no-noise", action="store_true", help="ablation: skip semantic completion")
     p.add_argument("--no-intra", action="store_true", help="ablation: skip intra-MCR alignment")
     p.add_argument("--cwcl-reverse", choices=["infonce", "cwcl"], default="infonce")
     p.add_argument("--cwcl-weights", choices=["clip", "clap", "mean"], default="mean")
-    p.add_argument("--cwcl-sharpen", type=float, default=1.0, help="power on the CWCL weights")
+    p.add_argument(
+        "--cwcl-sharpen", type=float, default=d.cwcl_sharpen, help="power on the CWCL weights"
+    )
     p.add_argument("--batchnorm-mode", choices=["joint", "separate"], default="joint")
     p.add_argument("--hidden-dim", type=int, default=1024)
     p.add_argument("--shared-dim", type=int, default=512)
     p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--val-fraction", type=float, default=0.05)
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
     p.add_argument("--clip-model", default="", help="recorded in config.json: CLIP encoder id")
     p.add_argument("--clap-model", default="", help="recorded in config.json: CLAP encoder id")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
