@@ -34,8 +34,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no intra": {"use_intra": False},
 }
 SWEEP: dict[str, dict[str, Any]] = {
-    "temperature 0.001": {"temperature": 0.001},
-    "temperature 0.05": {"temperature": 0.05},
+    "temperature 0.01 (reference fork)": {"temperature": 0.01},
+    "temperature 0.1": {"temperature": 0.1},
     "learned temperature": {"learn_temperature": True},
     "memory temperature 0.05": {"memory_temperature": 0.05},
     "noise variance 0.02": {"noise_variance": 0.02},
