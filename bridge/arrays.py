@@ -32,16 +32,22 @@ def validate_matrix(array: np.ndarray, name: str, dim: int | None = None) -> np.
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def load_matrix(path: str | Path, name: str | None = None, dim: int | None = None) -> np.ndarray:
-    """Load and validate a float (N, D) .npy file."""
+def load_npy(path: str | Path, name: str | None = None) -> np.ndarray:
+    """Load any .npy file without pickles; NotFoundError / InvalidInputError name the file."""
     path = Path(path)
     label = name or str(path)
     if not path.is_file():
         raise NotFoundError(f"{label}: file not found: {path}")
     try:
-        array = np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise InvalidInputError(f"{label}: not a readable .npy file ({exc})") from exc
+
+
+def load_matrix(path: str | Path, name: str | None = None, dim: int | None = None) -> np.ndarray:
+    """Load and validate a float (N, D) .npy file."""
+    label = name or str(path)
+    array = load_npy(path, label)
     if array.dtype != np.float32 and np.issubdtype(array.dtype, np.floating):
         # float64/float16 are accepted and converted; ints and objects are not.
         array = array.astype(np.float32)

@@ -209,16 +209,11 @@ def _cmd_project(args: argparse.Namespace) -> int:
 
 
 def _load_labels(path: Path | None, rows: int, name: str) -> Any:
-    import numpy as np
+    from bridge.arrays import load_npy
 
     if path is None:
         return None
-    if not path.is_file():
-        raise InvalidInputError(f"{name}: file not found: {path}")
-    try:
-        labels = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InvalidInputError(f"{name}: not a readable .npy file ({exc})") from exc
+    labels = load_npy(path, name)
     if labels.ndim != 1 or len(labels) != rows:
         raise InvalidInputError(f"{name}: expected 1-D array of {rows} labels, got {labels.shape}")
     return labels
