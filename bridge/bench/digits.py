@@ -77,9 +77,13 @@ SWEEP: dict[str, dict[str, Any]] = {
     },
     "temperature 0.05, noise 0.004": {"noise_variance": 0.004},
     "temperature 0.05, noise 0.01": {"noise_variance": 0.01},
-    "temperature 0.05, noise 0.02 (chosen)": {},
+    "temperature 0.05, noise 0.02": {"noise_variance": 0.02},
     "temperature 0.05, noise 0.04": {"noise_variance": 0.04},
-    "temperature 0.1, noise 0.02": {"temperature": 0.1},
+    "temperature 0.05, noise 0.06 (chosen)": {},
+    "temperature 0.05, noise 0.08": {"noise_variance": 0.08},
+    "temperature 0.05, noise 0.16": {"noise_variance": 0.16},
+    "temperature 0.01, noise 0.06": {"temperature": 0.01},
+    "temperature 0.1, noise 0.06": {"temperature": 0.1},
     "intra weight 1.0": {"intra_weight": 1.0},
 }
 METRICS = ("p_at_1", "map", "r_at_5", "r_at_10")
@@ -480,15 +484,16 @@ def _build_parser() -> argparse.ArgumentParser:
 def bridge_config(epochs: int, batch_size: int) -> TrainConfig:
     """The training configuration of the full method (also used for models/demo-bridge).
 
-    Temperature 0.05 and noise variance 0.02 (instead of TrainConfig's 0.01 / 0.004) were
-    selected with `--sweep` on the dev split (training-half items only); our spaces are
-    64-d, not 512-d, so the same variance is a much smaller perturbation per vector.
+    Temperature 0.05 and noise variance 0.06 (instead of TrainConfig's 0.01 / 0.004) were
+    selected with `--sweep` on the dev split (training-half items only): semantic completion
+    is the one ingredient that matters here, and dev retrieval rises with the noise up to a
+    plateau at 0.04-0.08.
     """
     return TrainConfig(
         epochs=epochs,
         batch_size=batch_size,
         temperature=0.05,
-        noise_variance=0.02,
+        noise_variance=0.06,
         progress=False,
         device="cpu",
     )
