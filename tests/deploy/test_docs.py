@@ -1,8 +1,7 @@
-"""The configuration tables in the docs match app/settings.py exactly.
+"""The configuration table in README.md matches app/settings.py exactly.
 
 A table row is a Markdown row whose first cell is a `BRIDGE_*` variable and whose second
-cell is its default as the docs show it. docs/user-guide.md must hold such a table; README.md
-is checked too once it holds one (the lead merges the guide into it).
+cell is its default as the docs show it. README.md (the user guide) must hold such a table.
 """
 
 from __future__ import annotations
@@ -17,8 +16,7 @@ from pydantic import SecretStr
 from app.settings import ENV_PREFIX, Settings
 
 REPO = Path(__file__).resolve().parents[2]
-GUIDE = REPO / "docs" / "user-guide.md"
-README = REPO / "README.md"
+GUIDE = REPO / "README.md"
 ROW = re.compile(r"^\|\s*`?(BRIDGE_[A-Z0-9_]+)`?\s*\|\s*([^|]*?)\s*\|", re.M)
 
 
@@ -64,10 +62,3 @@ def test_user_guide_table_matches_settings() -> None:
     assert not unknown, f"{GUIDE.name} documents settings that do not exist: {unknown}"
     wrong = {k: (documented[k], v) for k, v in expected.items() if documented[k] != v}
     assert not wrong, f"{GUIDE.name} defaults differ (docs, code): {wrong}"
-
-
-def test_readme_table_matches_settings_when_present() -> None:
-    documented = documented_table(README)
-    if not documented:
-        pytest.skip("README.md has no BRIDGE_* settings table yet")
-    assert documented == expected_table()
