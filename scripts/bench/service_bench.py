@@ -1,7 +1,7 @@
 """Service benchmark (issue 4, "Benchmark"): search latency and throughput against raw FAISS.
 
     .venv/bin/python scripts/bench/service_bench.py --sizes 10000 100000 --clients 1 8 32 \\
-        --queries 256 --json docs/benchmarks-service.json
+        --queries 128 --json docs/benchmarks/service.json
 
 For each collection size N it measures, with 1, 8 and 32 concurrent clients:
 - query by vector (a `clip` vector, target image: native CLIP index) and by audio file (a WAV
