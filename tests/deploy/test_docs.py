@@ -10,7 +10,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import pytest
 from pydantic import SecretStr
 
 from app.settings import ENV_PREFIX, Settings
