@@ -28,7 +28,7 @@ from bridge.config import ProjectorConfig, TrainConfig, to_json_dict
 from bridge.devices import resolve_device
 from bridge.errors import InvalidInputError
 from bridge.evaluate import retrieval_metrics
-from bridge.losses import CMCRLoss
+from bridge.losses import CMCRLoss, LossParts
 from bridge.memory import add_noise, soft_retrieve
 from bridge.projectors import BridgeModel, save_checkpoint
 
@@ -53,6 +53,52 @@ class _Corpus:
     clap_text: torch.Tensor  # (N, D_clap)
     pseudo_image: torch.Tensor  # (N, D_clip)
     pseudo_audio: torch.Tensor  # (N, D_clap)
+
+
+@dataclass
+class _Optimisation:
+    """Everything one training step needs; `step` runs C-MCR steps 2-4 and the update."""
+
+    model: BridgeModel
+    criterion: CMCRLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    config: TrainConfig
+    noise: float
+    generator: torch.Generator
+    # A learned scale is clamped like CLIP's (at most 100), but never below the configured
+    # starting point, so a fixed temperature under 0.01 is honoured exactly.
+    max_log_scale: float
+
+    def scale(self) -> torch.Tensor:
+        return self.model.logit_scale.clamp(max=self.max_log_scale).exp()
+
+    def step(
+        self, t_clip: torch.Tensor, t_clap: torch.Tensor, v: torch.Tensor, a: torch.Tensor
+    ) -> LossParts:
+        config, noise, generator = self.config, self.noise, self.generator
+        t_clip, v = add_noise(t_clip, noise, generator), add_noise(v, noise, generator)
+        t_clap, a = add_noise(t_clap, noise, generator), add_noise(a, noise, generator)
+        s_clip_text, s_image = _project_pair(self.model.clip, t_clip, v, config.batchnorm_mode)
+        s_clap_text, s_audio = _project_pair(self.model.clap, t_clap, a, config.batchnorm_mode)
+        frozen = _cwcl_reference(t_clip, t_clap, config) if config.loss == "cwcl" else None
+        parts = self.criterion(s_clip_text, s_clap_text, s_image, s_audio, self.scale(), frozen)
+        self.optimizer.zero_grad(set_to_none=True)
+        parts.total.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return parts
+
+
+_LOSS_PARTS = ("loss", "inter_text", "inter_pseudo", "intra", "target_mass")
+
+
+def _accumulate(sums: dict[str, float], parts: LossParts) -> None:
+    sums["loss"] += float(parts.total.detach())
+    sums["inter_text"] += parts.inter_text
+    sums["inter_pseudo"] += parts.inter_pseudo
+    sums["intra"] += parts.intra
+    sums["target_mass"] += parts.target_mass
 
 
 def _validate_inputs(
@@ -204,23 +250,26 @@ def train_bridge(
 
     model = BridgeModel(projector, config.temperature).to(device)
     model.logit_scale.requires_grad_(config.learn_temperature)
-    # A learned scale is clamped like CLIP's (at most 100), but never below the configured
-    # starting point, so a fixed temperature under 0.01 is honoured exactly.
-    max_log_scale = max(MAX_LOGIT_SCALE, math.log(1.0 / config.temperature))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     n_train = len(train_idx)
     batch_size = min(config.batch_size, n_train)
     steps_per_epoch = max(1, n_train // batch_size)  # drop the ragged tail: BN wants full batches
-    total_steps = steps_per_epoch * config.epochs
-    scheduler = _cosine_schedule(optimizer, total_steps, config.warmup_steps)
-    criterion = CMCRLoss(
-        config.loss,
-        config.intra_weight if config.use_intra else 0.0,
-        config.cwcl_reverse,
-        config.cwcl_sharpen,
+    opt = _Optimisation(
+        model=model,
+        criterion=CMCRLoss(
+            config.loss,
+            config.intra_weight if config.use_intra else 0.0,
+            config.cwcl_reverse,
+            config.cwcl_sharpen,
+        ),
+        optimizer=optimizer,
+        scheduler=_cosine_schedule(optimizer, steps_per_epoch * config.epochs, config.warmup_steps),
+        config=config,
+        noise=config.noise_variance if config.use_noise else 0.0,
+        generator=generator,
+        max_log_scale=max(MAX_LOGIT_SCALE, math.log(1.0 / config.temperature)),
     )
-    noise = config.noise_variance if config.use_noise else 0.0
     history: list[dict[str, float]] = []
     step = 0
     train_seconds = 0.0
@@ -229,51 +278,23 @@ def train_bridge(
     for epoch in epochs:
         epoch_started = time.perf_counter()
         perm = torch.randperm(n_train, generator=generator, device=device)
-        sums = {
-            "loss": 0.0,
-            "inter_text": 0.0,
-            "inter_pseudo": 0.0,
-            "intra": 0.0,
-            "target_mass": 0.0,
-        }
+        sums = dict.fromkeys(_LOSS_PARTS, 0.0)
         for b in range(steps_per_epoch):
             idx = perm[b * batch_size : (b + 1) * batch_size]
-            t_clip, t_clap = corpus.clip_text[idx], corpus.clap_text[idx]
             if recompute_memory_each_step:
                 v, a = memory_for(train_t[idx])
             else:
                 v, a = corpus.pseudo_image[idx], corpus.pseudo_audio[idx]
-            t_clip, v = add_noise(t_clip, noise, generator), add_noise(v, noise, generator)
-            t_clap, a = add_noise(t_clap, noise, generator), add_noise(a, noise, generator)
-            s_clip_text, s_image = _project_pair(model.clip, t_clip, v, config.batchnorm_mode)
-            s_clap_text, s_audio = _project_pair(model.clap, t_clap, a, config.batchnorm_mode)
-            frozen = _cwcl_reference(t_clip, t_clap, config) if config.loss == "cwcl" else None
-            scale = model.logit_scale.clamp(max=max_log_scale).exp()
-            parts = criterion(s_clip_text, s_clap_text, s_image, s_audio, scale, frozen)
-            optimizer.zero_grad(set_to_none=True)
-            parts.total.backward()
-            optimizer.step()
-            scheduler.step()
+            _accumulate(sums, opt.step(corpus.clip_text[idx], corpus.clap_text[idx], v, a))
             step += 1
-            sums["loss"] += float(parts.total.detach())
-            sums["inter_text"] += parts.inter_text
-            sums["inter_pseudo"] += parts.inter_pseudo
-            sums["intra"] += parts.intra
-            sums["target_mass"] += parts.target_mass
         train_seconds += time.perf_counter() - epoch_started
         record = {k: v / steps_per_epoch for k, v in sums.items()}
         record["epoch"] = epoch + 1
-        record["lr"] = float(scheduler.get_last_lr()[0])
-        record["temperature"] = float(
-            1.0 / model.logit_scale.detach().clamp(max=max_log_scale).exp()
-        )
+        record["lr"] = float(opt.scheduler.get_last_lr()[0])
+        record["temperature"] = float(1.0 / opt.scale().detach())
         if n_val >= 2:
-            record.update(
-                {
-                    f"val_{k}": v
-                    for k, v in _validate(model, all_clip[val_t], all_clap[val_t]).items()
-                }
-            )
+            validation = _validate(model, all_clip[val_t], all_clap[val_t])
+            record.update({f"val_{k}": v for k, v in validation.items()})
         history.append(record)
         _set_postfix(epochs, record)
         if progress_callback is not None:
