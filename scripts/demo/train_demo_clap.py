@@ -17,9 +17,7 @@ ClapModel.from_pretrained / ClapProcessor.from_pretrained, plus training_report.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import math
 import random
 import sys
 import time
@@ -31,7 +29,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from train_demo_clip import anchor_loss, anchor_weight, class_anchors, soft_clip_loss  # noqa: E402
+import training  # noqa: E402
 
 logger = logging.getLogger("train_demo_clap")
 
@@ -176,19 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--out", type=Path, default=Path("models/demo-clap"))
-    parser.add_argument("--epochs", type=int, default=25)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--anchor-fraction",
-        type=float,
-        default=1.0,
-        help="the anchor warm-up weight decays linearly from 1 to 0 over this fraction of steps",
-    )
-    parser.add_argument("--threads", type=int, default=1)
+    training.add_training_args(parser, out="models/demo-clap", epochs=25, batch_size=128)
     parser.add_argument(
         "--exclude-speakers",
         nargs="*",
@@ -196,10 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         help="train without these FSDD speakers (for the speaker-held-out benchmark)",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(args.threads)
-    common.seed_everything(args.seed)
-    started = time.time()
+    started = training.start_run(args)
 
     processor = build_processor(args.out)
     tok = processor.tokenizer  # type: ignore[attr-defined]
@@ -221,94 +204,31 @@ def main(argv: list[str] | None = None) -> int:
     train_lab = torch.tensor([c.digit for c in train_clips])
     test_lab = np.array([c.digit for c in test_clips])
 
-    rng = random.Random(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
-    steps_per_epoch = math.ceil(len(train_clips) / args.batch_size)
-    total = steps_per_epoch * args.epochs
-    warmup = max(1, total // 20)
-    decay = [p for n, p in model.named_parameters() if "logit_scale" not in n]
-    no_decay = [p for n, p in model.named_parameters() if "logit_scale" in n]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr,
-    )
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))),
-    )
-    anchors = class_anchors(model.config.projection_dim, args.seed)
-    model.train()
-    step = 0
-    for epoch in range(args.epochs):
-        order = torch.randperm(len(train_clips), generator=gen)
-        epoch_loss = 0.0
-        for start in range(0, len(order), args.batch_size):
-            idx = order[start : start + args.batch_size]
-            lab = train_lab[idx]
-            captions = [
-                capitalize_some(rng, common.sample_caption(rng, common.CLAP_TEMPLATES, int(d)))
-                for d in lab
-            ]
-            enc = tok(captions, padding=True, return_tensors="pt")
-            feats = spec_augment(train_x[idx], gen)
-            aud = model.get_audio_features(
-                input_features=feats, is_longer=train_long[idx]
-            ).pooler_output
-            txt = model.get_text_features(**enc).pooler_output
-            aud, txt = F.normalize(aud, dim=-1), F.normalize(txt, dim=-1)
-            scale = model.logit_scale_a.exp().clamp(max=100.0)
-            loss = soft_clip_loss(aud, txt, lab, scale)
-            weight = anchor_weight(step, total, args.anchor_fraction)
-            if weight > 0:
-                loss = loss + weight * (
-                    anchor_loss(aud, lab, anchors) + anchor_loss(txt, lab, anchors)
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            epoch_loss += loss.item()
-        logger.info(
-            "epoch %d/%d loss %.4f scale %.1f elapsed %.0fs",
-            epoch + 1,
-            args.epochs,
-            epoch_loss / steps_per_epoch,
-            float(scale),
-            time.time() - started,
-        )
-        if (epoch + 1) % 5 == 0 and epoch + 1 < args.epochs:
-            logger.info(
-                "zero-shot on test takes: %.4f",
-                zero_shot(model, processor, test_x, test_long, test_lab),
-            )
+    def audio_features(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        feats = spec_augment(train_x[idx], gen)
+        return model.get_audio_features(
+            input_features=feats, is_longer=train_long[idx]
+        ).pooler_output
 
-    train_seconds = time.time() - started
+    recipe = training.Recipe(
+        media_features=audio_features,
+        caption=lambda rng, d: capitalize_some(
+            rng, common.sample_caption(rng, common.CLAP_TEMPLATES, d)
+        ),
+        logit_scale=model.logit_scale_a,
+        eval_every=5,
+        eval_message="zero-shot on test takes: %.4f",
+        evaluate=lambda: zero_shot(model, processor, test_x, test_long, test_lab),
+    )
+    train_seconds = training.train_contrastive(model, tok, train_lab, recipe, args, started)
     acc = zero_shot(model, processor, test_x, test_long, test_lab)
     logger.info("zero-shot text->audio accuracy on FSDD test takes 0-4: %.4f", acc)
-    args.out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(args.out))
-    processor.save_pretrained(str(args.out))  # type: ignore[attr-defined]
-    report = {
-        "model": "ClapModel",
-        "parameters": n_params,
-        "vocab_size": len(tok),
-        "seed": args.seed,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "anchor_fraction": args.anchor_fraction,
+    data = {
         "train_data": f"FSDD takes 5-49 of {', '.join(speakers)} ({len(train_clips)} clips)",
         "excluded_speakers": list(args.exclude_speakers),
         "eval_data": "FSDD takes 0-4 (300 clips)",
-        "zero_shot_accuracy": acc,
-        "train_wall_seconds": round(train_seconds, 1),
-        "threads": args.threads,
-        "command": "scripts/demo/train_demo_clap.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
     }
-    (args.out / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    logger.info("saved to %s (%d bytes)", args.out, common.dir_size_bytes(args.out))
+    training.save_run(model, processor, args, argv, "train_demo_clap.py", data, acc, train_seconds)
     return 0
 
 

@@ -17,10 +17,7 @@ model card README.md with the measured numbers.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import math
-import random
 import sys
 import time
 from pathlib import Path
@@ -31,6 +28,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+import training  # noqa: E402
+from training import anchor_loss, anchor_weight, class_anchors, soft_clip_loss  # noqa: E402,F401  (re-exported)
 
 logger = logging.getLogger("train_demo_clip")
 
@@ -105,42 +104,6 @@ def shift_augment(pixels: torch.Tensor, gen: torch.Generator, max_shift: int = 2
     return out
 
 
-def soft_clip_loss(
-    image: torch.Tensor, text: torch.Tensor, labels: torch.Tensor, scale: torch.Tensor
-) -> torch.Tensor:
-    """Symmetric CLIP loss with targets uniform over same-label pairs."""
-    logits = scale * image @ text.T  # (B, B)
-    same = (labels[:, None] == labels[None, :]).float()
-    targets = same / same.sum(dim=1, keepdim=True)
-    loss_i = -(targets * F.log_softmax(logits, dim=1)).sum(1).mean()
-    loss_t = -(targets * F.log_softmax(logits.T, dim=1)).sum(1).mean()
-    return (loss_i + loss_t) / 2
-
-
-def class_anchors(dim: int, seed: int) -> torch.Tensor:
-    """Ten fixed random orthonormal vectors (10, dim), one per digit."""
-    gen = torch.Generator().manual_seed(seed + 1)
-    q, _ = torch.linalg.qr(torch.randn(dim, 10, generator=gen))
-    return q.T.contiguous()
-
-
-def anchor_loss(x: torch.Tensor, labels: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-    """Warm-up term: cross-entropy of normalised embeddings against fixed class anchors.
-
-    Two randomly initialised towers trained only against each other first collapse to one
-    point (every embedding shares a large common component, so the contrastive loss sits at
-    log(batch) where its gradient vanishes). Pulling both towers' embeddings of a digit
-    towards the same fixed anchor breaks that symmetry; its weight decays linearly to zero
-    (by default over the whole run), so the contrastive loss alone shapes the end.
-    """
-    return F.cross_entropy(14.0 * x @ anchors.T, labels)
-
-
-def anchor_weight(step: int, total: int, fraction: float = 1.0) -> float:
-    """1 at the start, linearly down to 0 at `fraction` of training."""
-    return max(0.0, 1.0 - step / max(1.0, fraction * total))
-
-
 @torch.no_grad()
 def zero_shot(
     model: torch.nn.Module, processor: object, pixels: torch.Tensor, labels: np.ndarray
@@ -165,24 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--out", type=Path, default=Path("models/demo-clip"))
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--anchor-fraction",
-        type=float,
-        default=1.0,
-        help="the anchor warm-up weight decays linearly from 1 to 0 over this fraction of steps",
-    )
-    parser.add_argument("--threads", type=int, default=1)
+    training.add_training_args(parser, out="models/demo-clip", epochs=40, batch_size=256)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(args.threads)
-    common.seed_everything(args.seed)
-    started = time.time()
+    started = training.start_run(args)
 
     processor = build_processor(args.out)
     tok = processor.tokenizer  # type: ignore[attr-defined]
@@ -199,87 +147,26 @@ def main(argv: list[str] | None = None) -> int:
     train_pix, eval_pix = pix[train_idx], pix[eval_idx]
     train_lab = torch.from_numpy(labels[train_idx])
 
-    rng = random.Random(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
-    steps_per_epoch = math.ceil(len(train_idx) / args.batch_size)
-    total = steps_per_epoch * args.epochs
-    warmup = max(1, total // 20)
-    decay = [p for n, p in model.named_parameters() if "logit_scale" not in n]
-    no_decay = [p for n, p in model.named_parameters() if "logit_scale" in n]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr,
-    )
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))),
-    )
-    anchors = class_anchors(model.config.projection_dim, args.seed)
-    model.train()
-    step = 0
-    for epoch in range(args.epochs):
-        order = torch.randperm(len(train_idx), generator=gen)
-        epoch_loss = 0.0
-        for start in range(0, len(order), args.batch_size):
-            idx = order[start : start + args.batch_size]
-            lab = train_lab[idx]
-            captions = [common.sample_caption(rng, common.CLIP_TEMPLATES, int(d)) for d in lab]
-            enc = tok(captions, padding=True, return_tensors="pt")
-            pixels = shift_augment(train_pix[idx], gen)
-            img = F.normalize(model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
-            txt = F.normalize(model.get_text_features(**enc).pooler_output, dim=-1)
-            scale = model.logit_scale.exp().clamp(max=100.0)
-            loss = soft_clip_loss(img, txt, lab, scale)
-            weight = anchor_weight(step, total, args.anchor_fraction)
-            if weight > 0:
-                loss = loss + weight * (
-                    anchor_loss(img, lab, anchors) + anchor_loss(txt, lab, anchors)
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            epoch_loss += loss.item()
-        logger.info(
-            "epoch %d/%d loss %.4f scale %.1f elapsed %.0fs",
-            epoch + 1,
-            args.epochs,
-            epoch_loss / steps_per_epoch,
-            float(scale),
-            time.time() - started,
-        )
-        if (epoch + 1) % 10 == 0 and epoch + 1 < args.epochs:
-            logger.info(
-                "zero-shot on eval subset: %.4f",
-                zero_shot(model, processor, eval_pix[:1000], labels[eval_idx][:1000]),
-            )
+    def image_features(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        pixels = shift_augment(train_pix[idx], gen)
+        return model.get_image_features(pixel_values=pixels).pooler_output
 
-    train_seconds = time.time() - started
+    recipe = training.Recipe(
+        media_features=image_features,
+        caption=lambda rng, d: common.sample_caption(rng, common.CLIP_TEMPLATES, d),
+        logit_scale=model.logit_scale,
+        eval_every=10,
+        eval_message="zero-shot on eval subset: %.4f",
+        evaluate=lambda: zero_shot(model, processor, eval_pix[:1000], labels[eval_idx][:1000]),
+    )
+    train_seconds = training.train_contrastive(model, tok, train_lab, recipe, args, started)
     acc = zero_shot(model, processor, eval_pix, labels[eval_idx])
     logger.info("zero-shot text->image accuracy on MNIST 5000-9999: %.4f", acc)
-    args.out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(args.out))
-    processor.save_pretrained(str(args.out))  # type: ignore[attr-defined]
-    report = {
-        "model": "CLIPModel",
-        "parameters": n_params,
-        "vocab_size": len(tok),
-        "seed": args.seed,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "anchor_fraction": args.anchor_fraction,
+    data = {
         "train_data": "MNIST test images 0-4999",
         "eval_data": "MNIST test images 5000-9999",
-        "zero_shot_accuracy": acc,
-        "train_wall_seconds": round(train_seconds, 1),
-        "threads": args.threads,
-        "command": "scripts/demo/train_demo_clip.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
     }
-    (args.out / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    logger.info("saved to %s (%d bytes)", args.out, common.dir_size_bytes(args.out))
+    training.save_run(model, processor, args, argv, "train_demo_clip.py", data, acc, train_seconds)
     return 0
 
 
