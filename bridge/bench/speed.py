@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from bridge.arrays import l2_normalize
 from bridge.bench.report import format_table, machine_info, set_threads, write_json
 from bridge.config import ProjectorConfig, TrainConfig
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
-    x = rng.normal(size=(n, d)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    return l2_normalize(rng.normal(size=(n, d)).astype(np.float32))
 
 
 def main(argv: list[str]) -> int:

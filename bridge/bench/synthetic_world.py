@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bridge.arrays import l2_normalize
+
 
 @dataclass(frozen=True)
 class WorldConfig:
@@ -44,10 +46,6 @@ class World:
     train_audio: np.ndarray
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
 class _Space:
     """A random 2-layer tanh network: latent -> space, plus a modality-gap direction."""
 
@@ -67,9 +65,9 @@ class _Space:
 
     def _embed(self, z: np.ndarray, rng: np.random.Generator, gap: float) -> np.ndarray:
         h = np.tanh(self.cfg.gain * (z @ self.w1 + self.b1)) @ self.w2
-        h = _unit(h) + gap * self.gap
+        h = l2_normalize(h) + gap * self.gap
         h = h + rng.normal(size=h.shape) * self.cfg.sample_noise / np.sqrt(self.cfg.space_dim)
-        return _unit(h)
+        return l2_normalize(h)
 
 
 def make_world(cfg: WorldConfig = WorldConfig()) -> World:
