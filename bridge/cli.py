@@ -49,6 +49,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default=d.precision,
+        help="matrix products of projectors and logits (auto: bf16 where the device has it)",
+    )
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--temperature", type=float, default=d.temperature)
@@ -144,6 +150,7 @@ def _train_config(args: argparse.Namespace) -> Any:
         weight_decay=args.weight_decay,
         seed=args.seed,
         device=args.device,
+        precision=args.precision,
         temperature=args.temperature,
         learn_temperature=args.learn_temperature,
         use_memory=not args.no_memory,

@@ -14,6 +14,7 @@ LossName = Literal["infonce", "cwcl"]
 CWCLReverse = Literal["cwcl", "infonce"]
 WeightSource = Literal["clip", "clap", "mean"]
 BatchNormMode = Literal["joint", "separate"]
+Precision = Literal["auto", "fp32", "bf16"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,12 @@ class TrainConfig:
     cwcl_sharpen: float = 1.0
     # Whether text and pseudo vectors share one BatchNorm batch ("joint") or two calls.
     batchnorm_mode: BatchNormMode = "joint"
+    # Matrix products of the projectors and the contrastive logits: "bf16" runs them under
+    # torch.autocast (bfloat16 inputs, float32 accumulation) while log-softmax, losses, BatchNorm
+    # statistics, the optimizer and the weights stay float32. "auto" picks bf16 where the device
+    # has native bfloat16 (CUDA with bf16, CPUs with AVX512-BF16/AMX) and fp32 elsewhere.
+    # The memory soft retrieval is always float32 (its temperature of 0.01 needs the precision).
+    precision: Precision = "auto"
     val_fraction: float = 0.05
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
@@ -92,6 +99,8 @@ class TrainConfig:
             raise InvalidInputError(f"invalid training option(s): {values}")
         if self.loss not in ("infonce", "cwcl"):
             raise InvalidInputError(f"loss must be 'infonce' or 'cwcl', got {self.loss!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise InvalidInputError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise InvalidInputError(f"device must be auto, cpu or cuda, got {self.device!r}")
 

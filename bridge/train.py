@@ -5,6 +5,12 @@ One step (method.md section 3):
   2. Gaussian noise on text and pseudo vectors, re-normalised (fresh every step)
   3. project with the CLIP / CLAP projectors
   4. loss = inter(text) + inter(pseudo) + lambda * intra
+
+Precision (TrainConfig.precision): with "bf16", steps 3-4 run under torch.autocast, so the
+projector and logit matrix products take bfloat16 inputs and accumulate in float32, while
+log-softmax, the losses, BatchNorm statistics, AdamW and the master weights stay float32. Step 1
+is always float32. On a CPU with AVX512-BF16 this makes a step about twice as fast at equal
+retrieval metrics (README, "Benchmarks").
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import torch.nn.functional as F
 
 from bridge.arrays import validate_matrix
 from bridge.config import ProjectorConfig, TrainConfig, to_json_dict
-from bridge.devices import resolve_device
+from bridge.devices import resolve_device, resolve_precision
 from bridge.errors import InvalidInputError
 from bridge.evaluate import retrieval_metrics
 from bridge.losses import CMCRLoss, LossParts
@@ -69,6 +75,8 @@ class _Optimisation:
     # A learned scale is clamped like CLIP's (at most 100), but never below the configured
     # starting point, so a fixed temperature under 0.01 is honoured exactly.
     max_log_scale: float
+    # "bf16": projector and logit matrix products under autocast (train.py module docstring).
+    precision: str = "fp32"
 
     def scale(self) -> torch.Tensor:
         return self.model.logit_scale.clamp(max=self.max_log_scale).exp()
@@ -79,10 +87,13 @@ class _Optimisation:
         config, noise, generator = self.config, self.noise, self.generator
         t_clip, v = add_noise(t_clip, noise, generator), add_noise(v, noise, generator)
         t_clap, a = add_noise(t_clap, noise, generator), add_noise(a, noise, generator)
-        s_clip_text, s_image = _project_pair(self.model.clip, t_clip, v, config.batchnorm_mode)
-        s_clap_text, s_audio = _project_pair(self.model.clap, t_clap, a, config.batchnorm_mode)
-        frozen = _cwcl_reference(t_clip, t_clap, config) if config.loss == "cwcl" else None
-        parts = self.criterion(s_clip_text, s_clap_text, s_image, s_audio, self.scale(), frozen)
+        with torch.autocast(
+            t_clip.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
+        ):
+            s_clip_text, s_image = _project_pair(self.model.clip, t_clip, v, config.batchnorm_mode)
+            s_clap_text, s_audio = _project_pair(self.model.clap, t_clap, a, config.batchnorm_mode)
+            frozen = _cwcl_reference(t_clip, t_clap, config) if config.loss == "cwcl" else None
+            parts = self.criterion(s_clip_text, s_clap_text, s_image, s_audio, self.scale(), frozen)
         self.optimizer.zero_grad(set_to_none=True)
         parts.total.backward()
         self.optimizer.step()
@@ -222,6 +233,7 @@ def train_bridge(
     )
     projector = replace(projector, clip_dim=clip_text.shape[1], clap_dim=clap_text.shape[1])
     device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
     torch.manual_seed(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     started = time.perf_counter()
@@ -269,6 +281,7 @@ def train_bridge(
         noise=config.noise_variance if config.use_noise else 0.0,
         generator=generator,
         max_log_scale=max(MAX_LOGIT_SCALE, math.log(1.0 / config.temperature)),
+        precision=precision,
     )
     history: list[dict[str, float]] = []
     step = 0
@@ -323,6 +336,7 @@ def train_bridge(
         "train_seconds": train_seconds,
         "pairs_per_second": (step * batch_size) / train_seconds if train_seconds > 0 else 0.0,
         "device": device,
+        "precision": precision,
         "config": to_json_dict(config),
         "projector": to_json_dict(projector),
         "versions": library_versions(),

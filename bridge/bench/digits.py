@@ -63,6 +63,7 @@ HELDOUT_SPEAKERS = ("theo", "yweweler")
 PROMPTS = ("{w}", "the number {w}", "the digit {w}", "the digit {d}", "number {d}")
 VARIANTS: dict[str, dict[str, Any]] = {
     "c-mcr full (infonce)": {},
+    "fp32 matmuls (precision fp32)": {"precision": "fp32"},
     "no noise": {"use_noise": False},
     "no memory": {"use_memory": False},
     "no intra": {"use_intra": False},

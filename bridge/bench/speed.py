@@ -32,6 +32,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -55,6 +56,7 @@ def main(argv: list[str]) -> int:
         use_noise=False,
         progress=False,
         device=args.device,
+        precision=args.precision,
         val_fraction=0.02,
     )
     results: dict[str, Any] = {}
@@ -81,6 +83,7 @@ def main(argv: list[str]) -> int:
             "memory_prep_seconds": report["memory_prep_seconds"],
             "steps": report["steps"],
             "val_mean_r_at_1": report["final"].get("val_mean_r_at_1"),
+            "precision": report["precision"],
         }
         models[name] = result.model
     fast, naive = results.values()
@@ -95,7 +98,7 @@ def main(argv: list[str]) -> int:
     ]
     print(
         f"batch {args.batch_size}, memories {args.memory} x {args.dim}, {args.captions} captions, "
-        f"{args.epochs} epochs, device {args.device}"
+        f"{args.epochs} epochs, device {args.device}, precision {fast['precision']}"
     )
     print(format_table(["variant", "pairs/s", "seconds", "steps", "val R@1"], rows))
     print(f"speed-up: {speedup:.2f}x; identical weights: {same}")

@@ -27,6 +27,7 @@ Method = Callable[[World, int], tuple[np.ndarray, np.ndarray]]  # -> (query audi
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "c-mcr (infonce)": {},
+    "c-mcr (infonce), fp32 matmuls": {"precision": "fp32"},
     "c-mcr (cwcl, sharpen 4)": {"loss": "cwcl", "cwcl_sharpen": 4.0},
     "c-mcr (cwcl, sharpen 1)": {"loss": "cwcl", "cwcl_sharpen": 1.0},
     "no noise": {"use_noise": False},

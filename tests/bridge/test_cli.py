@@ -67,6 +67,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "0",
             "--device",
             "cpu",
+            "--precision",
+            "bf16",
             "--hidden-dim",
             "32",
             "--shared-dim",
@@ -81,6 +83,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_train_writes_checkpoint(files: dict[str, Path]) -> None:
     config = json.loads((files["ckpt"] / "config.json").read_text())
     assert config["train"]["epochs"] == 12 and config["projector"]["shared_dim"] == 8
+    assert config["train"]["precision"] == "bf16"
+    report = json.loads((files["ckpt"] / "report.json").read_text())
+    assert report["precision"] == "bf16"
 
 
 def test_project_writes_normalised_shared_vectors(files: dict[str, Path], tmp_path: Path) -> None:

@@ -98,6 +98,57 @@ def test_infonce_is_symmetric_and_matches_naive() -> None:
     assert info_nce(a, b, 10.0).item() == pytest.approx(naive, rel=1e-10)
 
 
+def _autograd_info_nce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The textbook form: cross-entropy of the logits and of their transpose."""
+    logits = scale * a @ b.T
+    targets = torch.arange(len(a))
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+
+
+@pytest.mark.parametrize("batch", [1, 2, 9])
+def test_fused_infonce_gradients_match_autograd(batch: int) -> None:
+    gen = torch.Generator().manual_seed(batch)
+    a = F.normalize(torch.randn(batch, 6, generator=gen, dtype=torch.float64), dim=-1)
+    b = F.normalize(torch.randn(batch, 6, generator=gen, dtype=torch.float64), dim=-1)
+    grads = []
+    for loss_fn in (info_nce, _autograd_info_nce):
+        a1, b1 = a.clone().requires_grad_(), b.clone().requires_grad_()
+        scale = torch.tensor(7.0, dtype=torch.float64, requires_grad=True)
+        loss = loss_fn(a1, b1, scale)
+        (loss * 3.0).backward()  # a non-unit upstream gradient must be honoured
+        grads.append((loss.detach(), a1.grad, b1.grad, scale.grad))
+    for fused, reference in zip(*grads, strict=True):
+        assert torch.allclose(fused, reference, atol=1e-12), (fused, reference)
+
+
+def test_fused_infonce_scale_gradient_in_float32() -> None:
+    gen = torch.Generator().manual_seed(3)
+    a = F.normalize(torch.randn(16, 8, generator=gen), dim=-1)
+    log_scale = torch.tensor(math.log(20.0), requires_grad=True)
+    info_nce(a, a.roll(1, 0), log_scale.exp()).backward()
+    reference = torch.tensor(math.log(20.0), requires_grad=True)
+    _autograd_info_nce(a, a.roll(1, 0), reference.exp()).backward()
+    assert log_scale.grad is not None and reference.grad is not None
+    assert log_scale.grad.item() == pytest.approx(reference.grad.item(), rel=1e-4)
+
+
+def test_infonce_under_bf16_autocast_is_close_to_fp32() -> None:
+    """The bf16 training path: bfloat16 products, float32 logits and loss, float32 grads."""
+    gen = torch.Generator().manual_seed(4)
+    a = F.normalize(torch.randn(256, 64, generator=gen), dim=-1).requires_grad_()
+    b = F.normalize(torch.randn(256, 64, generator=gen), dim=-1)
+    exact = info_nce(a, b, 20.0)
+    (grad_exact,) = torch.autograd.grad(exact, a)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = info_nce(a, b, 20.0)
+    (grad_mixed,) = torch.autograd.grad(mixed, a)
+    assert mixed.dtype == torch.float32 and grad_mixed.dtype == torch.float32
+    assert mixed.item() == pytest.approx(exact.item(), rel=2e-3)
+    relative_error = (grad_mixed - grad_exact).norm() / grad_exact.norm()
+    assert relative_error < 0.02, relative_error
+    assert not torch.equal(grad_mixed, grad_exact)  # the bf16 path really ran
+
+
 def test_cwcl_weights_range_diagonal_and_sharpening() -> None:
     ref = torch.randn(16, 8, generator=torch.Generator().manual_seed(1))
     w = cwcl_weights(ref)

@@ -183,3 +183,38 @@ def test_fixed_temperature_below_clip_clamp_is_honoured(world: World) -> None:
         projector=PROJECTOR,
     )
     assert result.report["final"]["temperature"] == pytest.approx(0.001, rel=1e-4)
+
+
+def test_bf16_precision_trains_as_well_as_fp32(world: World, tmp_path: Path) -> None:
+    """The bf16 path (autocast matmuls, fp32 softmax/optimizer) must reach the fp32 metric."""
+    scores = {}
+    for precision in ("fp32", "bf16"):
+        result = train_bridge(
+            world.clip_text,
+            world.clap_text,
+            world.image_memory,
+            world.audio_memory,
+            _config(precision=precision),
+            PROJECTOR,
+            out_dir=tmp_path / precision,
+        )
+        assert result.report["precision"] == precision
+        assert all(p.dtype == torch.float32 for p in result.model.parameters())
+        scores[precision] = _audio_to_image_r10(world, tmp_path / precision)
+    assert scores["bf16"] > 5 * 10 / SMALL.test_pairs, scores
+    assert abs(scores["bf16"] - scores["fp32"]) < 0.1, scores
+
+
+def test_precision_auto_resolves_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bridge import devices
+
+    assert devices.resolve_precision("fp32", "cpu") == "fp32"
+    assert devices.resolve_precision("bf16", "cpu") == "bf16"
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    assert devices.resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
+    assert devices.resolve_precision("auto", "cpu") == "fp32"
+    with pytest.raises(InvalidInputError, match="precision"):
+        devices.resolve_precision("fp8", "cpu")
+    with pytest.raises(InvalidInputError, match="precision"):
+        TrainConfig(precision="half")  # type: ignore[arg-type]
