@@ -32,6 +32,9 @@ adds use ``configure_threads(n)`` (default: FAISS's, one per core). OpenMP keeps
 count per calling thread, so ``faiss.omp_set_num_threads`` in the main thread does not reach
 the worker threads that serve requests; ``configure_threads`` does.
 
+Batching: concurrent ``search`` calls are grouped into one FAISS call (``bridge/coalesce.py``);
+a lone caller searches at once, callers that arrive while a search runs share the next one.
+
 Thread-safety: a readers-writer lock (writer preference). Any number of searches run at once
 (FAISS releases the GIL during a search); ``add``/``remove``/``set_search_params`` wait for
 running searches to finish and block new ones while they run. ``save`` is a reader.
@@ -57,6 +60,7 @@ from typing import Any
 
 import numpy as np
 
+from bridge.coalesce import SearchCoalescer
 from bridge.errors import BridgeError, InvalidInputError, NotFoundError
 
 logger = logging.getLogger(__name__)
@@ -216,6 +220,8 @@ class VectorIndex:
         self._ids: set[int] = {int(i) for i in ids}
         self._tombstones: set[int] = set() if tombstones is None else {int(i) for i in tombstones}
         self._lock = ReadWriteLock()
+        # Concurrent searches share FAISS calls (bridge/coalesce.py).
+        self._coalescer = SearchCoalescer(self._search_batch)
         self._selector: tuple[Any, Any] | None = None  # (IDSelectorBatch, IDSelectorNot)
         self._refresh_selector()
         self.manifest = dataclasses.replace(
@@ -396,6 +402,10 @@ class VectorIndex:
         if q.ndim == 1:
             q = q[None, :]
         q = _check_vectors(q, "queries", self.dim, allow_empty=False)
+        return self._coalescer.search(q, k)
+
+    def _search_batch(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """One FAISS search of the (already checked) rows ``q``; see ``search``."""
         nq = q.shape[0]
         scores = np.full((nq, k), -np.inf, dtype=np.float32)
         labels = np.full((nq, k), -1, dtype=np.int64)

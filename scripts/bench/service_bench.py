@@ -7,7 +7,8 @@ For each collection size N it measures, with 1, 8 and 32 concurrent clients:
 - query by vector (a `clip` vector, target image: native CLIP index) and by audio file (a WAV
   upload, target image: decode -> CLAP -> CLAP projector -> shared image index);
 - through the in-process facade (BridgeService.search from client threads) and through real
-  HTTP (`python -m app` as a uvicorn subprocess on loopback, httpx.AsyncClient clients);
+  HTTP (`python -m app` as a uvicorn subprocess on loopback; clients are keep-alive
+  connections of a minimal asyncio HTTP/1.1 client, see `_http_level`);
 - the floor: raw FAISS (IndexFlatIP, one OpenMP thread, one query at a time) over the same
   vectors with the same final query vectors (for audio: the encoded and projected queries).
 Overhead = service p50 - floor p50. It then times a retrain job on the N items (captions ->
@@ -184,36 +185,101 @@ def faiss_floor(vectors: np.ndarray, queries: np.ndarray, total: int) -> dict[st
         faiss.omp_set_num_threads(threads)
 
 
+def encode_request(host: str, spec: dict[str, Any]) -> bytes:
+    """One POST /v1/search as raw HTTP/1.1 bytes (keep-alive), built once per query."""
+    if "json" in spec:
+        body = json.dumps(spec["json"]).encode()
+        content_type = "application/json"
+    else:
+        boundary = "benchboundary7MA4YWxkTrZu0gW"
+        parts = []
+        for name, value in spec["data"].items():
+            parts.append(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+                f"{value}\r\n".encode()
+            )
+        filename, data, mime = spec["files"]["file"]
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="{filename}"\r\nContent-Type: {mime}\r\n\r\n'.encode()
+            + data
+            + b"\r\n"
+        )
+        body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        content_type = f"multipart/form-data; boundary={boundary}"
+    head = (
+        f"POST /v1/search HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> tuple[int, bytes]:
+    """Send one request and read one response (Content-Length framed, as uvicorn sends)."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value)
+    return status, await reader.readexactly(length)
+
+
 async def _http_level(
     base: str, requests: list[dict[str, Any]], total: int, clients: int
 ) -> dict[str, float]:
-    import httpx
+    """`clients` keep-alive connections, each sending one request at a time.
 
+    A minimal HTTP/1.1 client over asyncio streams (requests encoded up front) so that the
+    client's own CPU, which shares this machine's cores with the server, stays small; httpx
+    costs about 1 ms of CPU per request, which would be billed to the service.
+    """
+    host, port = base.removeprefix("http://").split(":")
+    encoded = [encode_request(f"{host}:{port}", spec) for spec in requests]
     latencies: list[float] = []
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(total):
         queue.put_nowait(i)
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=120.0) as client:
+    connections = [await asyncio.open_connection(host, int(port)) for _ in range(clients)]
+    for reader, writer in connections:  # warm each connection
+        status, body = await _exchange(reader, writer, encoded[0])
+        if status != 200:
+            raise RuntimeError(f"HTTP {status}: {body[:300]!r}")
 
-        async def worker() -> None:
-            while True:
-                try:
-                    i = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                t0 = time.perf_counter()
-                response = await client.post("/v1/search", **requests[i % len(requests)])
-                latencies.append(time.perf_counter() - t0)
-                if response.status_code != 200:
-                    raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
+    async def worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                i = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            t0 = time.perf_counter()
+            status, body = await _exchange(reader, writer, encoded[i % len(encoded)])
+            latencies.append(time.perf_counter() - t0)
+            if status != 200:
+                raise RuntimeError(f"HTTP {status}: {body[:300]!r}")
 
-        for _ in range(min(3, total)):  # warm the connection pool
-            await client.post("/v1/search", **requests[0])
+    try:
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(clients)))
+        await asyncio.gather(*(worker(r, w) for r, w in connections))
         wall = time.perf_counter() - started
+    finally:
+        for _, writer in connections:
+            writer.close()
     return stats(latencies, wall)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop for the client too when it is installed (it is a service dependency)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def free_port() -> int:
@@ -364,7 +430,8 @@ def bench_size(
         try:
             for kind, spec in kinds.items():
                 for clients in args.clients:
-                    http = asyncio.run(_http_level(base, spec["http"], args.queries, clients))
+                    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                        http = runner.run(_http_level(base, spec["http"], args.queries, clients))
                     rows.append(
                         {
                             "kind": kind,
