@@ -1,7 +1,9 @@
 """Dependencies of the routes, as `Annotated[..., Depends()]` aliases in one place.
 
 Routes declare what they need (`service: ServiceDep`, `_: AdminAuth`) and never reach into
-app.state themselves.
+app.state themselves. Every dependency here is `async def` although none awaits anything:
+FastAPI runs a plain `def` dependency in the thread pool, and those hops (four per search)
+were most of the event loop's time per request (README, "Service benchmark").
 """
 
 from __future__ import annotations
@@ -32,12 +34,12 @@ _api_bearer = HTTPBearer(
 )
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_holder(request: Request) -> ServiceHolder:
+async def get_holder(request: Request) -> ServiceHolder:
     holder: ServiceHolder = request.app.state.holder
     return holder
 
@@ -46,19 +48,19 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 HolderDep = Annotated[ServiceHolder, Depends(get_holder)]
 
 
-def get_service(holder: HolderDep) -> BridgeService:
+async def get_service(holder: HolderDep) -> BridgeService:
     """The loaded engine, or 503 while it loads."""
     return holder.require()
 
 
-def require_admin(
+async def require_admin(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_bearer)],
 ) -> None:
     check_admin(credentials, settings.admin_key)
 
 
-def require_api_key(
+async def require_api_key(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_bearer)],
 ) -> None:

@@ -22,6 +22,7 @@ import bridge
 from app.errors import install_error_handlers
 from app.limits import BodyLimitMiddleware, PathLimit
 from app.observability import MetricsMiddleware
+from app.offload import make_executor
 from app.routes import admin, health, items, search
 from app.settings import Settings
 from app.state import ServiceHolder
@@ -91,6 +92,15 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.executor = make_executor()
+        try:
+            async with _engine(app):
+                yield
+        finally:
+            app.state.executor.shutdown(wait=True)
+
+    @asynccontextmanager
+    async def _engine(app: FastAPI) -> AsyncIterator[None]:
         if service is not None:
             holder.set_ready(service)
             yield
@@ -120,6 +130,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.holder = holder
+    app.state.executor = make_executor()  # replaced per lifespan; threads start on first use
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limits=body_limits(settings), default=SMALL_BODY)
     app.add_middleware(MetricsMiddleware)  # outermost: counts 413s from the limiter too

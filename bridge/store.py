@@ -278,6 +278,11 @@ class ItemStore:
         finally:
             conn.execute("COMMIT")
 
+    @contextmanager
+    def _autocommit_reader(self) -> Iterator[sqlite3.Connection]:
+        """This thread's reader, for a single statement outside an explicit transaction."""
+        yield self._reader()
+
     def close(self) -> None:
         """Close every connection. Further calls raise ConflictError."""
         if self._closed:
@@ -391,9 +396,11 @@ class ItemStore:
         if not wanted:
             return {}
         out: dict[int, StoredItem] = {}
-        with self._read() as conn:
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
+        chunks = [wanted[start : start + 500] for start in range(0, len(wanted), 500)]
+        # One statement is its own snapshot; several need a read transaction (the search hot
+        # path hydrates <= 500 ids and saves the BEGIN/COMMIT round trips).
+        with self._read() if len(chunks) > 1 else self._autocommit_reader() as conn:
+            for chunk in chunks:
                 marks = ",".join("?" * len(chunk))
                 for row in conn.execute(
                     f"SELECT {self._ITEM_COLUMNS} FROM items WHERE rowid IN ({marks})", chunk

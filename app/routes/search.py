@@ -6,15 +6,14 @@ body type per route) and documents both in OpenAPI through `openapi_extra`.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from app.deps import APIAuth, ServiceDep, SettingsDep
+from app.offload import offload
 from app.schemas import (
     SearchBatchRequest,
     SearchBatchResponse,
@@ -39,6 +38,7 @@ from bridge.service_types import SearchQuery
 router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[APIAuth])
 batch_router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[APIAuth])
 
+JSON = "application/json"
 _FORM_FIELDS = ("target", "k", "offset", "min_score", "filters")
 
 
@@ -71,15 +71,24 @@ def _invalid(error: ValidationError, prefix: str) -> RequestValidationError:
 
 
 async def _json_query(request: Request) -> SearchQuery:
+    # Parsed and validated in one pass by pydantic's JSON parser: the stdlib json module took
+    # ~170 us for a 512-float vector, about a tenth of the event loop's time per request.
+    body = await request.body()
     try:
-        payload = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestValidationError(
-            [{"loc": ("body",), "msg": f"body is not valid JSON ({exc})", "type": "json_invalid"}]
-        ) from exc
-    try:
-        return SearchRequest.model_validate(payload).to_query()
+        return SearchRequest.model_validate_json(body).to_query()
     except ValidationError as exc:
+        bad_json = [e for e in exc.errors() if e.get("type") == "json_invalid"]
+        if bad_json:
+            reason = bad_json[0].get("ctx", {}).get("error", bad_json[0]["msg"])
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": ("body",),
+                        "msg": f"body is not valid JSON ({reason})",
+                        "type": "json_invalid",
+                    }
+                ]
+            ) from exc
         raise _invalid(exc, "body") from exc
 
 
@@ -115,7 +124,7 @@ async def _form_query(request: Request, max_upload_bytes: int) -> SearchQuery:
     openapi_extra=_OPENAPI_BODY,
     responses=error_responses(400, 401, 404, 413, 415, 422, 503),
 )
-async def search(request: Request, service: ServiceDep, settings: SettingsDep) -> SearchResponseOut:
+async def search(request: Request, service: ServiceDep, settings: SettingsDep) -> Response:
     content_type = media_type(request.headers.get("content-type"))
     if content_type == "application/json" or content_type.endswith("+json"):
         query = await _json_query(request)
@@ -126,8 +135,9 @@ async def search(request: Request, service: ServiceDep, settings: SettingsDep) -
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
             f"send application/json or multipart/form-data, not {content_type or 'no body'!r}",
         )
-    response = await run_in_threadpool(service.search, query)
-    return SearchResponseOut.of(response)
+    response = await offload(request, service.search, query)
+    # Serialised here, once: returning the model would make FastAPI validate it again.
+    return Response(SearchResponseOut.of(response).model_dump_json(), media_type=JSON)
 
 
 @batch_router.post(
@@ -139,7 +149,7 @@ async def search(request: Request, service: ServiceDep, settings: SettingsDep) -
     responses=error_responses(401, 404, 413, 422, 503),
 )
 async def search_batch(
-    body: SearchBatchRequest, service: ServiceDep, settings: SettingsDep
+    request: Request, body: SearchBatchRequest, service: ServiceDep, settings: SettingsDep
 ) -> SearchBatchResponse:
     if len(body.queries) > settings.max_batch:
         raise HTTPException(
@@ -148,5 +158,5 @@ async def search_batch(
             "(BRIDGE_MAX_BATCH)",
         )
     queries = [q.to_query() for q in body.queries]
-    responses = await run_in_threadpool(service.search_many, queries)
+    responses = await offload(request, service.search_many, queries)
     return SearchBatchResponse(responses=[SearchResponseOut.of(r) for r in responses])

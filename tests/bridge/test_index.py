@@ -367,8 +367,10 @@ def test_faiss_thread_settings_are_per_call_and_restored() -> None:
 
     from bridge.index import configure_threads
 
-    vectors = clustered(50)
-    index = build("flat", np.arange(50), vectors)
+    from bridge.index import SMALL_QUERY_BATCH
+
+    vectors = clustered(SMALL_QUERY_BATCH + 10)
+    index = build("flat", np.arange(len(vectors)), vectors)
     before = faiss.omp_get_max_threads()
     seen: list[int] = []
     original = index._cpu.search
