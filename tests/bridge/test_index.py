@@ -365,9 +365,7 @@ def test_gpu_index_matches_cpu(kind: str, tmp_path: Path, data: tuple[np.ndarray
 def test_faiss_thread_settings_are_per_call_and_restored() -> None:
     import faiss
 
-    from bridge.index import configure_threads
-
-    from bridge.index import SMALL_QUERY_BATCH
+    from bridge.index import SMALL_QUERY_BATCH, configure_threads
 
     vectors = clustered(SMALL_QUERY_BATCH + 10)
     index = build("flat", np.arange(len(vectors)), vectors)
