@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         "--shared-dim", str(args.shared_dim),
         "--seed", str(args.seed),
         "--device", "cpu",
+        "--precision", "fp32",  # as the committed weights were made; bf16 scores the same
         "--clip-model", str(args.clip),
         "--clap-model", str(args.clap),
         "--quiet",
