@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 import bridge
+from app.batcher import SearchBatcher
 from app.errors import install_error_handlers
 from app.limits import BodyLimitMiddleware, PathLimit
 from app.observability import MetricsMiddleware
@@ -93,6 +94,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.executor = make_executor()
+        app.state.batcher = SearchBatcher(app.state.executor)
         try:
             async with _engine(app):
                 yield
@@ -131,6 +133,7 @@ def create_app(
     app.state.settings = settings
     app.state.holder = holder
     app.state.executor = make_executor()  # replaced per lifespan; threads start on first use
+    app.state.batcher = SearchBatcher(app.state.executor)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limits=body_limits(settings), default=SMALL_BODY)
     app.add_middleware(MetricsMiddleware)  # outermost: counts 413s from the limiter too

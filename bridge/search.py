@@ -8,6 +8,8 @@ the ActiveBridge snapshot it read once, and the whole answer uses it.
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,6 +29,30 @@ if TYPE_CHECKING:
 
 OVERFETCH_FACTOR = 4
 OVERFETCH_MIN = 64
+
+
+def _first_fetch(query: SearchQuery, exclude: int | None) -> int:
+    """How many neighbours to ask FAISS for first (before any over-fetch retry)."""
+    fetch = query.offset + query.k + (1 if exclude is not None else 0)
+    if query.filters:
+        fetch = max(fetch * OVERFETCH_FACTOR, OVERFETCH_MIN)
+    return fetch
+
+
+@dataclass
+class _Plan:
+    """A checked query, ready to rank: its route, (1, D) vector and index."""
+
+    route: Route
+    vector: np.ndarray
+    exclude: int | None
+    query_modality: str
+    index: VectorIndex | None
+    timer: StageTimer
+    hits: list[SearchHit] | None = None  # filled when ranked together with others
+
+
+_DONE = object()  # search_each slot marker: ranked in a batch, response still to build
 
 
 def check_query(query: SearchQuery, max_k: int) -> None:
@@ -99,6 +125,45 @@ class Searcher:
 
     def search(self, query: SearchQuery, active: ActiveBridge | None) -> SearchResponse:
         """Answer `query` with the `active` snapshot (taken once by the caller)."""
+        plan = self._plan(query, active)
+        hits = self._ranked_hits(plan.index, plan.vector, query, plan.exclude, plan.timer)
+        return self._respond(plan, hits, active)
+
+    def search_each(
+        self, queries: list[SearchQuery], active: ActiveBridge | None
+    ) -> list[SearchResponse | Exception]:
+        """Answer independent queries together: those on the same index share one FAISS call
+        (a BLAS product for exact search) and one store lookup. A query's error is returned
+        in its slot. Results equal `search` one by one."""
+        results: list[SearchResponse | Exception | None] = [None] * len(queries)
+        plans: dict[int, _Plan] = {}
+        for i, query in enumerate(queries):
+            try:
+                plans[i] = self._plan(query, active)
+            except Exception as exc:  # noqa: BLE001 - this query's own error
+                results[i] = exc
+        groups: dict[int, list[int]] = {}
+        for i, plan in plans.items():
+            if plan.index is not None:
+                groups.setdefault(id(plan.index), []).append(i)
+        for members in groups.values():
+            self._rank_together([(queries[i], plans[i]) for i in members], results, members)
+        for i, plan in plans.items():
+            try:
+                if results[i] is None:  # no index, a single query, or the batch came up short
+                    hits = self._ranked_hits(
+                        plan.index, plan.vector, queries[i], plan.exclude, plan.timer
+                    )
+                    results[i] = self._respond(plan, hits, active)
+                elif plan.hits is not None and results[i] is _DONE:
+                    results[i] = self._respond(plan, plan.hits, active)
+            except Exception as exc:  # noqa: BLE001
+                results[i] = exc
+        assert all(r is not None and r is not _DONE for r in results)
+        return results  # type: ignore[return-value]
+
+    def _plan(self, query: SearchQuery, active: ActiveBridge | None) -> _Plan:
+        """Check the query, resolve and project its vector, pick the index."""
         check_query(query, self.max_k)
         timer = StageTimer()
         route, vector, exclude, query_modality = self._query_vector(query, active, timer)
@@ -115,15 +180,57 @@ class Searcher:
             shared_index(self.catalog, active, query.target) if route.needs_bridge and active
             else self.catalog.native(query.target)
         )  # fmt: skip
-        hits = self._ranked_hits(index, vector, query, exclude, timer) if index else []
-        SEARCHES.labels(query=query_modality, space=route.space).inc()
+        return _Plan(route, vector, exclude, query_modality, index, timer)
+
+    def _respond(
+        self, plan: _Plan, hits: list[SearchHit], active: ActiveBridge | None
+    ) -> SearchResponse:
+        SEARCHES.labels(query=plan.query_modality, space=plan.route.space).inc()
         return SearchResponse(
             results=hits,
-            space=route.space,
+            space=plan.route.space,
             bridge_version=active.version if active else None,
-            query_modality=query_modality,
-            timings_ms=timer.timings_ms,
+            query_modality=plan.query_modality,
+            timings_ms=plan.timer.timings_ms,
         )
+
+    def _rank_together(
+        self,
+        members: list[tuple[SearchQuery, _Plan]],
+        results: list[Any],
+        slots: list[int],
+    ) -> None:
+        """One FAISS call and one store lookup for queries on the same index; a query whose
+        first fetch is not enough (filters, min_score, exclusions) is left for `search`."""
+        if len(members) < 2:
+            return
+        index = members[0][1].index
+        assert index is not None
+        total = index.ntotal
+        if total == 0:
+            return
+        fetches = [min(_first_fetch(query, plan.exclude), total) for query, plan in members]
+        stacked = np.concatenate([plan.vector for _, plan in members])
+        started = time.perf_counter()
+        scores, ids = index.search(stacked, max(fetches))
+        search_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        wanted = np.unique(ids[ids >= 0])
+        items = self.store.get_by_rowids(wanted)
+        hydrate_seconds = (time.perf_counter() - started) / len(members)
+        for row, ((query, plan), fetch, slot) in enumerate(
+            zip(members, fetches, slots, strict=True)
+        ):
+            plan.timer.record("search", search_seconds)
+            started = time.perf_counter()
+            hits, cut = self._hydrate(
+                scores[row, :fetch], ids[row, :fetch], query, plan.exclude, items
+            )
+            plan.timer.record("hydrate", hydrate_seconds + time.perf_counter() - started)
+            want = query.offset + query.k
+            if len(hits) >= want or cut or fetch >= total:
+                plan.hits = hits[query.offset : want]
+                results[slot] = _DONE
 
     def _query_vector(
         self, query: SearchQuery, active: ActiveBridge | None, timer: StageTimer
@@ -156,7 +263,7 @@ class Searcher:
 
     def _ranked_hits(
         self,
-        index: VectorIndex,
+        index: VectorIndex | None,
         vector: np.ndarray,
         query: SearchQuery,
         exclude: int | None,
@@ -164,14 +271,13 @@ class Searcher:
     ) -> list[SearchHit]:
         """Top offset+k hits after exclusion, filters and min_score; over-fetches (x4, at
         least 64 with filters) until enough hits pass or the index is exhausted."""
+        if index is None:
+            return []
         want = query.offset + query.k
         total = index.ntotal
         if total == 0:
             return []
-        fetch = want + (1 if exclude is not None else 0)
-        if query.filters:
-            fetch = max(fetch * OVERFETCH_FACTOR, OVERFETCH_MIN)
-        fetch = min(fetch, total)
+        fetch = min(_first_fetch(query, exclude), total)
         while True:
             with timer.stage("search"):
                 scores, ids = index.search(vector, fetch)
@@ -182,9 +288,15 @@ class Searcher:
             fetch = min(total, fetch * OVERFETCH_FACTOR)
 
     def _hydrate(
-        self, scores: np.ndarray, ids: np.ndarray, query: SearchQuery, exclude: int | None
+        self,
+        scores: np.ndarray,
+        ids: np.ndarray,
+        query: SearchQuery,
+        exclude: int | None,
+        items: dict[int, Any] | None = None,
     ) -> tuple[list[SearchHit], bool]:
-        """Hits in score order and whether min_score cut the list (no point fetching more)."""
+        """Hits in score order and whether min_score cut the list (no point fetching more).
+        `items` (rowid -> stored item) is looked up in the store when not given."""
         cut = False
         keep = ids >= 0
         if query.min_score is not None:
@@ -192,7 +304,8 @@ class Searcher:
             cut = bool((keep & ~above).any())
             keep &= above
         ids, scores = ids[keep], scores[keep]
-        items = self.store.get_by_rowids(ids)
+        if items is None:
+            items = self.store.get_by_rowids(ids)
         hits: list[SearchHit] = []
         for rowid, score in zip(ids.tolist(), scores.tolist(), strict=True):
             item = items.get(rowid)

@@ -365,7 +365,18 @@ class BridgeService:
     # -- search (bridge/search.py) -------------------------------------------------------
 
     def search_many(self, queries: list[SearchQuery]) -> list[SearchResponse]:
-        return [self.search(query) for query in queries]
+        """All answers, or the first query's error (the batch endpoint's all-or-nothing)."""
+        answers = self.search_each(queries)
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+        return answers  # type: ignore[return-value]
+
+    def search_each(self, queries: list[SearchQuery]) -> list[SearchResponse | Exception]:
+        """Answer independent queries in one call: those on the same index share one FAISS
+        search; a query's error is returned in its slot, not raised (app/batcher.py). All
+        use one snapshot of the active bridge."""
+        return self._searcher.search_each(queries, self._active)
 
     def search(self, query: SearchQuery) -> SearchResponse:
         return self._searcher.search(query, self._active)  # one snapshot for the whole request

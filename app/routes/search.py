@@ -135,7 +135,10 @@ async def search(request: Request, service: ServiceDep, settings: SettingsDep) -
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
             f"send application/json or multipart/form-data, not {content_type or 'no body'!r}",
         )
-    response = await offload(request, service.search, query)
+    if query.media is None:  # JSON queries share engine calls (app/batcher.py)
+        response = await request.app.state.batcher.submit(service.search_each, query)
+    else:
+        response = await offload(request, service.search, query)
     # Serialised here, once: returning the model would make FastAPI validate it again.
     return Response(SearchResponseOut.of(response).model_dump_json(), media_type=JSON)
 

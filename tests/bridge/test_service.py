@@ -625,3 +625,38 @@ def test_committed_samples_manifest_is_readable() -> None:
     samples = load_samples(samples_dir)
     assert {s.modality for s in samples} == {"image", "audio"}
     assert all("label" in s.metadata and s.upload.data for s in samples)
+
+
+def test_search_each_answers_like_search_one_by_one(service: BridgeService) -> None:
+    """Batched ranking (one FAISS call per index) must not change any answer or error."""
+    image_ids, audio_ids = populate(service)
+    rng = np.random.default_rng(0)
+    queries = [
+        SearchQuery("image", vector=rng.standard_normal(TINY_CLIP_DIM).tolist(), space="clip", k=3),
+        SearchQuery("image", vector=rng.standard_normal(TINY_CLIP_DIM).tolist(), space="clip", k=5),
+        SearchQuery("image", item_id=image_ids[0], k=4),  # excludes itself
+        SearchQuery("image", text="a red square", k=2, offset=1),
+        SearchQuery("image", text="a red square", k=2, filters={"label": 1}),  # over-fetches
+        SearchQuery("image", vector=[1.0, 2.0], space="clip"),  # wrong dimension: an error
+        SearchQuery("audio", item_id=audio_ids[1], k=3),
+        SearchQuery("image", item_id=audio_ids[2], k=3, min_score=-1.0),  # bridged
+        SearchQuery("audio", text="a high tone", k=6),
+        SearchQuery("image", item_id="no-such-item"),  # not found: an error
+    ]
+    together = service.search_each(queries)
+    assert len(together) == len(queries)
+    for query, answer in zip(queries, together, strict=True):
+        try:
+            alone = service.search(query)
+        except Exception as exc:
+            assert type(answer) is type(exc) and str(answer) == str(exc)
+            continue
+        assert isinstance(answer, SearchResponse), answer
+        assert ids(answer) == ids(alone)
+        assert [h.score for h in answer.results] == pytest.approx(
+            [h.score for h in alone.results], abs=1e-5
+        )
+        assert (answer.space, answer.bridge_version) == (alone.space, alone.bridge_version)
+    assert isinstance(together[5], InvalidInputError)
+    assert isinstance(together[9], NotFoundError)
+    assert image_ids[0] not in ids(together[2])  # type: ignore[arg-type]

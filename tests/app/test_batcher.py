@@ -1,0 +1,69 @@
+"""The event-loop search batcher: concurrent submits share one call, each gets its own answer."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from app.batcher import SearchBatcher
+
+
+class Engine:
+    """Doubles each query, fails on negative ones, records the batches it was called with."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.batches: list[list[int]] = []
+        self.delay = delay
+        self.release = threading.Event()
+        self.release.set()
+
+    def run(self, queries: list[int]) -> list[Any]:
+        self.release.wait(5)
+        self.batches.append(list(queries))
+        return [ValueError(f"bad {q}") if q < 0 else 2 * q for q in queries]
+
+
+def test_a_lone_query_runs_alone_and_concurrent_ones_share_batches() -> None:
+    engine = Engine()
+    executor = ThreadPoolExecutor(4)
+
+    async def scenario() -> list[Any]:
+        batcher = SearchBatcher(executor)
+        assert await batcher.submit(engine.run, 5) == 10
+        engine.release.clear()  # hold the first batch so that the others queue behind it
+        first = asyncio.ensure_future(batcher.submit(engine.run, 1))
+        await asyncio.sleep(0.05)
+        rest = [asyncio.ensure_future(batcher.submit(engine.run, q)) for q in (2, -3, 4)]
+        await asyncio.sleep(0.05)
+        engine.release.set()
+        return await asyncio.gather(first, *rest, return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    assert results[0] == 2 and results[1] == 4 and results[3] == 8
+    assert isinstance(results[2], ValueError) and str(results[2]) == "bad -3"
+    assert engine.batches == [[5], [1], [2, -3, 4]]
+    executor.shutdown()
+
+
+def test_a_failing_call_fails_every_query_in_its_batch_and_the_batcher_recovers() -> None:
+    executor = ThreadPoolExecutor(2)
+    calls = {"n": 0}
+
+    def flaky(queries: list[int]) -> list[Any]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("engine closed")
+        return queries
+
+    async def scenario() -> Any:
+        batcher = SearchBatcher(executor)
+        with pytest.raises(RuntimeError, match="engine closed"):
+            await batcher.submit(flaky, 1)
+        return await batcher.submit(flaky, 7)
+
+    assert asyncio.run(scenario()) == 7
+    executor.shutdown()
