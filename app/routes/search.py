@@ -23,6 +23,7 @@ from app.schemas import (
     error_responses,
     params_to_query,
     parse_json_field,
+    search_response_json,
 )
 from app.uploads import (
     check_form_fields,
@@ -140,7 +141,7 @@ async def search(request: Request, service: ServiceDep, settings: SettingsDep) -
     else:
         response = await offload(request, service.search, query)
     # Serialised here, once: returning the model would make FastAPI validate it again.
-    return Response(SearchResponseOut.of(response).model_dump_json(), media_type=JSON)
+    return Response(search_response_json(response), media_type=JSON)
 
 
 @batch_router.post(

@@ -67,3 +67,25 @@ def test_a_failing_call_fails_every_query_in_its_batch_and_the_batcher_recovers(
 
     assert asyncio.run(scenario()) == 7
     executor.shutdown()
+
+
+def test_search_response_json_matches_the_response_model() -> None:
+    """The hot path writes the response JSON by hand; it must equal the documented model's."""
+    import json
+
+    from app.schemas import SearchResponseOut, search_response_json
+    from bridge.service_types import SearchHit, SearchResponse
+
+    response = SearchResponse(
+        results=[
+            SearchHit("a1", 0.5, "image", {"label": 3, "tags": ["x"], "nested": {"k": None}}),
+            SearchHit("b2", -0.25, "audio", {}),
+        ],
+        space="shared",
+        bridge_version="v2",
+        query_modality="audio",
+        timings_ms={"search": 0.4},
+    )
+    by_hand = json.loads(search_response_json(response))
+    assert by_hand == json.loads(SearchResponseOut.of(response).model_dump_json())
+    assert SearchResponseOut.model_validate(by_hand).results[0].metadata["label"] == 3
