@@ -132,8 +132,6 @@ def create_app(
     )
     app.state.settings = settings
     app.state.holder = holder
-    app.state.executor = make_executor()  # replaced per lifespan; threads start on first use
-    app.state.batcher = SearchBatcher(app.state.executor)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, limits=body_limits(settings), default=SMALL_BODY)
     app.add_middleware(MetricsMiddleware)  # outermost: counts 413s from the limiter too

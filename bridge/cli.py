@@ -31,7 +31,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from bridge.config import TrainConfig
+    from bridge.config import PRECISIONS, TrainConfig
 
     d = TrainConfig()  # the CLI's defaults are the library's defaults
     p = sub.add_parser(
@@ -51,7 +51,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     p.add_argument(
         "--precision",
-        choices=["auto", "fp32", "bf16"],
+        choices=PRECISIONS,
         default=d.precision,
         help="matrix products of projectors and logits (auto: bf16 where the device has it)",
     )

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from bridge.errors import InvalidInputError
 
@@ -15,6 +15,7 @@ CWCLReverse = Literal["cwcl", "infonce"]
 WeightSource = Literal["clip", "clap", "mean"]
 BatchNormMode = Literal["joint", "separate"]
 Precision = Literal["auto", "fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class TrainConfig:
             raise InvalidInputError(f"invalid training option(s): {values}")
         if self.loss not in ("infonce", "cwcl"):
             raise InvalidInputError(f"loss must be 'infonce' or 'cwcl', got {self.loss!r}")
-        if self.precision not in ("auto", "fp32", "bf16"):
+        if self.precision not in PRECISIONS:
             raise InvalidInputError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise InvalidInputError(f"device must be auto, cpu or cuda, got {self.device!r}")

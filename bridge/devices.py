@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bridge.config import PRECISIONS
 from bridge.errors import InvalidInputError
 
 
@@ -36,7 +37,7 @@ def resolve_precision(precision: str, device: str) -> str:
     """'auto' -> 'bf16' where the device computes bfloat16 natively, else 'fp32'."""
     import torch
 
-    if precision not in ("auto", "fp32", "bf16"):
+    if precision not in PRECISIONS:
         raise InvalidInputError(f"precision must be auto, fp32 or bf16, got {precision!r}")
     if precision != "auto":
         return precision

@@ -71,6 +71,8 @@ TOMBSTONE_REBUILD_FRACTION = 0.2
 IVF_REGROW_FACTOR = 4  # an IVF index that has grown 4x past its training set asks for a rebuild
 GPU_MAX_K = 2048
 SMALL_QUERY_BATCH = 64  # batches up to this size (coalesced serving batches) use one OpenMP thread
+BLAS_MIN_QUERIES = 6  # exact search uses a BLAS product from this many queries per call
+_NEVER_BLAS = 2**31 - 1
 INDEX_FILE = "index.faiss"
 MANIFEST_FILE = "manifest.json"
 IDS_FILE = "ids.npy"
@@ -219,10 +221,6 @@ def _choose_flat_kernel(queries: int) -> None:
     threshold = 0 if queries >= BLAS_MIN_QUERIES else _NEVER_BLAS
     if faiss.cvar.distance_compute_blas_threshold != threshold:
         faiss.cvar.distance_compute_blas_threshold = threshold
-
-
-BLAS_MIN_QUERIES = 6
-_NEVER_BLAS = 2**31 - 1
 
 
 class VectorIndex:

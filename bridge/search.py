@@ -39,6 +39,11 @@ def _first_fetch(query: SearchQuery, exclude: int | None) -> int:
     return fetch
 
 
+def _enough(hits: list[SearchHit], cut: bool, query: SearchQuery, fetch: int, total: int) -> bool:
+    """Whether a fetch settles the query: enough hits, a min_score cut, or nothing more."""
+    return len(hits) >= query.offset + query.k or cut or fetch >= total
+
+
 @dataclass
 class _Plan:
     """A checked query, ready to rank: its route, (1, D) vector and index."""
@@ -50,9 +55,6 @@ class _Plan:
     index: VectorIndex | None
     timer: StageTimer
     hits: list[SearchHit] | None = None  # filled when ranked together with others
-
-
-_DONE = object()  # search_each slot marker: ranked in a batch, response still to build
 
 
 def check_query(query: SearchQuery, max_k: int) -> None:
@@ -147,20 +149,20 @@ class Searcher:
             if plan.index is not None:
                 groups.setdefault(id(plan.index), []).append(i)
         for members in groups.values():
-            self._rank_together([(queries[i], plans[i]) for i in members], results, members)
+            self._rank_together([(queries[i], plans[i]) for i in members])
         for i, plan in plans.items():
             try:
-                if results[i] is None:  # no index, a single query, or the batch came up short
+                hits = plan.hits
+                if hits is None:  # no index, a single query, or the batch came up short
                     hits = self._ranked_hits(
                         plan.index, plan.vector, queries[i], plan.exclude, plan.timer
                     )
-                    results[i] = self._respond(plan, hits, active)
-                elif plan.hits is not None and results[i] is _DONE:
-                    results[i] = self._respond(plan, plan.hits, active)
+                results[i] = self._respond(plan, hits, active)
             except Exception as exc:  # noqa: BLE001
                 results[i] = exc
-        assert all(r is not None and r is not _DONE for r in results)
-        return results  # type: ignore[return-value]
+        answered = [r for r in results if r is not None]
+        assert len(answered) == len(queries)  # every slot holds an answer or an error
+        return answered
 
     def _plan(self, query: SearchQuery, active: ActiveBridge | None) -> _Plan:
         """Check the query, resolve and project its vector, pick the index."""
@@ -194,14 +196,10 @@ class Searcher:
             timings_ms=plan.timer.timings_ms,
         )
 
-    def _rank_together(
-        self,
-        members: list[tuple[SearchQuery, _Plan]],
-        results: list[Any],
-        slots: list[int],
-    ) -> None:
-        """One FAISS call and one store lookup for queries on the same index; a query whose
-        first fetch is not enough (filters, min_score, exclusions) is left for `search`."""
+    def _rank_together(self, members: list[tuple[SearchQuery, _Plan]]) -> None:
+        """One FAISS call and one store lookup for queries on the same index; sets
+        `plan.hits` unless the first fetch is not enough (filters, min_score, exclusions),
+        which leaves the query to `_ranked_hits`."""
         if len(members) < 2:
             return
         index = members[0][1].index
@@ -215,22 +213,17 @@ class Searcher:
         scores, ids = index.search(stacked, max(fetches))
         search_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        wanted = np.unique(ids[ids >= 0])
-        items = self.store.get_by_rowids(wanted)
+        items = self.store.get_by_rowids(np.unique(ids[ids >= 0]))
         hydrate_seconds = (time.perf_counter() - started) / len(members)
-        for row, ((query, plan), fetch, slot) in enumerate(
-            zip(members, fetches, slots, strict=True)
-        ):
+        for row, ((query, plan), fetch) in enumerate(zip(members, fetches, strict=True)):
             plan.timer.record("search", search_seconds)
             started = time.perf_counter()
             hits, cut = self._hydrate(
                 scores[row, :fetch], ids[row, :fetch], query, plan.exclude, items
             )
             plan.timer.record("hydrate", hydrate_seconds + time.perf_counter() - started)
-            want = query.offset + query.k
-            if len(hits) >= want or cut or fetch >= total:
-                plan.hits = hits[query.offset : want]
-                results[slot] = _DONE
+            if _enough(hits, cut, query, fetch, total):
+                plan.hits = hits[query.offset : query.offset + query.k]
 
     def _query_vector(
         self, query: SearchQuery, active: ActiveBridge | None, timer: StageTimer
@@ -283,7 +276,7 @@ class Searcher:
                 scores, ids = index.search(vector, fetch)
             with timer.stage("hydrate"):
                 hits, cut = self._hydrate(scores[0], ids[0], query, exclude)
-            if len(hits) >= want or cut or fetch >= total:
+            if _enough(hits, cut, query, fetch, total):
                 return hits[query.offset : want]
             fetch = min(total, fetch * OVERFETCH_FACTOR)
 

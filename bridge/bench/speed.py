@@ -17,7 +17,7 @@ import numpy as np
 
 from bridge.arrays import l2_normalize
 from bridge.bench.report import format_table, machine_info, set_threads, write_json
-from bridge.config import ProjectorConfig, TrainConfig
+from bridge.config import PRECISIONS, ProjectorConfig, TrainConfig
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -32,7 +32,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
