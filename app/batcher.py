@@ -1,8 +1,8 @@
 """Coalesce concurrent JSON searches on the event loop into one engine call per batch.
 
 With one engine thread per request, 32 concurrent searches meant 32 threads taking turns on
-the GIL with the event loop; the handoffs cost more CPU than the searches (10,000 items:
-server CPU per request 2.0 ms with one client, 3.4 ms with 32). Here requests that arrive
+the GIL with the event loop, and server CPU per request rose with concurrency instead of
+falling (scripts/bench/server_cpu.py shows the split per thread). Here requests that arrive
 while a batch runs wait on the event loop, and the next batch takes all of them into one
 executor call (`BridgeService.search_each`), so at most one engine thread runs Python at a
 time. A lone request is dispatched at once. Each query gets its own answer or error.
