@@ -27,7 +27,7 @@ _admin_bearer = HTTPBearer(
     description="`Authorization: Bearer <BRIDGE_ADMIN_KEY>`",
     auto_error=False,
 )
-_api_bearer = HTTPBearer(
+api_bearer = HTTPBearer(
     scheme_name="APIKey",
     description="`Authorization: Bearer <BRIDGE_API_KEY>`; only when BRIDGE_API_KEY is set",
     auto_error=False,
@@ -62,7 +62,7 @@ async def require_admin(
 
 async def require_api_key(
     settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_api_bearer)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(api_bearer)],
 ) -> None:
     check_api(credentials, settings.api_key)
 

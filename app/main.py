@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 import bridge
 from app.batcher import SearchBatcher
 from app.errors import install_error_handlers
+from app.fastpath import JSONSearchFastPath
 from app.limits import BodyLimitMiddleware, PathLimit
 from app.observability import MetricsMiddleware
 from app.offload import make_executor
@@ -133,6 +134,7 @@ def create_app(
     app.state.settings = settings
     app.state.holder = holder
     install_error_handlers(app)
+    app.add_middleware(JSONSearchFastPath)  # innermost: body limits and metrics still apply
     app.add_middleware(BodyLimitMiddleware, limits=body_limits(settings), default=SMALL_BODY)
     app.add_middleware(MetricsMiddleware)  # outermost: counts 413s from the limiter too
 

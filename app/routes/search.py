@@ -6,12 +6,13 @@ body type per route) and documents both in OpenAPI through `openapi_extra`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from app.batcher import SearchBatcher
 from app.deps import APIAuth, ServiceDep, SettingsDep
 from app.offload import offload
 from app.schemas import (
@@ -36,8 +37,12 @@ from app.uploads import (
 )
 from bridge.service_types import SearchQuery
 
-router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[APIAuth])
-batch_router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[APIAuth])
+if TYPE_CHECKING:
+    from bridge.service import BridgeService
+
+SEARCH_PATH = "/v1/search"
+router = APIRouter(prefix=SEARCH_PATH, tags=["search"], dependencies=[APIAuth])
+batch_router = APIRouter(prefix=SEARCH_PATH, tags=["search"], dependencies=[APIAuth])
 
 JSON = "application/json"
 _FORM_FIELDS = ("target", "k", "offset", "min_score", "filters")
@@ -71,10 +76,22 @@ def _invalid(error: ValidationError, prefix: str) -> RequestValidationError:
     return RequestValidationError(errors)
 
 
-async def _json_query(request: Request) -> SearchQuery:
+def is_json(content_type: str | None) -> bool:
+    kind = media_type(content_type)
+    return kind == JSON or kind.endswith("+json")
+
+
+async def answer_json_search(batcher: SearchBatcher, service: BridgeService, body: bytes) -> bytes:
+    """The JSON answer to a JSON search body. JSON queries share engine calls (app/batcher.py).
+    Served by app/fastpath.py before routing, and by the route below without it."""
+    response = await batcher.submit(service.search_each, _json_query(body))
+    # Serialised here, once: returning the model would make FastAPI validate it again.
+    return search_response_json(response)
+
+
+def _json_query(body: bytes) -> SearchQuery:
     # Parsed and validated in one pass by pydantic's JSON parser: parsing a 512-float vector
     # with the stdlib json module first was a visible share of the event loop's time.
-    body = await request.body()
     try:
         return SearchRequest.model_validate_json(body).to_query()
     except ValidationError as exc:
@@ -126,21 +143,20 @@ async def _form_query(request: Request, max_upload_bytes: int) -> SearchQuery:
     responses=error_responses(400, 401, 404, 413, 415, 422, 503),
 )
 async def search(request: Request, service: ServiceDep, settings: SettingsDep) -> Response:
-    content_type = media_type(request.headers.get("content-type"))
-    if content_type == "application/json" or content_type.endswith("+json"):
-        query = await _json_query(request)
-    elif is_multipart(content_type):
-        query = await _form_query(request, settings.max_upload_bytes)
-    else:
+    content_type = request.headers.get("content-type")
+    if is_json(content_type):  # app/fastpath.py answers these first when it is installed
+        body = await request.body()
+        return Response(
+            await answer_json_search(request.app.state.batcher, service, body), media_type=JSON
+        )
+    if not is_multipart(media_type(content_type)):
         raise HTTPException(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-            f"send application/json or multipart/form-data, not {content_type or 'no body'!r}",
+            "send application/json or multipart/form-data, "
+            f"not {media_type(content_type) or 'no body'!r}",
         )
-    if query.media is None:  # JSON queries share engine calls (app/batcher.py)
-        response = await request.app.state.batcher.submit(service.search_each, query)
-    else:
-        response = await offload(request, service.search, query)
-    # Serialised here, once: returning the model would make FastAPI validate it again.
+    query = await _form_query(request, settings.max_upload_bytes)
+    response = await offload(request, service.search, query)
     return Response(search_response_json(response), media_type=JSON)
 
 
