@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,7 +28,7 @@ SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 class _Request:
     queries: np.ndarray  # (Q, D)
     k: int
-    done: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event | None = None  # only callers that wait get one (leaders never do)
     lead: bool = False  # woken to lead the next batch rather than with a result
     result: tuple[np.ndarray, np.ndarray] | None = None
     error: BaseException | None = None
@@ -50,10 +50,13 @@ class SearchCoalescer:
         """(Q, k) scores and ids for ``queries`` (Q, D), as ``search_fn`` would return."""
         request = _Request(queries, k)
         with self._lock:
-            self._queue.append(request)
             leader = not self._busy
+            if not leader:
+                request.done = threading.Event()
+            self._queue.append(request)
             self._busy = True
         if not leader:
+            assert request.done is not None
             request.done.wait()
             leader = request.lead  # handed the lead: our query is in the batch we now run
         if leader:
@@ -84,7 +87,7 @@ class SearchCoalescer:
                 if self._queue:
                     successor = self._queue[0]
                     successor.lead = True
-                    successor.done.set()
+                    _wake(successor)
                 else:
                     self._busy = False
 
@@ -98,13 +101,18 @@ class SearchCoalescer:
         except BaseException as exc:  # every caller in the batch sees the failure
             for request in batch:
                 request.error = exc
-                request.done.set()
+                _wake(request)
             return
         start = 0
         for request in batch:
             stop = start + len(request.queries)
             request.result = (scores[start:stop, : request.k], ids[start:stop, : request.k])
             start = stop
-            request.done.set()
+            _wake(request)
         self.batches += 1
         self.queries += len(batch)
+
+
+def _wake(request: _Request) -> None:
+    if request.done is not None:
+        request.done.set()

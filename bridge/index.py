@@ -128,19 +128,27 @@ class ReadWriteLock:
         self._writer = False
         self._writers_waiting = 0
 
-    @contextmanager
-    def read(self) -> Iterator[None]:
+    def acquire_read(self) -> None:
+        """Enter as a reader (the search path calls this pair directly: a generator-based
+        context manager costs more than the lock itself)."""
         with self._cond:
             while self._writer or self._writers_waiting:
                 self._cond.wait()
             self._readers += 1
+
+    def release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if self._readers == 0:
+                self._cond.notify_all()
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        self.acquire_read()
         try:
             yield
         finally:
-            with self._cond:
-                self._readers -= 1
-                if self._readers == 0:
-                    self._cond.notify_all()
+            self.release_read()
 
     @contextmanager
     def write(self) -> Iterator[None]:
@@ -176,6 +184,25 @@ def _check_vectors(vectors: Any, name: str, dim: int | None, allow_empty: bool) 
         raise InvalidInputError(f"{name}: contains NaN or Inf")
     array = array.astype(np.float32, copy=False)
     norms = np.linalg.norm(array, axis=1, keepdims=True)
+    return np.ascontiguousarray(array / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def _check_queries(queries: Any, dim: int) -> np.ndarray:
+    """``_check_vectors`` for search queries with fewer NumPy passes: a search runs right
+    after the previous one streamed the index through the caches, so every pass here runs
+    cold. Float64 sums of squares of float32 values are finite exactly when the values are."""
+    array = np.asarray(queries)
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] != dim:
+        return _check_vectors(array, "queries", dim, allow_empty=False)  # its error message
+    if not np.issubdtype(array.dtype, np.floating):
+        raise InvalidInputError(f"queries: expected float values, got dtype {array.dtype}")
+    array = array.astype(np.float32, copy=False)
+    squares = np.einsum("ij,ij->i", array, array, dtype=np.float64)
+    if not np.isfinite(squares).all():
+        raise InvalidInputError("queries: contains NaN or Inf")
+    norms = np.sqrt(squares, dtype=np.float32)[:, None]
     return np.ascontiguousarray(array / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
@@ -419,33 +446,33 @@ class VectorIndex:
         """
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
-        k = int(k)
-        q = np.asarray(queries)
-        if q.ndim == 1:
-            q = q[None, :]
-        q = _check_vectors(q, "queries", self.dim, allow_empty=False)
-        return self._coalescer.search(q, k)
+        return self._coalescer.search(_check_queries(queries, self.dim), int(k))
 
     def _search_batch(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """One FAISS search of the (already checked) rows ``q``; see ``search``."""
-        nq = q.shape[0]
-        scores = np.full((nq, k), -np.inf, dtype=np.float32)
-        labels = np.full((nq, k), -1, dtype=np.int64)
-        with self._lock.read():
-            if not self._ids:
-                return scores, labels
-            kk = min(k, int(self._cpu.ntotal))
-            with _omp_threads(_search_threads(nq)):
+        self._lock.acquire_read()
+        try:
+            ntotal = int(self._cpu.ntotal) if self._ids else 0
+            kk = min(k, ntotal)
+            if kk:
+                _set_thread_omp(_search_threads(q.shape[0]))
                 if self.kind == "hnsw":
                     dist, found = self._cpu.search(q, kk, params=self._hnsw_params(kk))
                 else:
                     gpu = self._gpu is not None and kk <= GPU_MAX_K
                     if not gpu:
-                        _choose_flat_kernel(nq)
+                        _choose_flat_kernel(q.shape[0])
                     dist, found = (self._gpu if gpu else self._cpu).search(q, kk)
-        scores[:, :kk] = dist
-        labels[:, :kk] = found
-        scores[labels < 0] = -np.inf
+        finally:
+            self._lock.release_read()
+        if kk < k:  # fewer vectors than asked for: pad with (-inf, -1)
+            scores = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
+            labels = np.full((q.shape[0], k), -1, dtype=np.int64)
+            if kk:
+                scores[:, :kk], labels[:, :kk] = dist, found
+        else:
+            scores, labels = dist, found
+        scores[labels < 0] = -np.inf  # removed or missing neighbours
         return scores, labels
 
     def add(self, ids: np.ndarray, vectors: np.ndarray, fingerprint: str) -> None:
@@ -604,20 +631,41 @@ def configure_threads(threads: int | None) -> None:
 
 @contextmanager
 def _omp_threads(threads: int | None) -> Iterator[None]:
-    """Run FAISS with ``threads`` OpenMP threads in this thread, then restore (None: as is)."""
-    if threads is None:
-        yield
-        return
-    import faiss
-
-    previous = faiss.omp_get_max_threads()
-    if previous != threads:
-        faiss.omp_set_num_threads(threads)
+    """Run FAISS with ``threads`` OpenMP threads in this thread (None: the thread's default,
+    which a search may have lowered), then put back the count it had. Counts set by code
+    that calls ``faiss.omp_set_num_threads`` itself in the same thread are not tracked."""
+    before = _current_thread_omp()
+    _set_thread_omp(threads)
     try:
         yield
     finally:
-        if previous != threads:
-            faiss.omp_set_num_threads(previous)
+        _set_thread_omp(before)
+
+
+_thread_omp = threading.local()  # .default: the thread's own count; .current: what we set
+
+
+def _set_thread_omp(threads: int | None) -> None:
+    """Leave this thread's OpenMP count at ``threads`` (None: the thread's default), calling
+    into FAISS only when it changes. Searches use this instead of ``_omp_threads``: setting
+    and restoring around every search were two FAISS calls per query, run cold."""
+    import faiss
+
+    current = _current_thread_omp()
+    wanted = threads or _thread_omp.default
+    if wanted != current:
+        faiss.omp_set_num_threads(wanted)
+        _thread_omp.current = wanted
+
+
+def _current_thread_omp() -> int:
+    """This thread's OpenMP count as last set through here (read from FAISS the first time)."""
+    if not hasattr(_thread_omp, "current"):
+        import faiss
+
+        _thread_omp.default = _thread_omp.current = faiss.omp_get_max_threads()
+    current: int = _thread_omp.current
+    return current
 
 
 def _search_threads(nq: int) -> int | None:

@@ -213,7 +213,7 @@ class Searcher:
         scores, ids = index.search(stacked, max(fetches))
         search_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        items = self.store.get_by_rowids(np.unique(ids[ids >= 0]))
+        items = self.store.hits(np.unique(ids[ids >= 0]))
         hydrate_seconds = (time.perf_counter() - started) / len(members)
         for row, ((query, plan), fetch) in enumerate(zip(members, fetches, strict=True)):
             plan.timer.record("search", search_seconds)
@@ -298,7 +298,7 @@ class Searcher:
             keep &= above
         ids, scores = ids[keep], scores[keep]
         if items is None:
-            items = self.store.get_by_rowids(ids)
+            items = self.store.hits(ids)
         hits: list[SearchHit] = []
         for rowid, score in zip(ids.tolist(), scores.tolist(), strict=True):
             item = items.get(rowid)

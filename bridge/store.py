@@ -193,6 +193,39 @@ def _json_equal(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
+HIT_CACHE_ITEMS = 100_000  # items kept for search hydration (about 70 MB at most)
+
+
+class _HitCache:
+    """Stored items by rowid for the search path, which hydrates the same few hits over and
+    over: an SQL statement and a JSON parse per hit were a visible share of a search.
+
+    Items never change and rowids are never reused (AUTOINCREMENT), so only deletes can make
+    an entry wrong. A delete bumps `generation` and drops the entry after its commit; a reader
+    keeps what it read only if no delete happened since it started reading, so an item read
+    just before its delete committed is never cached. When full, the cache starts over.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.items: dict[int, StoredItem] = {}
+        self.generation = 0
+        self._lock = threading.Lock()
+
+    def keep(self, fetched: dict[int, StoredItem], generation: int) -> None:
+        with self._lock:
+            if generation != self.generation:
+                return
+            if len(self.items) + len(fetched) > self.capacity:
+                self.items.clear()
+            self.items.update(fetched)
+
+    def forget(self, rowid: int) -> None:
+        with self._lock:
+            self.generation += 1
+            self.items.pop(rowid, None)
+
+
 class ItemStore:
     """SQLite-backed store of items, raw embeddings, bridge versions and jobs (module docstring)."""
 
@@ -204,6 +237,7 @@ class ItemStore:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._closed = False
+        self._hits = _HitCache(HIT_CACHE_ITEMS)
         self._writer = self._connect()
         with self._write_lock:
             self._writer.executescript(_SCHEMA)
@@ -390,6 +424,24 @@ class ItemStore:
             raise NotFoundError(f"no item with id {item_id!r}")
         return self._item(row)
 
+    def hits(self, rowids: Sequence[int] | np.ndarray) -> dict[int, StoredItem]:
+        """`get_by_rowids` for search hits, through the hit cache (_HitCache)."""
+        cached = self._hits.items
+        out: dict[int, StoredItem] = {}
+        missing: list[int] = []
+        for rowid in rowids.tolist() if isinstance(rowids, np.ndarray) else rowids:
+            item = cached.get(rowid)
+            if item is not None:
+                out[rowid] = item
+            elif rowid >= 0:
+                missing.append(rowid)
+        if missing:
+            generation = self._hits.generation
+            fetched = self.get_by_rowids(missing)
+            self._hits.keep(fetched, generation)
+            out.update(fetched)
+        return out
+
     def get_by_rowids(self, rowids: Sequence[int] | np.ndarray) -> dict[int, StoredItem]:
         """Hydrate FAISS ids: rowid -> item for those that exist (deleted ones are left out)."""
         wanted = sorted({int(r) for r in rowids if int(r) >= 0})
@@ -423,6 +475,7 @@ class ItemStore:
                 "UPDATE modality_state SET changes=changes+1, count=count-1 WHERE modality=?",
                 (item.modality,),
             )
+        self._hits.forget(item.rowid)  # after the commit (_HitCache)
         return item
 
     def snapshot(self, modality: str, with_embeddings: bool = True) -> ModalitySnapshot:

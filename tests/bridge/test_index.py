@@ -362,31 +362,43 @@ def test_gpu_index_matches_cpu(kind: str, tmp_path: Path, data: tuple[np.ndarray
     np.testing.assert_array_equal(loaded.search(queries, K)[1], gpu.search(queries, K)[1])
 
 
-def test_faiss_thread_settings_are_per_call_and_restored() -> None:
+def test_faiss_thread_settings_are_per_call() -> None:
+    """Small searches run on one OpenMP thread, large ones and builds on the configured count
+    (the thread's default when none is configured), whatever ran before in the thread."""
     import faiss
 
+    import bridge.index
     from bridge.index import SMALL_QUERY_BATCH, configure_threads
 
     vectors = clustered(SMALL_QUERY_BATCH + 10)
     index = build("flat", np.arange(len(vectors)), vectors)
-    before = faiss.omp_get_max_threads()
     seen: list[int] = []
-    original = index._cpu.search
+    original_search, original_add = index._cpu.search, index._cpu.add_with_ids
 
-    def spy(*args: object, **kwargs: object) -> object:
-        seen.append(faiss.omp_get_max_threads())
-        return original(*args, **kwargs)
+    def spy(original: Any) -> Any:
+        def call(*args: object, **kwargs: object) -> object:
+            seen.append(faiss.omp_get_max_threads())
+            return original(*args, **kwargs)
 
-    index._cpu.search = spy
+        return call
+
+    index._cpu.search = spy(original_search)
+    index._cpu.add_with_ids = spy(original_add)
     index.search(vectors[:1], 3)  # small batch: one thread during the call
-    assert seen == [1] and faiss.omp_get_max_threads() == before
+    assert seen == [1]
+    default = bridge.index._thread_omp.default  # this thread's count before VectorIndex set any
+    assert default >= 1
+    index.add(np.array([10_000]), vectors[:1], "fp")  # a build step after it: the default
+    assert seen[-1] == default and faiss.omp_get_max_threads() == 1  # as the search left it
     with pytest.raises(InvalidInputError):
         configure_threads(-1)
     configure_threads(1)
     try:
         index.search(vectors, 3)  # large batch: the configured count
-        assert seen[-1] == 1 and faiss.omp_get_max_threads() == before
+        assert seen[-1] == 1
     finally:
         configure_threads(None)
     index.search(vectors, 3)
-    assert seen[-1] == before
+    assert seen[-1] == default
+    index.search(vectors[:2], 3)
+    assert seen[-1] == 1

@@ -126,6 +126,40 @@ def test_delete(store: ItemStore) -> None:
     assert d.rowid == c.rowid + 1
 
 
+def test_hits_cache_agrees_with_the_store_across_deletes(store: ItemStore) -> None:
+    rng = np.random.default_rng(3)
+    a, b, c = store.add_items([_item(rng, n=i) for i in range(3)])
+    wanted = np.array([c.rowid, a.rowid, -1, 999, b.rowid])
+    assert store.hits(wanted) == store.get_by_rowids(wanted)
+    assert set(store._hits.items) == {a.rowid, b.rowid, c.rowid}  # now served from memory
+    assert store.hits(wanted) == {a.rowid: a, b.rowid: b, c.rowid: c}
+    store.delete(b.id)
+    assert store.hits(wanted) == {a.rowid: a, c.rowid: c}
+
+
+def test_hits_read_before_a_delete_is_not_cached(store: ItemStore) -> None:
+    """The race the generation guards: a reader fetched the item, then its delete committed
+    before the reader stored what it fetched."""
+    rng = np.random.default_rng(4)
+    (a,) = store.add_items([_item(rng)])
+    generation = store._hits.generation
+    fetched = store.get_by_rowids([a.rowid])  # read while the item still existed
+    store.delete(a.id)
+    store._hits.keep(fetched, generation)
+    assert store._hits.items == {}
+    assert store.hits([a.rowid]) == {}
+
+
+def test_hits_cache_starts_over_when_full(store: ItemStore) -> None:
+    rng = np.random.default_rng(5)
+    items = store.add_items([_item(rng, n=i) for i in range(5)])
+    store._hits.capacity = 3
+    store.hits([i.rowid for i in items[:3]])
+    assert len(store._hits.items) == 3
+    assert store.hits([items[3].rowid]) == {items[3].rowid: items[3]}
+    assert set(store._hits.items) == {items[3].rowid}
+
+
 def test_fingerprint_changes_per_modality(tmp_path: Path, store: ItemStore) -> None:
     rng = np.random.default_rng(3)
     image0, audio0 = store.fingerprint("image"), store.fingerprint("audio")
