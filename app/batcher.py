@@ -6,6 +6,16 @@ falling (scripts/bench/server_cpu.py shows the split per thread). Here requests 
 while a batch runs wait on the event loop, and the next batch takes all of them into one
 executor call (`BridgeService.search_each`), so at most one engine thread runs Python at a
 time. A lone request is dispatched at once. Each query gets its own answer or error.
+
+Lone cheap queries run inline. When traffic is one request at a time, the two thread hops
+(submit to the executor, wake the loop with the answer) were about 0.4 ms of a 10k vector
+search's latency (`scripts/bench/server_cpu.py`, README "Service benchmark"). So a query the
+caller marks cheap (a vector or stored item: no encoding) runs on the event loop itself when
+it is the only search in flight and the last batches were alone too. Under concurrent load
+batches hold several queries and everything goes to the executor, so the loop stays free to
+parse requests; a burst that meets an inline search waits for that one search (it is parsed
+afterwards in one loop iteration, and one `sleep(0)` before deciding lets it join a single
+batch). BRIDGE_INLINE_SEARCHES=false turns this off.
 """
 
 from __future__ import annotations
@@ -13,33 +23,60 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, NamedTuple
 
 MAX_BATCH = 64
+# Inline only after this many lone batches in a row, and only while no other search is in
+# flight: under 32 clients requests trickle in between big batches, and running those lone
+# ones inline (330 of ~470 batches in one run) cost 6-10% of the throughput.
+LONE_BATCHES_BEFORE_INLINE = 2
 
 RunBatch = Callable[[list[Any]], list[Any]]  # queries -> responses or exceptions, in order
 
 
+class _Pending(NamedTuple):
+    run_batch: RunBatch
+    query: Any
+    future: asyncio.Future[Any]
+    cheap: bool
+
+
 class SearchBatcher:
-    def __init__(self, executor: Executor, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, executor: Executor, max_batch: int = MAX_BATCH, inline_lone: bool = True
+    ) -> None:
         self._executor = executor
         self._max_batch = max_batch
-        self._pending: list[tuple[RunBatch, Any, asyncio.Future[Any]]] = []
+        self._inline_lone = inline_lone
+        self._pending: list[_Pending] = []
         self._draining = False
+        self._lone_batches = 0  # batches of one query in a row, up to the latest
+        self._in_flight = 0  # submits not yet answered
+        self.inline_batches = 0  # batches run on the event loop: for tests and metrics
 
-    async def submit(self, run_batch: RunBatch, query: Any) -> Any:
+    async def submit(self, run_batch: RunBatch, query: Any, cheap: bool = False) -> Any:
         """Answer ``query`` with ``run_batch`` (batched with concurrent submits of the same
         ``run_batch``, compared with ==, as bound methods are); raises the query's own error.
+        ``cheap``: the query needs no encoding, so it may run inline (module docstring).
 
         The first caller while nothing runs dispatches at once from its own coroutine (no
         extra task hop); once its answer is in, any queued batches go on in a task.
         """
+        self._in_flight += 1
+        try:
+            return await self._submit(run_batch, query, cheap)
+        finally:
+            self._in_flight -= 1
+
+    async def _submit(self, run_batch: RunBatch, query: Any, cheap: bool) -> Any:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((run_batch, query, future))
+        self._pending.append(_Pending(run_batch, query, future, cheap))
         if not self._draining:
             self._draining = True
             try:
+                if self._may_inline(self._pending):
+                    await asyncio.sleep(0)  # let requests parsed in this loop iteration join
                 while self._pending and not future.done():
                     await self._run_one_batch()
             finally:
@@ -56,18 +93,34 @@ class SearchBatcher:
         finally:
             self._draining = False
 
+    def _may_inline(self, batch: list[_Pending]) -> bool:
+        """A lone cheap query, the only one in flight, after lone batches (module docstring)."""
+        return (
+            self._inline_lone
+            and self._in_flight == 1
+            and self._lone_batches >= LONE_BATCHES_BEFORE_INLINE
+            and len(batch) == 1
+            and batch[0].cheap
+        )
+
     async def _run_one_batch(self) -> None:
-        run_batch = self._pending[0][0]
-        batch = [p for p in self._pending if p[0] == run_batch][: self._max_batch]
+        run_batch = self._pending[0].run_batch
+        batch = [p for p in self._pending if p.run_batch == run_batch][: self._max_batch]
         taken = {id(p) for p in batch}
         self._pending = [p for p in self._pending if id(p) not in taken]
-        queries = [query for _, query, _ in batch]
-        loop = asyncio.get_running_loop()
+        queries = [p.query for p in batch]
+        inline = self._may_inline(batch)
+        self._lone_batches = self._lone_batches + 1 if len(batch) == 1 else 0
         try:
-            results = await loop.run_in_executor(self._executor, run_batch, queries)
+            if inline:
+                self.inline_batches += 1
+                results = run_batch(queries)
+            else:
+                loop = asyncio.get_running_loop()
+                results = await loop.run_in_executor(self._executor, run_batch, queries)
         except BaseException as exc:  # the whole call failed: every caller sees it
             results = [exc] * len(batch)
-        for (_, _, future), result in zip(batch, results, strict=True):
+        for (_, _, future, _), result in zip(batch, results, strict=True):
             if future.done():  # the caller went away (cancelled)
                 continue
             if isinstance(result, BaseException):

@@ -95,7 +95,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.executor = make_executor()
-        app.state.batcher = SearchBatcher(app.state.executor)
+        app.state.batcher = SearchBatcher(app.state.executor, inline_lone=settings.inline_searches)
         try:
             async with _engine(app):
                 yield

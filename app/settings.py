@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     seed_samples: bool = True
     samples_dir: Path = Path("models/samples")
     encode_threads: Annotated[int, Field(ge=1, le=256)] = 2
+    inline_searches: bool = Field(
+        default=True,
+        description="Run a lone vector or stored-item search on the event loop (app/batcher.py).",
+    )
     log_level: LogLevel = "info"
     workers: int = Field(
         default=1, description="Must be 1: the index and versions live in-process."

@@ -84,7 +84,9 @@ def is_json(content_type: str | None) -> bool:
 async def answer_json_search(batcher: SearchBatcher, service: BridgeService, body: bytes) -> bytes:
     """The JSON answer to a JSON search body. JSON queries share engine calls (app/batcher.py).
     Served by app/fastpath.py before routing, and by the route below without it."""
-    response = await batcher.submit(service.search_each, _json_query(body))
+    query = _json_query(body)
+    cheap = query.text is None  # vectors and stored items need no encoding
+    response = await batcher.submit(service.search_each, query, cheap=cheap)
     # Serialised here, once: returning the model would make FastAPI validate it again.
     return search_response_json(response)
 

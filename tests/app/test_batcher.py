@@ -89,3 +89,73 @@ def test_search_response_json_matches_the_response_model() -> None:
     by_hand = json.loads(search_response_json(response))
     assert by_hand == json.loads(SearchResponseOut.of(response).model_dump_json())
     assert SearchResponseOut.model_validate(by_hand).results[0].metadata["label"] == 3
+
+
+class ThreadRecorder:
+    """Records which thread ran each batch."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[list[int], int]] = []
+
+    def run(self, queries: list[int]) -> list[Any]:
+        self.batches.append((list(queries), threading.get_ident()))
+        return list(queries)
+
+
+def test_lone_cheap_queries_run_inline_once_traffic_is_one_at_a_time() -> None:
+    from app.batcher import LONE_BATCHES_BEFORE_INLINE
+
+    engine = ThreadRecorder()
+    executor = ThreadPoolExecutor(2)
+
+    async def scenario() -> int:
+        batcher = SearchBatcher(executor)
+        for q in range(LONE_BATCHES_BEFORE_INLINE + 2):
+            assert await batcher.submit(engine.run, q, cheap=True) == q
+        assert await batcher.submit(engine.run, 99) == 99  # not cheap: never inline
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(scenario())
+    threads = [thread for _, thread in engine.batches]
+    warm = LONE_BATCHES_BEFORE_INLINE
+    assert all(t != loop_thread for t in threads[:warm])  # the first lone ones: executor
+    assert all(t == loop_thread for t in threads[warm:-1])  # then inline on the loop
+    assert threads[-1] != loop_thread
+    executor.shutdown()
+
+
+def test_a_burst_after_lone_traffic_shares_one_executor_batch() -> None:
+    engine = ThreadRecorder()
+    executor = ThreadPoolExecutor(2)
+
+    async def scenario() -> tuple[int, list[Any]]:
+        batcher = SearchBatcher(executor)
+        for q in range(5):
+            await batcher.submit(engine.run, q, cheap=True)
+        assert batcher.inline_batches > 0
+        burst = await asyncio.gather(
+            *(batcher.submit(engine.run, q, cheap=True) for q in (7, 8, 9))
+        )
+        return threading.get_ident(), burst
+
+    loop_thread, burst = asyncio.run(scenario())
+    assert burst == [7, 8, 9]
+    queries, thread = engine.batches[-1]
+    assert queries == [7, 8, 9] and thread != loop_thread
+    executor.shutdown()
+
+
+def test_inline_can_be_turned_off() -> None:
+    engine = ThreadRecorder()
+    executor = ThreadPoolExecutor(2)
+
+    async def scenario() -> int:
+        batcher = SearchBatcher(executor, inline_lone=False)
+        for q in range(6):
+            await batcher.submit(engine.run, q, cheap=True)
+        assert batcher.inline_batches == 0
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(scenario())
+    assert all(thread != loop_thread for _, thread in engine.batches)
+    executor.shutdown()
