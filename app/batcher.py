@@ -11,7 +11,7 @@ Lone cheap queries run inline. When traffic is one request at a time, the two th
 (submit to the executor, wake the loop with the answer) were about 0.4 ms of a 10k vector
 search's latency (`scripts/bench/server_cpu.py`, README "Service benchmark"). So a query the
 caller marks cheap (a vector or stored item: no encoding) runs on the event loop itself when
-it is the only search in flight and the last batches were alone too. Under concurrent load
+it is the only search in flight and the last few searches were alone too. Under concurrent load
 batches hold several queries and everything goes to the executor, so the loop stays free to
 parse requests; a burst that meets an inline search waits for that one search (it is parsed
 afterwards in one loop iteration, and one `sleep(0)` before deciding lets it join a single
@@ -26,10 +26,11 @@ from concurrent.futures import Executor
 from typing import Any, NamedTuple
 
 MAX_BATCH = 64
-# Inline only after this many lone batches in a row, and only while no other search is in
+# Inline only after this many searches in a row that each arrived with no other search in
 # flight: under 32 clients requests trickle in between big batches, and running those lone
-# ones inline (330 of ~470 batches in one run) cost 6-10% of the throughput.
-LONE_BATCHES_BEFORE_INLINE = 2
+# ones inline (330 of ~470 batches in one run, when only the batch size was checked) cost
+# 6-10% of the throughput.
+LONE_SUBMITS_BEFORE_INLINE = 3
 
 RunBatch = Callable[[list[Any]], list[Any]]  # queries -> responses or exceptions, in order
 
@@ -50,8 +51,8 @@ class SearchBatcher:
         self._inline_lone = inline_lone
         self._pending: list[_Pending] = []
         self._draining = False
-        self._lone_batches = 0  # batches of one query in a row, up to the latest
         self._in_flight = 0  # submits not yet answered
+        self._lone_submits = 0  # submits in a row that found no other search in flight
         self.inline_batches = 0  # batches run on the event loop: for tests and metrics
 
     async def submit(self, run_batch: RunBatch, query: Any, cheap: bool = False) -> Any:
@@ -63,6 +64,7 @@ class SearchBatcher:
         extra task hop); once its answer is in, any queued batches go on in a task.
         """
         self._in_flight += 1
+        self._lone_submits = self._lone_submits + 1 if self._in_flight == 1 else 0
         try:
             return await self._submit(run_batch, query, cheap)
         finally:
@@ -98,7 +100,7 @@ class SearchBatcher:
         return (
             self._inline_lone
             and self._in_flight == 1
-            and self._lone_batches >= LONE_BATCHES_BEFORE_INLINE
+            and self._lone_submits >= LONE_SUBMITS_BEFORE_INLINE
             and len(batch) == 1
             and batch[0].cheap
         )
@@ -110,7 +112,6 @@ class SearchBatcher:
         self._pending = [p for p in self._pending if id(p) not in taken]
         queries = [p.query for p in batch]
         inline = self._may_inline(batch)
-        self._lone_batches = self._lone_batches + 1 if len(batch) == 1 else 0
         try:
             if inline:
                 self.inline_batches += 1

@@ -2,12 +2,15 @@ r"""CPU time per HTTP search request, split by server thread, plus the client's 
 
     .venv/bin/python scripts/bench/server_cpu.py --items 10000 \
         --json docs/benchmarks/server-cpu-10k.json
+    BRIDGE_INLINE_SEARCHES=false .venv/bin/python scripts/bench/server_cpu.py --items 10000 \
+        --json docs/benchmarks/server-cpu-10k-no-inline.json
 
 Starts `python -m app` on N synthetic items (as scripts/bench/service_bench.py does), sends
 vector queries with the benchmark's keep-alive client at 1 and 32 concurrent connections, and
 reads the server's per-thread CPU times from /proc before and after (Linux only). The event
 loop is the "MainThread"; engine threads are named "engine_N". This is where the README's
-per-request CPU figures come from.
+per-request CPU figures come from. With lone searches inline (the default), a 1-client
+search runs wholly on the event loop.
 """
 
 from __future__ import annotations
@@ -124,7 +127,14 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['other_threads_cpu_ms']:.2f} | {r['client_cpu_ms']:.2f} |"
         )
     if args.json:
-        args.json.write_text(json.dumps({"items": args.items, "rows": rows}, indent=2) + "\n")
+        report = {
+            "items": args.items,
+            "cpu": sb.cpu_model(),
+            # the server inherits this environment (app/batcher.py: lone searches inline)
+            "BRIDGE_INLINE_SEARCHES": os.environ.get("BRIDGE_INLINE_SEARCHES", "true"),
+            "rows": rows,
+        }
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -103,21 +103,21 @@ class ThreadRecorder:
 
 
 def test_lone_cheap_queries_run_inline_once_traffic_is_one_at_a_time() -> None:
-    from app.batcher import LONE_BATCHES_BEFORE_INLINE
+    from app.batcher import LONE_SUBMITS_BEFORE_INLINE
 
     engine = ThreadRecorder()
     executor = ThreadPoolExecutor(2)
 
     async def scenario() -> int:
         batcher = SearchBatcher(executor)
-        for q in range(LONE_BATCHES_BEFORE_INLINE + 2):
+        for q in range(LONE_SUBMITS_BEFORE_INLINE + 2):
             assert await batcher.submit(engine.run, q, cheap=True) == q
         assert await batcher.submit(engine.run, 99) == 99  # not cheap: never inline
         return threading.get_ident()
 
     loop_thread = asyncio.run(scenario())
     threads = [thread for _, thread in engine.batches]
-    warm = LONE_BATCHES_BEFORE_INLINE
+    warm = LONE_SUBMITS_BEFORE_INLINE - 1  # the submit that completes the streak is inline
     assert all(t != loop_thread for t in threads[:warm])  # the first lone ones: executor
     assert all(t == loop_thread for t in threads[warm:-1])  # then inline on the loop
     assert threads[-1] != loop_thread
