@@ -47,6 +47,20 @@ def thread_cpu(pid: int) -> dict[str, tuple[str, float]]:
     return out
 
 
+def batch_counts(base: str) -> dict[str, float]:
+    """The server's bridge_search_batch* counters from /metrics, e.g. batches:executor."""
+    import httpx
+
+    counts: dict[str, float] = {}
+    for line in httpx.get(f"{base}/metrics", timeout=10).text.splitlines():
+        if line.startswith("bridge_search_batch") and "_total{" in line:
+            name, value = line.rsplit(" ", 1)
+            kind = "queries" if "batched_queries" in name else "batches"
+            where = name.split('where="')[1].split('"')[0]
+            counts[f"{kind}:{where}"] = float(value)
+    return counts
+
+
 def client_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -93,9 +107,11 @@ def main(argv: list[str] | None = None) -> int:
 
             run(200, 1)  # warm up
             for clients in args.clients:
+                batches_before = batch_counts(base)
                 before, client_before = thread_cpu(proc.pid), client_cpu()
                 latency = run(args.requests, clients)
                 after, client_after = thread_cpu(proc.pid), client_cpu()
+                batches = {k: v - batches_before.get(k, 0.0) for k, v in batch_counts(base).items()}
                 per_thread: dict[str, float] = {}
                 for tid, (name, seconds) in after.items():
                     used = seconds - before.get(tid, (name, 0.0))[1]
@@ -110,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                         "event_loop_cpu_ms": per_thread.get("event loop", 0.0) / n * 1000,
                         "other_threads_cpu_ms": per_thread.get("other", 0.0) / n * 1000,
                         "client_cpu_ms": (client_after - client_before) / n * 1000,
+                        # includes each connection's untimed first request (one at a time)
+                        "search_batches": batches,
                     }
                 )
         finally:
@@ -119,12 +137,13 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"{args.items:,} items, {args.requests} vector queries per row, CPU ms per request")
-    print("| clients | p50 ms | q/s | event loop | engine + other threads | client |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| clients | p50 ms | q/s | event loop | engine + other threads | client | batches |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in rows:
+        batches = ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["search_batches"].items()))
         print(
             f"| {r['clients']} | {r['p50_ms']:.2f} | {r['qps']:.0f} | {r['event_loop_cpu_ms']:.2f} "
-            f"| {r['other_threads_cpu_ms']:.2f} | {r['client_cpu_ms']:.2f} |"
+            f"| {r['other_threads_cpu_ms']:.2f} | {r['client_cpu_ms']:.2f} | {batches} |"
         )
     if args.json:
         report = {

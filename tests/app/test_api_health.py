@@ -41,6 +41,7 @@ def test_metrics_count_requests_by_route_template_and_stage(
     assert 'route="/v1/items/{item_id}",status="404"' in text
     assert "does-not-exist" not in text  # ids never become labels
     assert 'bridge_http_requests_total{method="POST",route="/v1/search",status="200"}' in text
+    assert 'bridge_search_batches_total{where="executor"}' in text  # a text query: never inline
     assert 'bridge_http_request_duration_seconds_bucket{le="0.005",method="POST"' in text
     for stage in ("decode", "encode", "search", "hydrate"):
         assert f'bridge_stage_seconds_count{{stage="{stage}"}}' in text
