@@ -198,7 +198,9 @@ def _check_queries(queries: Any, dim: int) -> np.ndarray:
         return _check_vectors(array, "queries", dim, allow_empty=False)  # its error message
     if not np.issubdtype(array.dtype, np.floating):
         raise InvalidInputError(f"queries: expected float values, got dtype {array.dtype}")
-    array = array.astype(np.float32, copy=False)
+    if array.dtype != np.float32:
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, rejected just below
+            array = array.astype(np.float32)
     squares = np.einsum("ij,ij->i", array, array, dtype=np.float64)
     if not np.isfinite(squares).all():
         raise InvalidInputError("queries: contains NaN or Inf")

@@ -151,11 +151,11 @@ async def search(request: Request, service: ServiceDep, settings: SettingsDep) -
         return Response(
             await answer_json_search(request.app.state.batcher, service, body), media_type=JSON
         )
-    if not is_multipart(media_type(content_type)):
+    kind = media_type(content_type)
+    if not is_multipart(kind):
         raise HTTPException(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-            "send application/json or multipart/form-data, "
-            f"not {media_type(content_type) or 'no body'!r}",
+            f"send application/json or multipart/form-data, not {kind or 'no body'!r}",
         )
     query = await _form_query(request, settings.max_upload_bytes)
     response = await offload(request, service.search, query)

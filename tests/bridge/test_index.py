@@ -260,6 +260,32 @@ def test_build_rejects_bad_input(ids: np.ndarray, vectors: np.ndarray, message: 
         build("flat", ids, vectors)
 
 
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (np.full((1, DIM), np.nan), "NaN or Inf"),
+        (np.full((2, DIM), np.inf), "NaN or Inf"),
+        (np.full((1, DIM), 1e300), "NaN or Inf"),  # finite float64, not a float32
+        (np.ones((1, DIM), dtype=np.int64), "expected float"),
+        (np.zeros((0, DIM)), "no rows"),
+    ],
+)
+def test_search_rejects_bad_queries(query: np.ndarray, message: str) -> None:
+    index = build("flat", np.arange(10), clustered(10))
+    with pytest.raises(InvalidInputError, match=message):
+        index.search(query, 3)
+
+
+def test_search_normalises_queries() -> None:
+    vectors = clustered(10)
+    index = build("flat", np.arange(10), vectors)
+    scores, found = index.search(7.5 * vectors[3], 3)
+    unit_scores, unit_found = index.search(vectors[3][None, :], 3)
+    assert found.tolist() == unit_found.tolist() and found[0, 0] == 3
+    np.testing.assert_allclose(scores, unit_scores, rtol=1e-6)
+    assert scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+
+
 def test_bad_kind_queries_and_k() -> None:
     vectors = clustered(10)
     with pytest.raises(InvalidInputError, match="index kind"):
