@@ -8,11 +8,12 @@ executor call (`BridgeService.search_each`), so at most one engine thread runs P
 time. A lone request is dispatched at once. Each query gets its own answer or error.
 
 Lone cheap queries run inline. When traffic is one request at a time, the two thread hops
-(submit to the executor, wake the loop with the answer) were about 0.4 ms of a 10k vector
+(submit to the executor, wake the loop with the answer) were about 0.5 ms of a 10k vector
 search's latency (`scripts/bench/server_cpu.py`, README "Service benchmark"). So a query the
-caller marks cheap (a vector or stored item: no encoding) runs on the event loop itself when
-it is the only search in flight and the last few searches were alone too. Under concurrent load
-batches hold several queries and everything goes to the executor, so the loop stays free to
+caller marks cheap (`BridgeService.is_quick`: a vector or stored item, so no encoding, and no
+exact scan over 200,000 vectors) runs on the event loop itself when it is the only search in
+flight and the last few searches were alone too. Under concurrent load batches hold several
+queries and everything goes to the executor, so the loop stays free to
 parse requests; a burst that meets an inline search waits for that one search (it is parsed
 afterwards in one loop iteration, and one `sleep(0)` before deciding lets it join a single
 batch). BRIDGE_INLINE_SEARCHES=false turns this off.

@@ -381,6 +381,11 @@ class BridgeService:
     def search(self, query: SearchQuery) -> SearchResponse:
         return self._searcher.search(query, self._active)  # one snapshot for the whole request
 
+    def is_quick(self, query: SearchQuery) -> bool:
+        """Whether answering ``query`` is short and needs no encoder: a vector or stored-item
+        query whose exact scans stay small (bridge/search.py, QUICK_FLAT_ITEMS)."""
+        return self._searcher.is_quick(query, self._active)
+
     # -- versions (bridge/versions.py) ---------------------------------------------------
 
     def list_versions(self) -> list[VersionRecord]:

@@ -85,7 +85,7 @@ async def answer_json_search(batcher: SearchBatcher, service: BridgeService, bod
     """The JSON answer to a JSON search body. JSON queries share engine calls (app/batcher.py).
     Served by app/fastpath.py before routing, and by the route below without it."""
     query = _json_query(body)
-    cheap = query.text is None  # vectors and stored items need no encoding
+    cheap = service.is_quick(query)  # may run on the event loop when alone (app/batcher.py)
     response = await batcher.submit(service.search_each, query, cheap=cheap)
     # Serialised here, once: returning the model would make FastAPI validate it again.
     return search_response_json(response)

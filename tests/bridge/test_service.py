@@ -353,6 +353,21 @@ def test_min_score_and_offset(service: BridgeService) -> None:
     assert beyond.results == []
 
 
+def test_quick_queries_need_no_encoder_and_small_exact_scans(
+    service: BridgeService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bridge.search
+
+    images, _ = populate(service)
+    vector = [0.1] * service.clip.dim
+    assert service.is_quick(SearchQuery("image", vector=vector, space="clip"))
+    assert service.is_quick(SearchQuery("audio", item_id=images[0]))
+    assert not service.is_quick(SearchQuery("image", text="a bird"))
+    assert not service.is_quick(SearchQuery("image", media=png(0)))
+    monkeypatch.setattr(bridge.search, "QUICK_FLAT_ITEMS", len(images) - 1)
+    assert not service.is_quick(SearchQuery("image", vector=vector, space="clip"))
+
+
 def test_search_many_and_stage_metrics(service: BridgeService) -> None:
     populate(service)
     before = STAGE_SECONDS.labels(stage="search")._sum.get()  # type: ignore[attr-defined]
