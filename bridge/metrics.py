@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -35,9 +36,31 @@ SEARCHES = Counter(
 JOBS = Counter("bridge_jobs_total", "Background jobs by kind and final status", ["kind", "status"])
 JOBS_RUNNING = Gauge("bridge_jobs_running", "Background jobs running now")
 
+# Labelled children, looked up once: `labels()` checks and locks on every call, and on the
+# search path it runs right after a scan, cold (docs/internals.md). Creating a child twice in
+# a race is harmless: prometheus_client hands back the same one.
+_STAGES: dict[str, Any] = {}
+_SEARCH_COUNTS: dict[tuple[str, str], Any] = {}
+
+
+def stage_histogram(stage: str) -> Any:
+    child = _STAGES.get(stage)
+    if child is None:
+        child = _STAGES[stage] = STAGE_SECONDS.labels(stage=stage)
+    return child
+
+
+def count_search(query: str, space: str) -> None:
+    """SEARCHES for one answered search."""
+    child = _SEARCH_COUNTS.get((query, space))
+    if child is None:
+        child = _SEARCH_COUNTS[query, space] = SEARCHES.labels(query=query, space=space)
+    child.inc()
+
+
 # Pre-create the label sets so /metrics shows every stage from the first scrape.
 for _stage in ("decode", "encode", "project", "search", "hydrate"):
-    STAGE_SECONDS.labels(stage=_stage)
+    stage_histogram(_stage)
 
 
 class StageTimer:
@@ -57,5 +80,5 @@ class StageTimer:
             self.record(name, time.perf_counter() - start)
 
     def record(self, name: str, seconds: float) -> None:
-        STAGE_SECONDS.labels(stage=name).observe(seconds)
+        stage_histogram(name).observe(seconds)
         self.timings_ms[name] = self.timings_ms.get(name, 0.0) + seconds * 1000.0

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bridge.errors import ConflictError, InvalidInputError
-from bridge.metrics import SEARCHES, StageTimer
+from bridge.metrics import StageTimer, count_search
 from bridge.records import check_item_id, public_metadata
 from bridge.routing import Route, route_for_space, route_media, route_text
 from bridge.service_types import SearchHit, SearchQuery, SearchResponse
@@ -204,7 +204,7 @@ class Searcher:
     def _respond(
         self, plan: _Plan, hits: list[SearchHit], active: ActiveBridge | None
     ) -> SearchResponse:
-        SEARCHES.labels(query=plan.query_modality, space=plan.route.space).inc()
+        count_search(plan.query_modality, plan.route.space)
         return SearchResponse(
             results=hits,
             space=plan.route.space,
