@@ -18,34 +18,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+# GPT-2's reversible byte -> printable unicode map (the alphabet of byte-level BPE).
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
 TINY_CLIP_DIM = 16
 TINY_CLAP_DIM = 16
 TINY_CLAP_SAMPLE_RATE = 48_000
 _SEED = 1234
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable unicode map (the alphabet of byte-level BPE)."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    chars = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, [chr(c) for c in chars], strict=True))
-
-
 def _write_byte_vocab(folder: Path, specials: list[str], with_word_end: bool) -> tuple[Path, Path]:
     """Write vocab.json (specials, 256 byte chars [+ `</w>` forms]) and an empty merges.txt."""
     folder.mkdir(parents=True, exist_ok=True)
     tokens: list[str] = list(specials)
-    byte_chars = list(_bytes_to_unicode().values())
+    byte_chars = list(bytes_to_unicode().values())
     tokens += byte_chars
     if with_word_end:
         tokens += [c + "</w>" for c in byte_chars]

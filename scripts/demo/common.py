@@ -22,6 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+# GPT-2 / CLIP byte -> printable unicode map (the alphabet of byte-level BPE).
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
 from bridge.bench.digits_data import (  # noqa: E402,F401  (re-exported for the scripts)
     DIGIT_WORDS,
     FSDD_LICENSE,
@@ -139,23 +142,6 @@ def class_prompts(templates: Sequence[str]) -> list[list[str]]:
 
 
 # --------------------------------------------------------------------------- tokenizers
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2 / CLIP byte -> printable unicode map."""
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs], strict=True))
 
 
 def _apply_bpe(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
