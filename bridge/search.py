@@ -48,6 +48,14 @@ def _enough(hits: list[SearchHit], cut: bool, query: SearchQuery, fetch: int, to
     return len(hits) >= query.offset + query.k or cut or fetch >= total
 
 
+@dataclass(frozen=True)
+class _Encoded:
+    """A text query's (1, D) vector from a batch encode, and that encode's wall time."""
+
+    vector: np.ndarray
+    seconds: float
+
+
 @dataclass
 class _Plan:
     """A checked query, ready to rank: its route, (1, D) vector and index."""
@@ -156,9 +164,10 @@ class Searcher:
         in its slot. Results equal `search` one by one."""
         results: list[SearchResponse | Exception | None] = [None] * len(queries)
         plans: dict[int, _Plan] = {}
+        texts = self._encode_texts_together(queries)
         for i, query in enumerate(queries):
             try:
-                plans[i] = self._plan(query, active)
+                plans[i] = self._plan(query, active, texts.get(i))
             except Exception as exc:  # noqa: BLE001 - this query's own error
                 results[i] = exc
         groups: dict[int, list[int]] = {}
@@ -181,11 +190,37 @@ class Searcher:
         assert len(answered) == len(queries)  # every slot holds an answer or an error
         return answered
 
-    def _plan(self, query: SearchQuery, active: ActiveBridge | None) -> _Plan:
-        """Check the query, resolve and project its vector, pick the index."""
+    def _encode_texts_together(self, queries: list[SearchQuery]) -> dict[int, _Encoded]:
+        """Text queries of one batch that go to the same tower, encoded in one forward pass
+        (one by one, a batch of text queries ran the tower once per query). Queries this
+        skips, or a group whose encoding fails, are encoded alone in `_plan`, which then
+        raises each query's own error."""
+        groups: dict[str, list[int]] = {}
+        for i, query in enumerate(queries):
+            if isinstance(query.text, str) and query.text.strip() and query.target in MODALITIES:
+                groups.setdefault(route_text(query.target).source_space, []).append(i)
+        encoded: dict[int, _Encoded] = {}
+        for space, members in groups.items():
+            if len(members) < 2:
+                continue
+            started = time.perf_counter()
+            try:
+                vectors = self.towers.encode_texts(space, [str(queries[i].text) for i in members])
+            except Exception:  # noqa: BLE001 - each query retries alone and reports its error
+                continue
+            seconds = time.perf_counter() - started
+            for row, i in enumerate(members):
+                encoded[i] = _Encoded(vectors[row : row + 1], seconds)
+        return encoded
+
+    def _plan(
+        self, query: SearchQuery, active: ActiveBridge | None, text: _Encoded | None = None
+    ) -> _Plan:
+        """Check the query, resolve and project its vector, pick the index. `text`: the
+        query's text already encoded with others of its batch."""
         check_query(query, self.max_k)
         timer = StageTimer()
-        route, vector, exclude, query_modality = self._query_vector(query, active, timer)
+        route, vector, exclude, query_modality = self._query_vector(query, active, timer, text)
         if route.needs_bridge and active is None:
             raise ConflictError(
                 f"{query_modality}->{query.target} search needs an active bridge version; "
@@ -243,13 +278,20 @@ class Searcher:
                 plan.hits = hits[query.offset : query.offset + query.k]
 
     def _query_vector(
-        self, query: SearchQuery, active: ActiveBridge | None, timer: StageTimer
+        self,
+        query: SearchQuery,
+        active: ActiveBridge | None,
+        timer: StageTimer,
+        text: _Encoded | None = None,
     ) -> tuple[Route, np.ndarray, int | None, str]:
         """(route, (1, D) query vector in the route's source space, rowid to exclude, kind)."""
         if query.text is not None:
             if not isinstance(query.text, str) or not query.text.strip():
                 raise InvalidInputError("text must be a non-empty string")
             route = route_text(query.target)
+            if text is not None:  # encoded together with its batch: that call's wall time
+                timer.record("encode", text.seconds)
+                return route, text.vector, None, "text"
             with timer.stage("encode"):
                 vector = self.towers.encode_text(route.source_space, query.text)
             return route, vector, None, "text"

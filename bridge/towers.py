@@ -68,9 +68,13 @@ class Towers:
 
     def encode_text(self, space: str, text: str) -> np.ndarray:
         """(1, D) text embedding in the native `space` ("clip" or "clap")."""
+        return self.encode_texts(space, [text])
+
+    def encode_texts(self, space: str, texts: list[str]) -> np.ndarray:
+        """(N, D) text embeddings in the native `space`, in one pass of its text tower."""
         encoder = self.clip if space == "clip" else self.clap
         with self._slots:
-            return encoder.encode_text([text])
+            return encoder.encode_text(texts)
 
     def encode_captions(self, captions: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(clip_text, clap_text) embeddings of the same captions."""

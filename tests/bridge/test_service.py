@@ -675,3 +675,45 @@ def test_search_each_answers_like_search_one_by_one(service: BridgeService) -> N
     assert isinstance(together[5], InvalidInputError)
     assert isinstance(together[9], NotFoundError)
     assert image_ids[0] not in ids(together[2])  # type: ignore[arg-type]
+
+
+def test_search_each_encodes_a_batch_of_texts_in_one_pass(
+    service: BridgeService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    populate(service)
+    towers = service._towers
+    real = towers.encode_texts
+    calls: list[tuple[str, list[str]]] = []
+
+    def spy(space: str, texts: list[str]) -> np.ndarray:
+        calls.append((space, list(texts)))
+        return real(space, texts)
+
+    monkeypatch.setattr(towers, "encode_texts", spy)
+    queries = [
+        SearchQuery("image", text="a red square", k=2),
+        SearchQuery("image", text="a blue circle", k=2),
+        SearchQuery("image", text="   "),  # invalid: left to its own error
+        SearchQuery("image", text="a green line", k=2),
+        SearchQuery("audio", text="a high tone", k=2),  # the only CLAP text: encoded alone
+    ]
+    answers = service.search_each(queries)
+    assert calls[0] == ("clip", ["a red square", "a blue circle", "a green line"])
+    assert calls[1:] == [("clap", ["a high tone"])]
+    assert isinstance(answers[2], InvalidInputError)
+    for query, answer in zip(queries, answers, strict=True):
+        if query.text and query.text.strip():
+            assert isinstance(answer, SearchResponse)
+            assert ids(answer) == ids(service.search(query))
+            assert answer.timings_ms["encode"] > 0
+
+    def failing(space: str, texts: list[str]) -> np.ndarray:  # the batch fails, one by one works
+        if len(texts) > 1:
+            raise RuntimeError("tower out of memory")
+        return real(space, texts)
+
+    monkeypatch.setattr(towers, "encode_texts", failing)
+    again = service.search_each(queries)
+    assert [ids(a) for a in again if isinstance(a, SearchResponse)] == [
+        ids(a) for a in answers if isinstance(a, SearchResponse)
+    ]
