@@ -4,8 +4,9 @@
         --queries 128 --json docs/benchmarks/service.json
 
 For each collection size N it measures, with 1, 8 and 32 concurrent clients:
-- query by vector (a `clip` vector, target image: native CLIP index) and by audio file (a WAV
-  upload, target image: decode -> CLAP -> CLAP projector -> shared image index);
+- query by vector (a `clip` vector, target image: native CLIP index), by audio file (a WAV
+  upload, target image: decode -> CLAP -> CLAP projector -> shared image index) and by text
+  (CLIP text tower -> native CLIP index; concurrent text queries are encoded in one pass);
 - through the in-process facade (BridgeService.search from client threads) and through real
   HTTP (`python -m app` as a uvicorn subprocess on loopback; clients are keep-alive
   connections of a minimal asyncio HTTP/1.1 client, see `_http_level`);
@@ -395,6 +396,9 @@ def bench_size(
             active.checkpoint.project("clap", service._encode("audio", [decoded.media]))[0]
         )
     audio_query_vectors = np.stack(audio_vectors)
+    # Text queries (text -> native CLIP image index); their final vectors for the floor.
+    texts = [f"a photo of thing number {i}" for i in range(args.distinct)]
+    text_query_vectors = clip.encode_text(texts)
 
     kinds: dict[str, dict[str, Any]] = {
         "vector": {
@@ -419,6 +423,11 @@ def bench_size(
                 }
                 for w in wavs
             ],
+        },
+        "text": {
+            "floor": FaissFloor(images, text_query_vectors, workdir, f"text-{n}"),
+            "query": lambda i: SearchQuery("image", text=texts[i % len(texts)], k=K),
+            "http": [{"json": {"text": t, "target": "image", "k": K}} for t in texts],
         },
     }
     rows: list[dict[str, Any]] = []
