@@ -13,10 +13,10 @@ search's latency (`scripts/bench/server_cpu.py`, README "Service benchmark"). So
 caller marks cheap (`BridgeService.is_quick`: a vector or stored item, so no encoding, and no
 exact scan over 200,000 vectors) runs on the event loop itself when it is the only search in
 flight and the last few searches were alone too. Under concurrent load batches hold several
-queries and everything goes to the executor, so the loop stays free to
-parse requests; a burst that meets an inline search waits for that one search (it is parsed
-afterwards in one loop iteration, and one `sleep(0)` before deciding lets it join a single
-batch). BRIDGE_INLINE_SEARCHES=false turns this off.
+queries and everything goes to the executor, so the loop stays free to parse requests; a
+burst that meets an inline search waits for that one search (it is parsed afterwards in one
+loop iteration, and one `sleep(0)` before deciding lets it join a single batch).
+BRIDGE_INLINE_SEARCHES=false turns this off; BATCHES counts where batches ran.
 """
 
 from __future__ import annotations
@@ -65,7 +65,6 @@ class SearchBatcher:
         self._draining = False
         self._in_flight = 0  # submits not yet answered
         self._lone_submits = 0  # submits in a row that found no other search in flight
-        self.inline_batches = 0  # batches run on the event loop: for tests and metrics
 
     async def submit(self, run_batch: RunBatch, query: Any, cheap: bool = False) -> Any:
         """Answer ``query`` with ``run_batch`` (batched with concurrent submits of the same
@@ -129,14 +128,14 @@ class SearchBatcher:
         BATCHED_QUERIES.labels(where=where).inc(len(batch))
         try:
             if inline:
-                self.inline_batches += 1
                 results = run_batch(queries)
             else:
                 loop = asyncio.get_running_loop()
                 results = await loop.run_in_executor(self._executor, run_batch, queries)
         except BaseException as exc:  # the whole call failed: every caller sees it
             results = [exc] * len(batch)
-        for (_, _, future, _), result in zip(batch, results, strict=True):
+        for pending, result in zip(batch, results, strict=True):
+            future = pending.future
             if future.done():  # the caller went away (cancelled)
                 continue
             if isinstance(result, BaseException):

@@ -146,10 +146,10 @@ class Searcher:
     def is_quick(self, query: SearchQuery, active: ActiveBridge | None) -> bool:
         """No encoding, and no exact scan longer than QUICK_FLAT_ITEMS vectors in any index
         the query could be answered from (native or shared, for its target)."""
-        if query.text is not None or query.media is not None:
-            return False
-        candidates = [self.catalog.native(query.target)] if query.target in MODALITIES else []
-        if active is not None and query.target in MODALITIES:
+        if query.text is not None or query.media is not None or query.target not in MODALITIES:
+            return False  # an encoder to run, or a query that fails on its own
+        candidates = [self.catalog.native(query.target)]
+        if active is not None:
             candidates.append(shared_index(self.catalog, active, query.target))
         return all(
             index is None or index.kind != "flat" or index.ntotal <= QUICK_FLAT_ITEMS

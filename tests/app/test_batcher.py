@@ -132,7 +132,7 @@ def test_a_burst_after_lone_traffic_shares_one_executor_batch() -> None:
         batcher = SearchBatcher(executor)
         for q in range(5):
             await batcher.submit(engine.run, q, cheap=True)
-        assert batcher.inline_batches > 0
+        assert engine.batches[-1][1] == threading.get_ident()  # lone traffic ran inline
         burst = await asyncio.gather(
             *(batcher.submit(engine.run, q, cheap=True) for q in (7, 8, 9))
         )
@@ -153,7 +153,6 @@ def test_inline_can_be_turned_off() -> None:
         batcher = SearchBatcher(executor, inline_lone=False)
         for q in range(6):
             await batcher.submit(engine.run, q, cheap=True)
-        assert batcher.inline_batches == 0
         return threading.get_ident()
 
     loop_thread = asyncio.run(scenario())
