@@ -10,8 +10,13 @@ For each collection size N it measures, with 1, 8 and 32 concurrent clients:
 - through the in-process facade (BridgeService.search from client threads) and through real
   HTTP (`python -m app` as a uvicorn subprocess on loopback; clients are keep-alive
   connections of a minimal asyncio HTTP/1.1 client, see `_http_level`);
-- the floor: raw FAISS (IndexFlatIP, one OpenMP thread, one query at a time) over the same
-  vectors with the same final query vectors (for audio: the encoded and projected queries).
+- the floor: raw FAISS (one OpenMP thread, one query at a time) on the service's own index,
+  in the service's own process, with the same final query vectors (for audio: the encoded and
+  projected queries); see scripts/bench/own_floor.py. With one client the floor is
+  interleaved (one raw search of the same vector right before each service query); with
+  more, a run of raw searches right before the cell. For reference, one-client rows also
+  carry the floor of a fresh process that builds its own copy of the vectors (the method of
+  earlier runs, `floor_fresh`).
 Overhead = service p50 - floor p50. It then times a retrain job on the N items (captions ->
 train -> re-project every item -> new shared indexes -> evaluate) and the swap (activate).
 
@@ -48,6 +53,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+sys.path.insert(0, str(REPO / "scripts" / "bench"))
+
+import own_floor  # noqa: E402
 
 from bridge.service_types import SearchQuery, ServiceConfig, Upload  # noqa: E402
 
@@ -164,13 +173,30 @@ def run_threads(call: Callable[[int], Any], total: int, clients: int) -> dict[st
     return stats(latencies, wall)
 
 
+def run_interleaved(
+    call: Callable[[int], Any], floor_call: Callable[[int], float], total: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """One client: for each i, a raw floor search of query i (``floor_call`` answers its
+    seconds), then ``call(i)`` timed. Answers (service stats, floor stats)."""
+    latencies, floor = [], []
+    for i in range(total):
+        floor.append(floor_call(i))
+        t0 = time.perf_counter()
+        call(i)
+        latencies.append(time.perf_counter() - t0)
+    return stats(latencies, sum(latencies)), stats(floor, sum(floor))
+
+
+def floor_stats(seconds: Sequence[float]) -> dict[str, float]:
+    """A run of raw searches one after another: q/s is 1 / mean."""
+    return stats(seconds, sum(seconds))
+
+
 class FaissFloor:
-    """Raw FAISS: exact inner product, one OpenMP thread, one query at a time, in a fresh
-    Python process (``--floor``) so that nothing of the benchmark's own state (the
-    in-process engine, torch's threads, a heap churned by 100,000 inserts) touches it; in one
-    run the in-process floor at 100k read 20 ms during the facade cells and 50 ms during the
-    HTTP ones, beside an idle server. Measured again right before each service cell, since
-    this machine's scan speed drifts within a run (1.5 to 2.5 ms at 10k within minutes)."""
+    """Reference floor of earlier runs: raw FAISS (IndexFlatIP, one OpenMP thread, one query
+    at a time) on its own copy of the vectors, in a fresh Python process (``--floor``). The
+    verdicts use the service's own index instead (module docstring, own_floor.py): copies of
+    one 100k index scan up to 1.7 ms apart on this machine."""
 
     def __init__(self, vectors: np.ndarray, queries: np.ndarray, workdir: Path, name: str):
         self.vectors, self.queries = workdir / f"{name}-vectors.npy", workdir / f"{name}-q.npy"
@@ -206,7 +232,8 @@ def floor_main(vectors_path: str, queries_path: str, total: int) -> int:
 
 
 def encode_request(host: str, spec: dict[str, Any]) -> bytes:
-    """One POST /v1/search as raw HTTP/1.1 bytes (keep-alive), built once per query."""
+    """One POST (to spec["path"], default /v1/search) as raw HTTP/1.1 bytes (keep-alive),
+    built once per query."""
     if "json" in spec:
         body = json.dumps(spec["json"]).encode()
         content_type = "application/json"
@@ -228,7 +255,8 @@ def encode_request(host: str, spec: dict[str, Any]) -> bytes:
         body = b"".join(parts) + f"--{boundary}--\r\n".encode()
         content_type = f"multipart/form-data; boundary={boundary}"
     head = (
-        f"POST /v1/search HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+        f"POST {spec.get('path', '/v1/search')} HTTP/1.1\r\nHost: {host}\r\n"
+        f"Content-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
     )
     return head.encode() + body
@@ -293,6 +321,46 @@ async def _http_level(
     return stats(latencies, wall)
 
 
+async def _http_interleaved(
+    base: str, requests: list[dict[str, Any]], floors: list[dict[str, Any]], total: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """One keep-alive connection: for each i, the server's raw floor search of query i
+    (``floors[i]``, a POST to own_floor.FLOOR_PATH; its seconds as the server timed them),
+    then search request i, timed here. Answers (service stats, floor stats)."""
+    host, port = base.removeprefix("http://").split(":")
+    encoded = [encode_request(f"{host}:{port}", spec) for spec in requests]
+    encoded_floors = [encode_request(f"{host}:{port}", spec) for spec in floors]
+    reader, writer = await asyncio.open_connection(host, int(port))
+    latencies: list[float] = []
+    floor: list[float] = []
+    try:
+        for i in range(-1, total):  # i = -1: warm the connection, untimed
+            status, floor_body = await _exchange(reader, writer, encoded_floors[i % len(floors)])
+            if status != 200:
+                raise RuntimeError(f"floor: HTTP {status}: {floor_body[:300]!r}")
+            t0 = time.perf_counter()
+            status, body = await _exchange(reader, writer, encoded[i % len(encoded)])
+            dt = time.perf_counter() - t0
+            if status != 200:
+                raise RuntimeError(f"HTTP {status}: {body[:300]!r}")
+            if i >= 0:
+                latencies.append(dt)
+                floor.extend(json.loads(floor_body)["seconds"])
+    finally:
+        writer.close()
+    return stats(latencies, sum(latencies)), floor_stats(floor)
+
+
+def http_floor(base: str, spec: dict[str, Any], total: int) -> dict[str, float]:
+    """A run of ``total`` raw searches in the server, on its own index."""
+    import httpx
+
+    body = {**spec["floor_json"], "queries_path": str(spec["floor"].queries), "total": total}
+    response = httpx.post(f"{base}{own_floor.FLOOR_PATH}", json=body, timeout=900)
+    response.raise_for_status()
+    return floor_stats(response.json()["seconds"])
+
+
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop for the client too when it is installed (it is a service dependency)."""
     try:
@@ -323,7 +391,8 @@ def start_server(config: ServiceConfig) -> tuple[subprocess.Popen[bytes], str]:
         "BRIDGE_LOG_LEVEL": "warning",
         "PYTHONPATH": str(REPO),
     }
-    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=env)
+    # `python -m app` plus the floor route (own_floor.py), so the floor reads the served index
+    proc = subprocess.Popen([sys.executable, own_floor.__file__], cwd=REPO, env=env)
     base = f"http://127.0.0.1:{port}"
     import httpx
 
@@ -403,6 +472,8 @@ def bench_size(
     kinds: dict[str, dict[str, Any]] = {
         "vector": {
             "floor": FaissFloor(images, vector_queries, workdir, f"vector-{n}"),
+            "floor_json": {"index": "native", "target": "image"},
+            "floor_queries": vector_queries,
             "query": lambda i: SearchQuery(
                 "image", vector=vector_queries[i % len(vector_queries)].tolist(), space="clip", k=K
             ),
@@ -413,6 +484,8 @@ def bench_size(
         },
         "audio_file": {
             "floor": FaissFloor(shared_images, audio_query_vectors, workdir, f"audio-{n}"),
+            "floor_json": {"index": "shared", "target": "image"},
+            "floor_queries": audio_query_vectors,
             "query": lambda i: SearchQuery(
                 "image", media=Upload(wavs[i % len(wavs)], "q.wav", "audio/wav"), k=K
             ),
@@ -426,6 +499,8 @@ def bench_size(
         },
         "text": {
             "floor": FaissFloor(images, text_query_vectors, workdir, f"text-{n}"),
+            "floor_json": {"index": "native", "target": "image"},
+            "floor_queries": text_query_vectors,
             "query": lambda i: SearchQuery("image", text=texts[i % len(texts)], k=K),
             "http": [{"json": {"text": t, "target": "image", "k": K}} for t in texts],
         },
@@ -437,11 +512,22 @@ def bench_size(
             for stage, ms in service.search(spec["query"](i)).timings_ms.items():
                 stage_sums[stage] = stage_sums.get(stage, 0.0) + ms / min(20, args.queries)
         result.setdefault("stages_ms", {})[kind] = stage_sums
+        index = own_floor.index_for(service, spec["floor_json"]["index"], "image")
+        queries = spec["floor_queries"]
         for clients in args.clients:
-            floor = spec["floor"].measure(args.queries)
-            facade = run_threads(
-                lambda i, s=spec: service.search(s["query"](i)), args.queries, clients
-            )
+            extra = {}
+            if clients == 1:
+                extra["floor_fresh"] = spec["floor"].measure(args.queries)
+                facade, floor = run_interleaved(
+                    lambda i, s=spec: service.search(s["query"](i)),
+                    own_floor.one_search(index, queries),
+                    args.queries,
+                )
+            else:
+                floor = floor_stats(own_floor.raw_search_times(index, queries, args.queries))
+                facade = run_threads(
+                    lambda i, s=spec: service.search(s["query"](i)), args.queries, clients
+                )
             rows.append(
                 {
                     "kind": kind,
@@ -449,6 +535,7 @@ def bench_size(
                     "clients": clients,
                     **facade,
                     "floor": floor,
+                    **extra,
                 }
             )
             log(n, f"{kind} facade c={clients}: {facade['p50_ms']:.2f} ms, {facade['qps']:.0f} q/s")
@@ -458,10 +545,24 @@ def bench_size(
         proc, base = start_server(config)
         try:
             for kind, spec in kinds.items():
+                floors = [
+                    {"path": own_floor.FLOOR_PATH, "json": {**spec["floor_json"], "total": 1,
+                                                           "queries": [q.tolist()]}}
+                    for q in spec["floor_queries"]
+                ]  # fmt: skip
                 for clients in args.clients:
-                    floor = spec["floor"].measure(args.queries)
+                    extra = {}
                     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-                        http = runner.run(_http_level(base, spec["http"], args.queries, clients))
+                        if clients == 1:
+                            extra["floor_fresh"] = spec["floor"].measure(args.queries)
+                            http, floor = runner.run(
+                                _http_interleaved(base, spec["http"], floors, args.queries)
+                            )
+                        else:
+                            floor = http_floor(base, spec, args.queries)
+                            http = runner.run(
+                                _http_level(base, spec["http"], args.queries, clients)
+                            )
                     rows.append(
                         {
                             "kind": kind,
@@ -469,6 +570,7 @@ def bench_size(
                             "clients": clients,
                             **http,
                             "floor": floor,
+                            **extra,
                         }
                     )
                     log(
@@ -524,7 +626,8 @@ def _row(cells: Sequence[object]) -> str:
 def table(results: list[dict[str, Any]]) -> str:
     head = ["items", "query", "via", "clients", "p50 ms", "p99 ms", "q/s"]
     head += ["FAISS floor p50 ms", "floor q/s (1 thread)", "overhead p50 ms"]
-    lines = [_row(head), _row(["---:", "---", "---"] + ["---:"] * 7)]
+    head += ["fresh-process floor p50 ms"]
+    lines = [_row(head), _row(["---:", "---", "---"] + ["---:"] * 8)]
     for res in results:
         for r in res["rows"]:
             f = r["floor"]
@@ -541,6 +644,7 @@ def table(results: list[dict[str, Any]]) -> str:
                         f"{f['p50_ms']:.2f}",
                         f"{f['qps']:.0f}",
                         f"{r['p50_ms'] - f['p50_ms']:.2f}",
+                        f"{r['floor_fresh']['p50_ms']:.2f}" if "floor_fresh" in r else "-",
                     ]
                 )
             )
