@@ -8,6 +8,7 @@ method and route. The engine's stage histograms live in bridge/metrics.py.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import Counter, Histogram
 from starlette.routing import Mount
@@ -37,6 +38,10 @@ def route_label(scope: Scope) -> str:
 class MetricsMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # Metric children by label values, looked up once: labels() takes a lock and
+        # validates every call. Route labels are templates, so the key set stays small.
+        self._counted: dict[tuple[str, str, str], Any] = {}
+        self._timed: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -54,7 +59,15 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            elapsed = time.perf_counter() - start
             route = route_label(scope)
             method = scope.get("method", "GET")
-            HTTP_REQUESTS.labels(method=method, route=route, status=str(status_code)).inc()
-            HTTP_LATENCY.labels(method=method, route=route).observe(time.perf_counter() - start)
+            counted = self._counted.get((method, route, str(status_code)))
+            if counted is None:
+                counted = HTTP_REQUESTS.labels(method=method, route=route, status=str(status_code))
+                self._counted[(method, route, str(status_code))] = counted
+            counted.inc()
+            timed = self._timed.get((method, route))
+            if timed is None:
+                timed = self._timed[(method, route)] = HTTP_LATENCY.labels(method, route)
+            timed.observe(elapsed)

@@ -201,11 +201,19 @@ def _check_queries(queries: Any, dim: int) -> np.ndarray:
     if array.dtype != np.float32:
         with np.errstate(over="ignore"):  # beyond float32's range: inf, rejected just below
             array = array.astype(np.float32)
+    if array.shape[0] == 1:  # the common case, in two NumPy calls
+        square = float(np.dot(array[0], array[0]))
+        # finite and > 0: every value is finite and one is not 0. Otherwise (float32
+        # overflow of large finite values, underflow of tiny ones, NaN) the exact path below.
+        if 0.0 < square < math.inf:
+            return array / np.float32(math.sqrt(square))
     squares = np.einsum("ij,ij->i", array, array, dtype=np.float64)
     if not np.isfinite(squares).all():
         raise InvalidInputError("queries: contains NaN or Inf")
-    norms = np.sqrt(squares, dtype=np.float32)[:, None]
-    return np.ascontiguousarray(array / np.maximum(norms, 1e-12), dtype=np.float32)
+    # Norms and division in float64: a norm above ~1.8e19 or below ~1e-19 has a square
+    # outside float32's range (rows of such vectors came out all zeros or unscaled).
+    norms = np.maximum(np.sqrt(squares), np.finfo(np.float64).tiny)[:, None]
+    return np.ascontiguousarray(array / norms, dtype=np.float32)
 
 
 def _check_ids(ids: Any, n: int | None, name: str = "ids") -> np.ndarray:

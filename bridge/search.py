@@ -8,6 +8,7 @@ the ActiveBridge snapshot it read once, and the whole answer uses it.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -121,6 +122,8 @@ def check_vector(
         vector = np.asarray(values, dtype=np.float32).reshape(1, dim)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"vector must be a list of {dim} numbers ({exc})") from exc
+    if 0.0 < float(np.dot(vector[0], vector[0])) < math.inf:
+        return vector  # finite and not all zeros, in one NumPy call (this runs cold)
     if not np.isfinite(vector).all():
         raise InvalidInputError("vector contains NaN or infinite values")
     if not np.any(vector):

@@ -286,6 +286,25 @@ def test_search_normalises_queries() -> None:
     assert scores[0, 0] == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.parametrize("scale", [1e25, 1e-25])  # float32 squares overflow / underflow
+def test_one_query_outside_float32_square_range_is_still_searched(scale: float) -> None:
+    vectors = clustered(10)
+    index = build("flat", np.arange(10), vectors)
+    scores, found = index.search((vectors[3] * scale).astype(np.float32), 3)
+    unit_scores, unit_found = index.search(vectors[3], 3)
+    assert found.tolist() == unit_found.tolist()
+    np.testing.assert_allclose(scores, unit_scores, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_one_query_with_one_bad_value_is_rejected(bad: float) -> None:
+    index = build("flat", np.arange(10), clustered(10))
+    query = clustered(1)[0].copy()
+    query[DIM // 2] = bad
+    with pytest.raises(InvalidInputError, match="NaN or Inf"):
+        index.search(query, 3)
+
+
 def test_bad_kind_queries_and_k() -> None:
     vectors = clustered(10)
     with pytest.raises(InvalidInputError, match="index kind"):

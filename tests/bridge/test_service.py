@@ -296,6 +296,8 @@ def test_vector_queries_and_their_validation(
         SearchQuery("image", vector=[0.1] * SHARED_DIM, space="clip"),
         SearchQuery("image", vector=[0.1] * TINY_CLIP_DIM),
         SearchQuery("image", vector=[float("nan")] * TINY_CLIP_DIM, space="clip"),
+        SearchQuery("image", vector=[0.1] * (TINY_CLIP_DIM - 1) + [float("inf")], space="clip"),
+        SearchQuery("image", vector=[0.1] * (TINY_CLIP_DIM - 1) + [1e39], space="clip"),  # > f32
         SearchQuery("image", vector=[0.0] * TINY_CLIP_DIM, space="clip"),
         SearchQuery("image", vector=["x"] * TINY_CLIP_DIM, space="clip"),  # type: ignore[list-item]
         SearchQuery("image", vector=[0.1] * TINY_CLIP_DIM, space="siglip"),  # type: ignore[arg-type]
