@@ -33,8 +33,6 @@ sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "scripts" / "bench")]
 import own_floor  # noqa: E402
 import service_bench as sb  # noqa: E402
 
-from bridge.service_types import ServiceConfig  # noqa: E402
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -47,22 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="http-overhead-"))
     rounds: list[dict[str, float]] = []
     try:
-        clip_id, clap_id = sb.build_stand_in_encoders(work, 512)
-        rng = np.random.default_rng(0)
-        images = sb.unit_rows(rng, args.items, 512)
-        audio = sb.unit_rows(rng, 1000, 512)
-        from bridge.encoders import load_encoder
-
-        clip, clap = load_encoder("clip", clip_id, "cpu"), load_encoder("clap", clap_id, "cpu")
-        sb.populate_store(work / "var", images, audio, clip.model_id, clap.model_id)
-        config = ServiceConfig(
-            data_dir=work / "var",
-            clip_model=clip_id,
-            clap_model=clap_id,
-            initial_bridge=sb.make_bridge(work / "bridge", 512, 512, 1024, 512),
-            device="cpu",
-            samples_dir=None,
-        )
+        config, images, rng = sb.synthetic_service(work, args.items)
         queries = images[:64] + 0.05 * sb.unit_rows(rng, 64, 512)
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
         searches = [

@@ -26,14 +26,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "scripts" / "bench")]
 
 import service_bench as sb  # noqa: E402
-
-from bridge.service_types import ServiceConfig  # noqa: E402
 
 
 def thread_cpu(pid: int) -> dict[str, tuple[str, float]]:
@@ -76,23 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="server-cpu-"))
     try:
-        clip_id, clap_id = sb.build_stand_in_encoders(work, 512)
-        rng = np.random.default_rng(0)
-        images = sb.unit_rows(rng, args.items, 512)
-        audio = sb.unit_rows(rng, 1000, 512)
-        from bridge.encoders import load_encoder
-
-        clip, clap = load_encoder("clip", clip_id, "cpu"), load_encoder("clap", clap_id, "cpu")
-        sb.populate_store(work / "var", images, audio, clip.model_id, clap.model_id)
-        bridge = sb.make_bridge(work / "bridge", 512, 512, 1024, 512)
-        config = ServiceConfig(
-            data_dir=work / "var",
-            clip_model=clip_id,
-            clap_model=clap_id,
-            initial_bridge=bridge,
-            device="cpu",
-            samples_dir=None,
-        )
+        config, images, _ = sb.synthetic_service(work, args.items)
         requests = [
             {"json": {"vector": v.tolist(), "space": "clip", "target": "image", "k": sb.K}}
             for v in images[:64]

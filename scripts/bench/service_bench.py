@@ -90,6 +90,31 @@ def make_bridge(path: Path, clip_dim: int, clap_dim: int, hidden: int, shared: i
     return save_checkpoint(path, BridgeModel(config), None, {"note": "random benchmark bridge"})
 
 
+def synthetic_service(
+    work: Path, items: int, dim: int = 512
+) -> tuple[ServiceConfig, np.ndarray, np.random.Generator]:
+    """A data dir under ``work`` with ``items`` random image vectors and 1,000 audio ones,
+    stand-in encoders and a random bridge: (config to open or serve it, the image vectors,
+    the seeded generator they came from, for further draws). For the scripts that look at
+    one cell (server_cpu.py, http_overhead.py)."""
+    from bridge.encoders import load_encoder
+
+    clip_id, clap_id = build_stand_in_encoders(work, dim)
+    rng = np.random.default_rng(0)
+    images, audio = unit_rows(rng, items, dim), unit_rows(rng, 1000, dim)
+    clip, clap = load_encoder("clip", clip_id, "cpu"), load_encoder("clap", clap_id, "cpu")
+    populate_store(work / "var", images, audio, clip.model_id, clap.model_id)
+    config = ServiceConfig(
+        data_dir=work / "var",
+        clip_model=clip_id,
+        clap_model=clap_id,
+        initial_bridge=make_bridge(work / "bridge", dim, dim, 1024, dim),
+        device="cpu",
+        samples_dir=None,
+    )
+    return config, images, rng
+
+
 def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     x = rng.standard_normal((n, dim), dtype=np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
