@@ -202,7 +202,8 @@ def _check_queries(queries: Any, dim: int) -> np.ndarray:
         with np.errstate(over="ignore"):  # beyond float32's range: inf, rejected just below
             array = array.astype(np.float32)
     if array.shape[0] == 1:  # the common case, in two NumPy calls
-        square = float(np.dot(array[0], array[0]))
+        with np.errstate(over="ignore"):  # overflow: handled just below, not a warning
+            square = float(np.dot(array[0], array[0]))
         # finite and > 0: every value is finite and one is not 0. Otherwise (float32
         # overflow of large finite values, underflow of tiny ones, NaN) the exact path below.
         if 0.0 < square < math.inf:

@@ -118,12 +118,14 @@ def check_vector(
     if not isinstance(values, list | tuple | np.ndarray) or len(values) != dim:
         got = len(values) if isinstance(values, list | tuple | np.ndarray) else type(values)
         raise InvalidInputError(f"a {space!r} vector must have {dim} numbers, got {got}")
-    try:
-        vector = np.asarray(values, dtype=np.float32).reshape(1, dim)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"vector must be a list of {dim} numbers ({exc})") from exc
-    if 0.0 < float(np.dot(vector[0], vector[0])) < math.inf:
-        return vector  # finite and not all zeros, in one NumPy call (this runs cold)
+    # Overflow (beyond float32, or a square beyond it) is handled below, not a warning.
+    with np.errstate(over="ignore"):
+        try:
+            vector = np.asarray(values, dtype=np.float32).reshape(1, dim)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"vector must be a list of {dim} numbers ({exc})") from exc
+        if 0.0 < float(np.dot(vector[0], vector[0])) < math.inf:
+            return vector  # finite and not all zeros, in one NumPy call (this runs cold)
     if not np.isfinite(vector).all():
         raise InvalidInputError("vector contains NaN or infinite values")
     if not np.any(vector):
