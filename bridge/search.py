@@ -127,7 +127,9 @@ def check_vector(
         if 0.0 < float(np.dot(vector[0], vector[0])) < math.inf:
             return vector  # finite and not all zeros, in one NumPy call (this runs cold)
     if not np.isfinite(vector).all():
-        raise InvalidInputError("vector contains NaN or infinite values")
+        raise InvalidInputError(
+            "vector contains NaN or infinite values (or values beyond float32, about 3.4e38)"
+        )
     if not np.any(vector):
         raise InvalidInputError("vector is all zeros; it has no direction to search")
     return vector

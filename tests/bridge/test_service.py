@@ -305,6 +305,8 @@ def test_vector_queries_and_their_validation(
     for query in bad:
         with pytest.raises(InvalidInputError):
             service.search(query)
+    with pytest.raises(InvalidInputError, match="beyond float32"):
+        service.search(bad[5])  # 1e39: finite in JSON, infinite as a float32
 
 
 @pytest.mark.parametrize(
