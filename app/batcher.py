@@ -28,6 +28,8 @@ from typing import Any, NamedTuple
 
 from prometheus_client import Counter
 
+from bridge.metrics import child
+
 MAX_BATCH = 64
 # Inline only after this many searches in a row that each arrived with no other search in
 # flight: under 32 clients requests trickle in between big batches, and running those lone
@@ -44,12 +46,9 @@ BATCHED_QUERIES = Counter(
     "bridge_search_batched_queries_total", "JSON search queries answered in batches", ["where"]
 )
 
-# Children looked up once (a labels() call per batch showed in profiles); both series exist
-# from the start, at 0.
-_COUNTERS = {
-    where: (BATCHES.labels(where=where), BATCHED_QUERIES.labels(where=where))
-    for where in ("event_loop", "executor")
-}
+for _where in ("event_loop", "executor"):  # both series exist from the start, at 0
+    child(BATCHES, _where)
+    child(BATCHED_QUERIES, _where)
 
 RunBatch = Callable[[list[Any]], list[Any]]  # queries -> responses or exceptions, in order
 
@@ -130,9 +129,9 @@ class SearchBatcher:
         self._pending = [p for p in self._pending if id(p) not in taken]
         queries = [p.query for p in batch]
         inline = self._may_inline(batch)
-        batches, batched = _COUNTERS["event_loop" if inline else "executor"]
-        batches.inc()
-        batched.inc(len(batch))
+        where = "event_loop" if inline else "executor"
+        child(BATCHES, where).inc()
+        child(BATCHED_QUERIES, where).inc(len(batch))
         try:
             if inline:
                 results = run_batch(queries)

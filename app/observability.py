@@ -8,11 +8,12 @@ method and route. The engine's stage histograms live in bridge/metrics.py.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from prometheus_client import Counter, Histogram
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bridge.metrics import child
 
 HTTP_REQUESTS = Counter(
     "bridge_http_requests_total", "HTTP requests by method, route template and status",
@@ -38,10 +39,6 @@ def route_label(scope: Scope) -> str:
 class MetricsMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        # Metric children by label values, looked up once: labels() takes a lock and
-        # validates every call. Route labels are templates, so the key set stays small.
-        self._counted: dict[tuple[str, str, str], Any] = {}
-        self._timed: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,12 +59,5 @@ class MetricsMiddleware:
             elapsed = time.perf_counter() - start
             route = route_label(scope)
             method = scope.get("method", "GET")
-            counted = self._counted.get((method, route, str(status_code)))
-            if counted is None:
-                counted = HTTP_REQUESTS.labels(method=method, route=route, status=str(status_code))
-                self._counted[(method, route, str(status_code))] = counted
-            counted.inc()
-            timed = self._timed.get((method, route))
-            if timed is None:
-                timed = self._timed[(method, route)] = HTTP_LATENCY.labels(method, route)
-            timed.observe(elapsed)
+            child(HTTP_REQUESTS, method, route, str(status_code)).inc()
+            child(HTTP_LATENCY, method, route).observe(elapsed)

@@ -38,29 +38,29 @@ JOBS_RUNNING = Gauge("bridge_jobs_running", "Background jobs running now")
 
 # Labelled children, looked up once: `labels()` checks and locks on every call, and on the
 # search path it runs right after a scan, cold (docs/internals.md). Creating a child twice in
-# a race is harmless: prometheus_client hands back the same one.
-_STAGES: dict[str, Any] = {}
-_SEARCH_COUNTS: dict[tuple[str, str], Any] = {}
+# a race is harmless: prometheus_client hands back the same one. Label values here come from
+# small fixed sets (stages, modalities, route templates, status codes), so the cache stays
+# small.
+_CHILDREN: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
 
-def stage_histogram(stage: str) -> Any:
-    child = _STAGES.get(stage)
-    if child is None:
-        child = _STAGES[stage] = STAGE_SECONDS.labels(stage=stage)
-    return child
+def child(metric: Any, *values: str) -> Any:
+    """``metric.labels(*values)`` (values in the metric's label order), cached."""
+    key = (metric, values)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*values)
+    return found
 
 
 def count_search(query: str, space: str) -> None:
     """SEARCHES for one answered search."""
-    child = _SEARCH_COUNTS.get((query, space))
-    if child is None:
-        child = _SEARCH_COUNTS[query, space] = SEARCHES.labels(query=query, space=space)
-    child.inc()
+    child(SEARCHES, query, space).inc()
 
 
 # Pre-create the label sets so /metrics shows every stage from the first scrape.
 for _stage in ("decode", "encode", "project", "search", "hydrate"):
-    stage_histogram(_stage)
+    child(STAGE_SECONDS, _stage)
 
 
 class StageTimer:
@@ -80,5 +80,5 @@ class StageTimer:
             self.record(name, time.perf_counter() - start)
 
     def record(self, name: str, seconds: float) -> None:
-        stage_histogram(name).observe(seconds)
+        child(STAGE_SECONDS, name).observe(seconds)
         self.timings_ms[name] = self.timings_ms.get(name, 0.0) + seconds * 1000.0
