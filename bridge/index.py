@@ -187,6 +187,16 @@ def _check_vectors(vectors: Any, name: str, dim: int | None, allow_empty: bool) 
     return np.ascontiguousarray(array / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
+def usable_square(row: np.ndarray) -> float | None:
+    """The float32 sum of squares of the float32 ``row`` when it alone shows every value
+    finite and one not zero (0 < sum < inf), in one NumPy call; else None, and the caller's
+    exact checks decide (NaN, Inf, float32 overflow of large finite values, underflow of tiny
+    ones). The search path runs this cold, right after a scan."""
+    with np.errstate(over="ignore"):  # overflow means "decide exactly", not a warning
+        square = float(np.dot(row, row))
+    return square if 0.0 < square < math.inf else None
+
+
 def _check_queries(queries: Any, dim: int) -> np.ndarray:
     """``_check_vectors`` for search queries with fewer NumPy passes: a search runs right
     after the previous one streamed the index through the caches, so every pass here runs
@@ -202,11 +212,8 @@ def _check_queries(queries: Any, dim: int) -> np.ndarray:
         with np.errstate(over="ignore"):  # beyond float32's range: inf, rejected just below
             array = array.astype(np.float32)
     if array.shape[0] == 1:  # the common case, in two NumPy calls
-        with np.errstate(over="ignore"):  # overflow: handled just below, not a warning
-            square = float(np.dot(array[0], array[0]))
-        # finite and > 0: every value is finite and one is not 0. Otherwise (float32
-        # overflow of large finite values, underflow of tiny ones, NaN) the exact path below.
-        if 0.0 < square < math.inf:
+        square = usable_square(array[0])
+        if square is not None:
             return array / np.float32(math.sqrt(square))
     squares = np.einsum("ij,ij->i", array, array, dtype=np.float64)
     if not np.isfinite(squares).all():

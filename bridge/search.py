@@ -8,7 +8,6 @@ the ActiveBridge snapshot it read once, and the whole answer uses it.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bridge.errors import ConflictError, InvalidInputError
+from bridge.index import usable_square
 from bridge.metrics import StageTimer, count_search
 from bridge.records import check_item_id, public_metadata
 from bridge.routing import Route, route_for_space, route_media, route_text
@@ -118,14 +118,13 @@ def check_vector(
     if not isinstance(values, list | tuple | np.ndarray) or len(values) != dim:
         got = len(values) if isinstance(values, list | tuple | np.ndarray) else type(values)
         raise InvalidInputError(f"a {space!r} vector must have {dim} numbers, got {got}")
-    # Overflow (beyond float32, or a square beyond it) is handled below, not a warning.
-    with np.errstate(over="ignore"):
-        try:
+    try:
+        with np.errstate(over="ignore"):  # beyond float32: inf, rejected below
             vector = np.asarray(values, dtype=np.float32).reshape(1, dim)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"vector must be a list of {dim} numbers ({exc})") from exc
-        if 0.0 < float(np.dot(vector[0], vector[0])) < math.inf:
-            return vector  # finite and not all zeros, in one NumPy call (this runs cold)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"vector must be a list of {dim} numbers ({exc})") from exc
+    if usable_square(vector[0]) is not None:
+        return vector  # finite and not all zeros
     if not np.isfinite(vector).all():
         raise InvalidInputError(
             "vector contains NaN or infinite values (or values beyond float32, about 3.4e38)"
