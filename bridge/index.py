@@ -30,7 +30,9 @@ restored per calling thread), which removes millisecond OpenMP barrier stalls fr
 single-query serving without slowing it (see ``_search_threads``); larger batches, builds and
 adds use ``configure_threads(n)`` (default: FAISS's, one per core). OpenMP keeps the thread
 count per calling thread, so ``faiss.omp_set_num_threads`` in the main thread does not reach
-the worker threads that serve requests; ``configure_threads`` does.
+the worker threads that serve requests; ``configure_threads`` does. A lone query on a flat
+index of two slices' worth of vectors or more is the exception: it is scanned in slices on
+several threads at once (``configure_search_threads``, bridge/split_scan.py).
 
 Batching: concurrent ``search`` calls are grouped into one FAISS call (``bridge/coalesce.py``);
 a lone caller searches at once, callers that arrive while a search runs share the next one.
@@ -62,6 +64,7 @@ import numpy as np
 
 from bridge.coalesce import SearchCoalescer
 from bridge.errors import BridgeError, InvalidInputError, NotFoundError
+from bridge.split_scan import FlatLayout, SplitScanner, default_threads, flat_layout
 
 logger = logging.getLogger(__name__)
 
@@ -290,6 +293,7 @@ class VectorIndex:
         # Concurrent searches share FAISS calls (bridge/coalesce.py).
         self._coalescer = SearchCoalescer(self._search_batch)
         self._selector: tuple[Any, Any] | None = None  # (IDSelectorBatch, IDSelectorNot)
+        self._layout: FlatLayout | None = None  # flat storage as NumPy, for split scans
         self._refresh_selector()
         self.manifest = dataclasses.replace(
             manifest, count=len(self._ids), tombstones=len(self._tombstones)
@@ -478,9 +482,12 @@ class VectorIndex:
                     dist, found = self._cpu.search(q, kk, params=self._hnsw_params(kk))
                 else:
                     gpu = self._gpu is not None and kk <= GPU_MAX_K
-                    if not gpu:
-                        _choose_flat_kernel(q.shape[0])
-                    dist, found = (self._gpu if gpu else self._cpu).search(q, kk)
+                    if not gpu and self._splits(q.shape[0], ntotal):
+                        dist, found = _scanner.search(self._flat_layout(), q, kk)
+                    else:
+                        if not gpu:
+                            _choose_flat_kernel(q.shape[0])
+                        dist, found = (self._gpu if gpu else self._cpu).search(q, kk)
         finally:
             self._lock.release_read()
         if kk < k:  # fewer vectors than asked for: pad with (-inf, -1)
@@ -493,6 +500,17 @@ class VectorIndex:
         scores[labels < 0] = -np.inf  # removed or missing neighbours
         return scores, labels
 
+    def _splits(self, queries: int, rows: int) -> bool:
+        """A lone query on a big exact index: scanned on several threads (bridge/split_scan.py)."""
+        return queries == 1 and self.kind == "flat" and _scanner.splits(rows)
+
+    def _flat_layout(self) -> FlatLayout:
+        """The flat storage as NumPy (under the read lock; add and remove drop it)."""
+        layout = self._layout
+        if layout is None:
+            layout = self._layout = flat_layout(self._cpu)
+        return layout
+
     def add(self, ids: np.ndarray, vectors: np.ndarray, fingerprint: str) -> None:
         """Add vectors under new ids (InvalidInputError for an id already present or removed)."""
         x = _check_vectors(vectors, f"{self.manifest.name} vectors", self.dim, allow_empty=True)
@@ -504,6 +522,7 @@ class VectorIndex:
                     f"{self.manifest.name}: id(s) already in the index: {clash[:10]}"
                 )
             if id_array.size:
+                self._layout = None  # the storage may move
                 with _omp_threads(_configured_threads):
                     self._cpu.add_with_ids(x, id_array)
                     if self._gpu is not None:
@@ -550,6 +569,7 @@ class VectorIndex:
                     self._tombstones.update(int(i) for i in present)
                     self._refresh_selector()
                 else:
+                    self._layout = None  # rows shift
                     removed = self._cpu.remove_ids(faiss.IDSelectorBatch(present))
                     if removed != present.size:
                         raise IndexCorruptError(
@@ -630,6 +650,19 @@ class VectorIndex:
 
 
 _configured_threads: int | None = None
+_scanner = SplitScanner(default_threads())
+
+
+def configure_search_threads(threads: int | None) -> None:
+    """Threads a lone query's exact scan of a big flat index may use (None or 0: one per
+    core; 1: never split). bridge/split_scan.py explains when a scan splits."""
+    global _scanner
+    if threads is not None and (not isinstance(threads, int) or threads < 0):
+        raise InvalidInputError(f"search threads must be a non-negative integer, got {threads!r}")
+    wanted = threads or default_threads()
+    if wanted != _scanner.threads:
+        # not closed: a search may be using it; its threads start on first use only
+        _scanner = SplitScanner(wanted)
 
 
 def configure_threads(threads: int | None) -> None:

@@ -148,9 +148,10 @@ class BridgeService:
 
         data_dir = Path(config.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
-        from bridge.index import configure_threads
+        from bridge.index import configure_search_threads, configure_threads
 
         configure_threads(config.faiss_threads or None)
+        configure_search_threads(config.search_threads or None)
         clip = clip or load_encoder("clip", config.clip_model, config.device)
         clap = clap or load_encoder("clap", config.clap_model, config.device)
         store = ItemStore(data_dir / "store.sqlite")

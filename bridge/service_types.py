@@ -41,6 +41,9 @@ class ServiceConfig:
     # OpenMP threads for FAISS index builds and large query batches (0 = one per core).
     # Single-query searches always run on one thread (bridge/index.py explains why).
     faiss_threads: int = 0
+    # Threads a lone query's exact scan of a big flat index may use (0 = one per core,
+    # 1 = never split); bridge/split_scan.py.
+    search_threads: int = 0
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -34,16 +37,37 @@ import own_floor  # noqa: E402
 import service_bench as sb  # noqa: E402
 
 
+def one_round(
+    runner: asyncio.Runner, base: str, searches: list[dict[str, Any]], floors: list[Any], n: int
+) -> dict[str, float]:
+    http, floor = runner.run(sb._http_interleaved(base, searches, floors, n))
+    return {
+        "p50_ms": http["p50_ms"],
+        "floor_p50_ms": floor["p50_ms"],
+        "overhead_p50_ms": http["p50_ms"] - floor["p50_ms"],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--queries", type=int, default=128, help="pairs per round")
+    parser.add_argument(
+        "--baseline-protocol",
+        default=None,
+        help="also serve a copy with this uvicorn `http` protocol (e.g. httptools, uvicorn's "
+        "stock one) and alternate rounds between the two servers",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="http-overhead-"))
-    rounds: list[dict[str, float]] = []
+    servers = {"service": {}} if args.baseline_protocol is None else {
+        "service": {}, "baseline": {"BENCH_HTTP_PROTOCOL": args.baseline_protocol}
+    }  # fmt: skip
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+    procs: list[subprocess.Popen[bytes]] = []
     try:
         config, images, rng = sb.synthetic_service(work, args.items)
         queries = images[:64] + 0.05 * sb.unit_rows(rng, 64, 512)
@@ -57,48 +81,62 @@ def main(argv: list[str] | None = None) -> int:
             {"path": own_floor.FLOOR_PATH, "json": {**floor_body, "queries": [v.tolist()]}}
             for v in queries
         ]
-        proc, base = sb.start_server(config)
-        try:
-            with asyncio.Runner(loop_factory=sb._loop_factory()) as runner:
+        bases: dict[str, str] = {}
+        for name, env in servers.items():
+            # each server its own copy of the data directory: one store per process
+            data_dir = work / f"data-{name}"
+            shutil.copytree(config.data_dir, data_dir)
+            proc, bases[name] = sb.start_server(dataclasses.replace(config, data_dir=data_dir), env)
+            procs.append(proc)
+        with asyncio.Runner(loop_factory=sb._loop_factory()) as runner:
+            for base in bases.values():
                 runner.run(sb._http_level(base, searches, 100, 1))  # warm up
-                for r in range(args.rounds):
-                    http, floor = runner.run(
-                        sb._http_interleaved(base, searches, floors, args.queries)
-                    )
-                    row = {
-                        "p50_ms": http["p50_ms"],
-                        "floor_p50_ms": floor["p50_ms"],
-                        "overhead_p50_ms": http["p50_ms"] - floor["p50_ms"],
-                    }
-                    rounds.append(row)
+            for r in range(args.rounds):
+                order = list(bases) if r % 2 == 0 else list(reversed(bases))
+                for name in order:
+                    row = one_round(runner, bases[name], searches, floors, args.queries)
+                    rounds[name].append(row)
                     print(
-                        f"round {r + 1}: service {row['p50_ms']:.2f} ms, floor "
+                        f"round {r + 1} {name}: service {row['p50_ms']:.2f} ms, floor "
                         f"{row['floor_p50_ms']:.2f} ms, overhead {row['overhead_p50_ms']:.2f} ms",
                         file=sys.stderr,
                         flush=True,
                     )
-        finally:
+    finally:
+        for proc in procs:
             proc.terminate()
             proc.wait(30)
-    finally:
         shutil.rmtree(work, ignore_errors=True)
 
     inline = os.environ.get("BRIDGE_INLINE_SEARCHES", "true")
     print(f"{args.items:,} items, {args.queries} interleaved pairs per round, inline {inline}")
-    print("| round | service p50 ms | floor p50 ms | overhead p50 ms |")
-    print("| ---: | ---: | ---: | ---: |")
-    for i, row in enumerate(rounds, 1):
-        print(
-            f"| {i} | {row['p50_ms']:.2f} | {row['floor_p50_ms']:.2f} "
-            f"| {row['overhead_p50_ms']:.2f} |"
+    names = list(rounds)
+    print("| round | " + " | ".join(
+        f"{n} p50 ms | {n} floor p50 ms | {n} overhead p50 ms" for n in names
+    ) + " |")  # fmt: skip
+    print("| ---: " * (1 + 3 * len(names)) + "|")
+    for i in range(args.rounds):
+        cells = [
+            f"{rounds[n][i]['p50_ms']:.2f} | {rounds[n][i]['floor_p50_ms']:.2f} "
+            f"| {rounds[n][i]['overhead_p50_ms']:.2f}"
+            for n in names
+        ]
+        print(f"| {i + 1} | " + " | ".join(cells) + " |")
+    if args.baseline_protocol is not None:
+        ratio = statistics.median(
+            s["overhead_p50_ms"] / b["overhead_p50_ms"]
+            for s, b in zip(rounds["service"], rounds["baseline"], strict=True)
         )
+        print(f"median overhead ratio, service / baseline ({args.baseline_protocol}): {ratio:.2f}")
     if args.json:
         report = {
             "command": " ".join(["http_overhead.py", *(sys.argv[1:] if argv is None else argv)]),
             "items": args.items,
             "cpu": sb.cpu_model(),
             "BRIDGE_INLINE_SEARCHES": inline,
-            "rounds": rounds,
+            "baseline_protocol": args.baseline_protocol,
+            "rounds": rounds["service"],
+            **({"baseline_rounds": rounds["baseline"]} if "baseline" in rounds else {}),
         }
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0

@@ -22,9 +22,11 @@ the service: one raw search of the same vector right before each service query.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,22 +57,63 @@ def index_for(service: BridgeService, which: str, target: str) -> VectorIndex:
     return index
 
 
-def raw_search_times(index: VectorIndex, queries: np.ndarray, total: int) -> list[float]:
-    """Seconds per raw FAISS search for ``total`` searches, cycling through ``queries``."""
-    from bridge.index import _choose_flat_kernel, _set_thread_omp
+def raw_search_times(
+    index: VectorIndex, queries: np.ndarray, total: int, split: bool | None = None
+) -> list[float]:
+    """Seconds per raw FAISS search for ``total`` searches, cycling through ``queries``.
+
+    ``split``: scan each query in slices on several threads with FAISS's kernel (faiss.knn),
+    on the same slices of the same storage as the service's split scan
+    (bridge/split_scan.py), without its merge and id mapping; None: split exactly when the
+    service would; False: one FAISS search on one thread (the throughput target's floor).
+    """
+    from bridge.index import _choose_flat_kernel, _scanner, _set_thread_omp
+    from bridge.split_scan import slice_bounds
 
     rows = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, index.dim)
     rows = rows / np.linalg.norm(rows, axis=1, keepdims=True)  # as VectorIndex.search does
     _set_thread_omp(1)  # the thread-local count VectorIndex sets for small batches
     _choose_flat_kernel(1)
     faiss_index = index._cpu  # CPU index: this benchmark runs where FAISS reports no GPU
+    if split is None:
+        split = index._splits(1, int(faiss_index.ntotal))
+    search: Callable[[np.ndarray], Any] = lambda q: faiss_index.search(q, K)  # noqa: E731
+    if split:
+        vectors = index._flat_layout().vectors
+        slices = [vectors[a:b] for a, b in slice_bounds(vectors.shape[0], _scanner.threads)]
+        search = _parallel_knn(slices)
     times = []
     for i in range(total):
         q = rows[i % len(rows)][None, :]
         t0 = time.perf_counter()
-        faiss_index.search(q, K)
+        search(q)
         times.append(time.perf_counter() - t0)
     return times
+
+
+_floor_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _parallel_knn(slices: list[np.ndarray]) -> Callable[[np.ndarray], None]:
+    """q -> None: raw `faiss.knn` of q over every slice, the first in this thread and the rest
+    in a pool of the floor's own (not the service's), each thread one OpenMP thread."""
+    import faiss
+
+    from bridge.split_scan import _one_omp_thread
+
+    workers = len(slices) - 1
+    if workers not in _floor_pools:
+        _floor_pools[workers] = ThreadPoolExecutor(workers, initializer=_one_omp_thread)
+    pool = _floor_pools[workers]
+    ip = faiss.METRIC_INNER_PRODUCT
+
+    def search(q: np.ndarray) -> None:
+        futures = [pool.submit(faiss.knn, q, part, K, ip) for part in slices[1:]]
+        faiss.knn(q, slices[0], K, ip)
+        for future in futures:
+            future.result()
+
+    return search
 
 
 def one_search(index: VectorIndex, queries: np.ndarray) -> Callable[[int], float]:
@@ -84,8 +127,8 @@ def one_search(index: VectorIndex, queries: np.ndarray) -> Callable[[int], float
 
 def add_floor_route(app: FastAPI) -> None:
     """``POST /_bench/floor`` {"index", "target", "queries": [[...]] or "queries_path": a
-    .npy file, "total"} -> {"seconds": [...]}: `raw_search_times` on the running service's
-    index."""
+    .npy file, "total", optional "split"} -> {"seconds": [...]}: `raw_search_times` on the
+    running service's index."""
 
     async def floor(request: Request) -> dict[str, Any]:
         # async on purpose: runs on the event loop thread, like an inline lone search
@@ -96,7 +139,8 @@ def add_floor_route(app: FastAPI) -> None:
             queries = np.load(body["queries_path"])
         else:
             queries = np.asarray(body["queries"], dtype=np.float32)
-        return {"seconds": raw_search_times(index, queries, int(body["total"]))}
+        times = raw_search_times(index, queries, int(body["total"]), body.get("split"))
+        return {"seconds": times}
 
     app.add_api_route(FLOOR_PATH, floor, methods=["POST"], include_in_schema=False)
     # first: the demo page is mounted at "/" and would answer 405 for any later POST route
@@ -104,10 +148,15 @@ def add_floor_route(app: FastAPI) -> None:
 
 
 def serve_main() -> int:
-    """`python -m app` with the floor route added to the app it builds."""
+    """`python -m app` with the floor route added to the app it builds. BENCH_HTTP_PROTOCOL
+    (e.g. "httptools", uvicorn's stock protocol) replaces app/server.py's protocol, for A/B."""
     sys.path.insert(0, str(REPO))
     import app.__main__ as entry
     import app.main
+    import app.server
+
+    if os.environ.get("BENCH_HTTP_PROTOCOL"):
+        app.server.PROTOCOL = os.environ["BENCH_HTTP_PROTOCOL"]
 
     create_app = app.main.create_app
 

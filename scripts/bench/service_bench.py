@@ -376,11 +376,15 @@ async def _http_interleaved(
     return stats(latencies, sum(latencies)), floor_stats(floor)
 
 
-def http_floor(base: str, spec: dict[str, Any], total: int) -> dict[str, float]:
-    """A run of ``total`` raw searches in the server, on its own index."""
+def http_floor(
+    base: str, spec: dict[str, Any], total: int, split: bool | None = None
+) -> dict[str, float]:
+    """A run of ``total`` raw searches in the server, on its own index (``split``: as
+    own_floor.raw_search_times)."""
     import httpx
 
     body = {**spec["floor_json"], "queries_path": str(spec["floor"].queries), "total": total}
+    body["split"] = split
     response = httpx.post(f"{base}{own_floor.FLOOR_PATH}", json=body, timeout=900)
     response.raise_for_status()
     return floor_stats(response.json()["seconds"])
@@ -401,10 +405,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(config: ServiceConfig) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    config: ServiceConfig, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
         **os.environ,
+        **(extra_env or {}),
         "BRIDGE_HOST": "127.0.0.1",
         "BRIDGE_PORT": str(port),
         "BRIDGE_DATA_DIR": str(config.data_dir),
@@ -543,13 +550,17 @@ def bench_size(
             extra = {}
             if clients == 1:
                 extra["floor_fresh"] = spec["floor"].measure(args.queries)
+                one_thread = own_floor.raw_search_times(index, queries, args.queries, split=False)
+                extra["floor_1thread"] = floor_stats(one_thread)
                 facade, floor = run_interleaved(
                     lambda i, s=spec: service.search(s["query"](i)),
                     own_floor.one_search(index, queries),
                     args.queries,
                 )
             else:
-                floor = floor_stats(own_floor.raw_search_times(index, queries, args.queries))
+                # the throughput target's floor: raw FAISS single-threaded
+                single = own_floor.raw_search_times(index, queries, args.queries, split=False)
+                floor = floor_stats(single)
                 facade = run_threads(
                     lambda i, s=spec: service.search(s["query"](i)), args.queries, clients
                 )
@@ -580,11 +591,12 @@ def bench_size(
                     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                         if clients == 1:
                             extra["floor_fresh"] = spec["floor"].measure(args.queries)
+                            extra["floor_1thread"] = http_floor(base, spec, args.queries, False)
                             http, floor = runner.run(
                                 _http_interleaved(base, spec["http"], floors, args.queries)
                             )
                         else:
-                            floor = http_floor(base, spec, args.queries)
+                            floor = http_floor(base, spec, args.queries, split=False)
                             http = runner.run(
                                 _http_level(base, spec["http"], args.queries, clients)
                             )

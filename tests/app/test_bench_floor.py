@@ -44,3 +44,33 @@ def test_floor_route_times_raw_searches_on_the_served_index(
 def test_index_for_names_a_missing_index(service: BridgeService) -> None:
     with pytest.raises(LookupError, match="no shared image index"):
         own_floor.index_for(service, "shared", "image")
+
+
+def test_split_floor_scans_the_served_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the service splitting lone scans, the floor splits the same way (raw faiss.knn
+    per slice, in threads of its own); split=False is one single-threaded FAISS search."""
+    import faiss
+
+    import bridge.index as index_module
+    import bridge.split_scan as split_scan
+    from bridge.index import VectorIndex, configure_search_threads
+
+    monkeypatch.setattr(split_scan, "MIN_ROWS_PER_SLICE", 100)
+    monkeypatch.setattr(index_module, "_scanner", index_module._scanner)  # restored after
+    configure_search_threads(2)
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((300, 8)).astype(np.float32)
+    index = VectorIndex.build("t", np.arange(300), vectors, fingerprint="f", use_gpu=False)
+    calls: list[int] = []
+    knn = faiss.knn
+
+    def counting_knn(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[1].shape[0])  # rows of the slice scanned
+        return knn(*args, **kwargs)
+
+    monkeypatch.setattr(faiss, "knn", counting_knn)
+    assert len(own_floor.raw_search_times(index, vectors[:2], 3)) == 3
+    assert sorted(calls) == [150] * 6  # 3 searches x 2 slices of the 300 stored rows
+    calls.clear()
+    assert len(own_floor.raw_search_times(index, vectors[:2], 3, split=False)) == 3
+    assert calls == []  # the index's own search, not slices

@@ -1,0 +1,138 @@
+"""A lone query's exact search of a big flat index, scanned on several threads at once.
+
+FAISS parallelises a flat search over queries, so one query scans on one core however many
+are idle: 22-25 ms for 100,000 x 512 on this project's 2-core VM, most of a lone request's
+latency. Here the stored vectors (a no-copy view of the IndexFlatIP's storage) are cut into
+contiguous slices; the calling thread scans the first and worker threads the others, each
+with FAISS's own one-query kernel (`faiss.knn`, what `IndexFlatIP.search` runs), and the
+slices' top-k lists are merged. Results are those of one FAISS search: the same scores, and
+row positions mapped to ids through the IndexIDMap2's id map (exactly tied scores may come
+in another order).
+
+Only single-query calls split (VectorIndex decides): batches of 6 or more already use a
+BLAS product, and under load the service batches queries. Slices are at least
+`MIN_ROWS_PER_SLICE` rows: below that the thread hand-off (~0.05 ms) eats the gain.
+`scripts/bench/split_scan.py` measures it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from bridge.errors import InvalidInputError
+
+MIN_ROWS_PER_SLICE = 16_384
+
+
+class FlatLayout(NamedTuple):
+    """An IndexIDMap2(IndexFlatIP)'s storage as NumPy: valid until its next add or remove."""
+
+    vectors: np.ndarray  # (n, d) float32 view of the flat storage (no copy)
+    ids: np.ndarray  # (n,) int64: row position -> id
+
+
+def flat_layout(index: Any) -> FlatLayout:
+    """The layout of an ``IndexIDMap2(IndexFlatIP)`` (call under the index's read lock)."""
+    import faiss
+
+    flat = faiss.downcast_index(index.index)
+    n, d = int(flat.ntotal), int(flat.d)
+    if n == 0:
+        vectors = np.empty((0, d), dtype=np.float32)
+    else:
+        vectors = faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d)  # type: ignore[attr-defined]
+    ids = faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
+    if ids.shape[0] != n:
+        raise RuntimeError(f"flat index holds {n} vectors but {ids.shape[0]} ids")
+    return FlatLayout(vectors, ids)
+
+
+def slice_bounds(rows: int, threads: int) -> list[tuple[int, int]]:
+    """Contiguous [start, stop) slices: at most ``threads``, each >= MIN_ROWS_PER_SLICE rows
+    (one slice, the whole range, when ``rows`` is too small to split)."""
+    count = max(1, min(threads, rows // MIN_ROWS_PER_SLICE))
+    edges = [rows * i // count for i in range(count + 1)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def _one_omp_thread() -> None:
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # each slice is one thread's work; no nested OpenMP team
+
+
+def scan_slice(vectors: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """FAISS's exact inner-product top-k of ``query`` (1, d) over ``vectors``: (scores, rows)."""
+    import faiss
+
+    scores, rows = faiss.knn(query, vectors, min(k, vectors.shape[0]), faiss.METRIC_INNER_PRODUCT)
+    return scores, rows
+
+
+class SplitScanner:
+    """Scans one query over slices of a flat layout on up to ``threads`` threads."""
+
+    def __init__(self, threads: int) -> None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise InvalidInputError(f"search threads must be an integer >= 1, got {threads!r}")
+        self.threads = threads
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def splits(self, rows: int) -> bool:
+        """Whether a query over ``rows`` vectors would be scanned in more than one slice."""
+        return len(slice_bounds(rows, self.threads)) > 1
+
+    def pool(self) -> ThreadPoolExecutor:
+        """The worker threads (created on first use; the calling thread scans a slice too)."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    self.threads - 1, thread_name_prefix="split-scan", initializer=_one_omp_thread
+                )
+            return self._pool
+
+    def search(
+        self, layout: FlatLayout, query: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(1, k') scores and ids of the top k' = min(k, n) rows for one (1, d) query."""
+        bounds = slice_bounds(layout.vectors.shape[0], self.threads)
+        vectors = layout.vectors
+        pool = self.pool() if len(bounds) > 1 else None
+        futures: list[Future[tuple[np.ndarray, np.ndarray]]] = []
+        for start, stop in bounds[1:]:
+            assert pool is not None
+            futures.append(pool.submit(scan_slice, vectors[start:stop], query, k))
+        parts = [scan_slice(vectors[bounds[0][0] : bounds[0][1]], query, k)]
+        parts.extend(future.result() for future in futures)
+        scores = np.concatenate([s for s, _ in parts], axis=1)
+        offsets = [start for start, _ in bounds]
+        rows = np.concatenate(
+            [np.where(r >= 0, r + at, -1) for (_, r), at in zip(parts, offsets, strict=True)],
+            axis=1,
+        )
+        # stable, so exact ties across slices stay in slice order (within a slice FAISS's
+        # heap orders them; an unsplit search may list tied rows in another order)
+        best = np.argsort(-scores[0], kind="stable")[: min(k, vectors.shape[0])]
+        found = rows[:, best]
+        ids = np.where(found >= 0, layout.ids[np.maximum(found, 0)], -1)
+        return scores[:, best], ids
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+
+
+def default_threads() -> int:
+    """One slice per core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
