@@ -58,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from app import server as http_server
     from app.main import create_app
 
     server: uvicorn.Server | None = None
@@ -75,7 +74,6 @@ def main(argv: list[str] | None = None) -> int:
         log_level=settings.log_level,
         workers=1,
         timeout_graceful_shutdown=10,
-        http=http_server.PROTOCOL,  # one send() per response (app/server.py)
     )
     server = uvicorn.Server(config)
     logger.info(

@@ -11,6 +11,11 @@ then the same vector as POST /v1/search, timed by the client). Each round prints
 p50, floor p50 and their difference; the spread between rounds is the measurement's noise on
 this machine, which a single cell of the full benchmark cannot show. The server inherits
 this environment (so BRIDGE_INLINE_SEARCHES and the like apply).
+
+A/B in one run: ``--baseline-env BRIDGE_SEARCH_THREADS=1`` also serves a copy of the data with
+that setting, rounds alternate between the two servers (order flipped every round), and the
+median per-round ratios service / baseline are printed (this machine drifts 10-20% within
+minutes, so only same-run ratios compare).
 """
 
 from __future__ import annotations
@@ -54,18 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--queries", type=int, default=128, help="pairs per round")
     parser.add_argument(
-        "--baseline-protocol",
-        default=None,
-        help="also serve a copy with this uvicorn `http` protocol (e.g. httptools, uvicorn's "
-        "stock one) and alternate rounds between the two servers",
+        "--baseline-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="also serve a copy with these environment settings (e.g. BRIDGE_SEARCH_THREADS=1) "
+        "and alternate rounds between the two servers; repeatable",
     )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="http-overhead-"))
-    servers = {"service": {}} if args.baseline_protocol is None else {
-        "service": {}, "baseline": {"BENCH_HTTP_PROTOCOL": args.baseline_protocol}
-    }  # fmt: skip
+    baseline_env = dict(item.split("=", 1) for item in args.baseline_env)
+    servers = {"service": {}, "baseline": baseline_env} if baseline_env else {"service": {}}
     rounds: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -122,19 +128,19 @@ def main(argv: list[str] | None = None) -> int:
             for n in names
         ]
         print(f"| {i + 1} | " + " | ".join(cells) + " |")
-    if args.baseline_protocol is not None:
-        ratio = statistics.median(
-            s["overhead_p50_ms"] / b["overhead_p50_ms"]
-            for s, b in zip(rounds["service"], rounds["baseline"], strict=True)
-        )
-        print(f"median overhead ratio, service / baseline ({args.baseline_protocol}): {ratio:.2f}")
+    if baseline_env:
+        for key in ("p50_ms", "overhead_p50_ms"):
+            ratio = statistics.median(
+                s[key] / b[key] for s, b in zip(rounds["service"], rounds["baseline"], strict=True)
+            )
+            print(f"median {key} ratio, service / baseline ({args.baseline_env}): {ratio:.2f}")
     if args.json:
         report = {
             "command": " ".join(["http_overhead.py", *(sys.argv[1:] if argv is None else argv)]),
             "items": args.items,
             "cpu": sb.cpu_model(),
             "BRIDGE_INLINE_SEARCHES": inline,
-            "baseline_protocol": args.baseline_protocol,
+            "baseline_env": baseline_env,
             "rounds": rounds["service"],
             **({"baseline_rounds": rounds["baseline"]} if "baseline" in rounds else {}),
         }

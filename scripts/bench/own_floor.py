@@ -22,7 +22,6 @@ the service: one raw search of the same vector right before each service query.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -148,15 +147,10 @@ def add_floor_route(app: FastAPI) -> None:
 
 
 def serve_main() -> int:
-    """`python -m app` with the floor route added to the app it builds. BENCH_HTTP_PROTOCOL
-    (e.g. "httptools", uvicorn's stock protocol) replaces app/server.py's protocol, for A/B."""
+    """`python -m app` with the floor route added to the app it builds."""
     sys.path.insert(0, str(REPO))
     import app.__main__ as entry
     import app.main
-    import app.server
-
-    if os.environ.get("BENCH_HTTP_PROTOCOL"):
-        app.server.PROTOCOL = os.environ["BENCH_HTTP_PROTOCOL"]
 
     create_app = app.main.create_app
 
