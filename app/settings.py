@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     seed_samples: bool = True
     samples_dir: Path = Path("models/samples")
     encode_threads: Annotated[int, Field(ge=1, le=256)] = 2
+    faiss_threads: Annotated[int, Field(ge=0, le=1024)] = Field(
+        default=0,
+        description="OpenMP threads for FAISS builds and big query batches (0: one per core).",
+    )
     search_threads: Annotated[int, Field(ge=0, le=256)] = Field(
         default=0,
         description="Threads one query's exact scan of a big flat index may use (0: one per core).",
@@ -134,6 +138,7 @@ class Settings(BaseSettings):
             max_audio_seconds=self.max_audio_seconds,
             samples_dir=self.samples_dir if self.seed_samples else None,
             encode_threads=self.encode_threads,
+            faiss_threads=self.faiss_threads,
             search_threads=self.search_threads,
         )
 

@@ -43,8 +43,11 @@ def test_environment_is_read_with_the_prefix(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("BRIDGE_INITIAL_BRIDGE", "none")
     monkeypatch.setenv("BRIDGE_ADMIN_KEY", "  ")
     monkeypatch.setenv("BRIDGE_LOG_LEVEL", "DEBUG")
+    monkeypatch.setenv("BRIDGE_FAISS_THREADS", "3")
+    monkeypatch.setenv("BRIDGE_SEARCH_THREADS", "1")
     s = Settings()
     assert s.port == 9100 and s.index_type == "hnsw" and s.log_level == "debug"
+    assert s.service_config().faiss_threads == 3 and s.service_config().search_threads == 1
     assert s.initial_bridge is None and s.admin_key is None
     assert s.service_config().samples_dir is None
     assert s.service_config().initial_bridge is None
@@ -60,6 +63,7 @@ def test_environment_is_read_with_the_prefix(monkeypatch: pytest.MonkeyPatch) ->
         ("BRIDGE_WORKERS", "4", "must be 1"),
         ("BRIDGE_MAX_UPLOAD_BYTES", "0", "greater than 0"),
         ("BRIDGE_FAISS_GPU", "maybe", "valid boolean"),
+        ("BRIDGE_SEARCH_THREADS", "-1", "greater than or equal to 0"),
     ],
 )
 def test_bad_values_name_the_variable(

@@ -721,3 +721,27 @@ def test_search_each_encodes_a_batch_of_texts_in_one_pass(
     assert [ids(a) for a in again if isinstance(a, SearchResponse)] == [
         ids(a) for a in answers if isinstance(a, SearchResponse)
     ]
+
+
+def test_search_threads_setting_splits_scans_with_the_same_answers(
+    make_service: Callable[..., BridgeService], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ServiceConfig.search_threads reaches the index: with slices of 2 rows, the 6 images
+    are scanned in 3 slices, and every answer equals the unsplit one."""
+    import bridge.index as index_module
+    import bridge.split_scan as split_scan
+
+    monkeypatch.setattr(split_scan, "MIN_ROWS_PER_SLICE", 2)
+    monkeypatch.setattr(index_module, "_scanner", index_module._scanner)  # restored after
+    service = make_service(search_threads=3)
+    assert index_module._scanner.threads == 3
+    image_ids, _ = populate(service)
+    index = service.catalog.native("image")
+    assert index is not None and index._splits(1, index.ntotal)
+    queries = [SearchQuery("image", item_id=i, k=4) for i in image_ids]
+    split = [service.search(q) for q in queries]
+    index_module.configure_search_threads(1)
+    unsplit = [service.search(q) for q in queries]
+    for a, b in zip(split, unsplit, strict=True):
+        assert [h.id for h in a.results] == [h.id for h in b.results]
+        assert [h.score for h in a.results] == pytest.approx([h.score for h in b.results])

@@ -4,6 +4,7 @@ exactly what one FAISS search answers, through VectorIndex too, across adds and 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,3 +153,22 @@ def test_bad_thread_counts_are_refused(search_threads: object) -> None:
         SplitScanner(0)
     configure_search_threads(0)  # one per core
     assert index_module._scanner.threads == split_scan.default_threads()
+
+
+@pytest.mark.parametrize(
+    ("files", "want"),
+    [
+        ({"cpu.max": "200000 100000\n"}, 2),  # cgroup v2, --cpus=2
+        ({"cpu.max": "150000 100000\n"}, 2),  # 1.5 CPUs: rounded up
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3),  # v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({"cpu.max": "garbage"}, None),
+        ({}, None),
+    ],
+)
+def test_cgroup_quota_caps_the_default(tmp_path: Path, files: dict[str, str], want: object) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert split_scan.cgroup_cpu_quota(tmp_path) == want
