@@ -483,6 +483,10 @@ class VectorIndex:
                 else:
                     gpu = self._gpu is not None and kk <= GPU_MAX_K
                     if not gpu and self._splits(q.shape[0], ntotal):
+                        # faiss.knn picks its kernel by the same process-wide threshold: a
+                        # batch before this one may have left it at BLAS, which is ~2x slower
+                        # for one query (bridge/split_scan.py)
+                        _choose_flat_kernel(1)
                         dist, found = _scanner.search(self._flat_layout(), q, kk)
                     else:
                         if not gpu:
@@ -651,6 +655,7 @@ class VectorIndex:
 
 _configured_threads: int | None = None
 _scanner = SplitScanner(default_threads())
+_scanners = {_scanner.threads: _scanner}  # by thread count: switching back reuses the pool
 
 
 def configure_search_threads(threads: int | None) -> None:
@@ -660,9 +665,9 @@ def configure_search_threads(threads: int | None) -> None:
     if threads is not None and (not isinstance(threads, int) or threads < 0):
         raise InvalidInputError(f"search threads must be a non-negative integer, got {threads!r}")
     wanted = threads or default_threads()
-    if wanted != _scanner.threads:
-        # not closed: a search may be using it; its threads start on first use only
-        _scanner = SplitScanner(wanted)
+    if wanted not in _scanners:  # kept: a search may be using one; threads start on first use
+        _scanners[wanted] = SplitScanner(wanted)
+    _scanner = _scanners[wanted]
 
 
 def configure_threads(threads: int | None) -> None:

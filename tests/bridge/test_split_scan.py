@@ -172,3 +172,33 @@ def test_cgroup_quota_caps_the_default(tmp_path: Path, files: dict[str, str], wa
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     assert split_scan.cgroup_cpu_quota(tmp_path) == want
+
+
+def test_a_split_scan_uses_the_scan_kernel_after_a_batch(
+    small_slices: None, search_threads: object
+) -> None:
+    """A batch leaves FAISS's process-wide kernel threshold at BLAS; faiss.knn reads the same
+    threshold, and one query by BLAS took ~2x as long at 100k (a spell of 30 ms instead of
+    13 ms searches after every concurrent burst), so the split path resets it."""
+    import faiss
+
+    from bridge.index import _NEVER_BLAS
+
+    rng = np.random.default_rng(11)
+    vectors = unit_rows(rng, 400, 16)
+    index = VectorIndex.build(
+        "t", np.arange(400, dtype=np.int64), vectors, fingerprint="f", use_gpu=False
+    )
+    configure_search_threads(2)
+    index.search(vectors[:8], 3)  # a batch: BLAS
+    assert faiss.cvar.distance_compute_blas_threshold == 0
+    index.search(vectors[0], 3)  # a lone query: split, scanned
+    assert faiss.cvar.distance_compute_blas_threshold == _NEVER_BLAS
+
+
+def test_switching_thread_counts_reuses_scanners(search_threads: object) -> None:
+    configure_search_threads(2)
+    first = index_module._scanner
+    configure_search_threads(1)
+    configure_search_threads(2)
+    assert index_module._scanner is first  # no new pool (and thread) per switch
