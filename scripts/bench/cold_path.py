@@ -196,13 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | ---: | ---: | ---: |")
     for layer, by in p50_us.items():
         print(f"| {layer} | {by['scan']:.0f} | {by['sleep']:.0f} | {by['warm']:.0f} |")
-    if args.json:
-        report = {
-            "command": " ".join(["cold_path.py", *(sys.argv[1:] if argv is None else argv)]),
-            "cpu": sb.cpu_model(),
-            "p50_us": p50_us,
-        }
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    sb.write_report(args.json, "cold_path.py", argv, p50_us=p50_us)
     return 0
 
 

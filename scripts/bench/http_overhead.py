@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
 import os
 import shutil
 import statistics
@@ -134,17 +133,16 @@ def main(argv: list[str] | None = None) -> int:
                 s[key] / b[key] for s, b in zip(rounds["service"], rounds["baseline"], strict=True)
             )
             print(f"median {key} ratio, service / baseline ({args.baseline_env}): {ratio:.2f}")
-    if args.json:
-        report = {
-            "command": " ".join(["http_overhead.py", *(sys.argv[1:] if argv is None else argv)]),
-            "items": args.items,
-            "cpu": sb.cpu_model(),
-            "BRIDGE_INLINE_SEARCHES": inline,
-            "baseline_env": baseline_env,
-            "rounds": rounds["service"],
-            **({"baseline_rounds": rounds["baseline"]} if "baseline" in rounds else {}),
-        }
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    sb.write_report(
+        args.json,
+        "http_overhead.py",
+        argv,
+        items=args.items,
+        BRIDGE_INLINE_SEARCHES=inline,
+        baseline_env=baseline_env,
+        rounds=rounds["service"],
+        **({"baseline_rounds": rounds["baseline"]} if "baseline" in rounds else {}),
+    )
     return 0
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shutil
 import sys
 import tempfile
@@ -141,17 +140,21 @@ async def _run_pairs(
 
 def gaps(events: list[Event], marks: list[tuple[float, float]]) -> dict[str, float]:
     """p50 ms of each 'a -> b' gap between consecutive events inside the timed requests
-    (client send first, client receive last), in the order they first occur; only gaps
-    seen in most requests are kept (a first-of-a-kind event is not a pattern)."""
+    (client send first, client receive last), in request order; only gaps seen in most
+    requests are kept (a first-of-a-kind event is not a pattern)."""
     seen: dict[str, list[float]] = {}
+    places: dict[str, list[int]] = {}  # where in its request each gap came
     for t0, t1 in marks:
         inside = sorted((e for e in events if t0 <= e[1] <= t1), key=lambda e: e[1])
         previous: Event = ("client send", t0)
-        for event in [*inside, ("client receive", t1)]:
-            seen.setdefault(f"{previous[0]} -> {event[0]}", []).append(event[1] - previous[1])
+        for place, event in enumerate([*inside, ("client receive", t1)]):
+            name = f"{previous[0]} -> {event[0]}"
+            seen.setdefault(name, []).append(event[1] - previous[1])
+            places.setdefault(name, []).append(place)
             previous = event
-    common = {k: v for k, v in seen.items() if len(v) >= 0.9 * len(marks)}
-    return {k: float(np.median(v)) * 1e3 for k, v in common.items()}
+    common = [k for k, v in seen.items() if len(v) >= 0.9 * len(marks)]
+    common.sort(key=lambda k: float(np.median(places[k])))
+    return {k: float(np.median(seen[k])) * 1e3 for k in common}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,15 +208,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {ms:.3f} |")
     print(f"| whole request, client-timed | {total:.3f} |")
     print(f"| outside the FAISS call (p50 total - p50 FAISS call) | {total - search:.3f} |")
-    if args.json:
-        report = {
-            "command": " ".join(["request_timeline.py", *(sys.argv[1:] if argv is None else argv)]),
-            "items": args.items,
-            "cpu": sb.cpu_model(),
-            "p50_ms": timeline,
-            "request_p50_ms": total,
-        }
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    sb.write_report(
+        args.json,
+        "request_timeline.py",
+        argv,
+        items=args.items,
+        p50_ms=timeline,
+        request_p50_ms=total,
+    )
     return 0
 
 

@@ -768,6 +768,17 @@ def targets_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def write_report(path: Path | None, script: str, argv: list[str] | None, **fields: Any) -> None:
+    """A benchmark script's --json report (nothing when ``path`` is None): the command that
+    made it (``script`` and its arguments), the CPU, then ``fields``."""
+    if path is None:
+        return
+    command = " ".join([script, *(sys.argv[1:] if argv is None else argv)])
+    report = {"command": command, "cpu": cpu_model(), **fields}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def cpu_model() -> str:
     """The CPU's model name and its widest vector extension (FAISS picks kernels by them)."""
     try:

@@ -17,7 +17,6 @@ nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -93,15 +92,14 @@ def main(argv: list[str] | None = None) -> int:
         split_qps = ", ".join(f"{c['qps']:.0f}" for c in split)
         single_qps = ", ".join(f"{c['qps']:.0f}" for c in single)
         print(f"| {clients} | {split_qps} | {single_qps} | {qps_ratio:.2f} | {p50_ratio:.2f} |")
-    if args.json:
-        report = {
-            "command": " ".join(["split_scan.py", *(sys.argv[1:] if argv is None else argv)]),
-            "items": args.items,
-            "cpu": sb.cpu_model(),
-            "cells": cells,
-            "median_ratios_split_over_one_thread": summary,
-        }
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    sb.write_report(
+        args.json,
+        "split_scan.py",
+        argv,
+        items=args.items,
+        cells=cells,
+        median_ratios_split_over_one_thread=summary,
+    )
     return 0
 
 
