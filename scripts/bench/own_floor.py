@@ -22,6 +22,10 @@ the service: one raw search of the same vector right before each service query.
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `python -m app` sets it, before NumPy
+
 import sys
 import time
 from collections.abc import Callable

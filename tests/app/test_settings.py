@@ -165,3 +165,22 @@ def test_python_m_app_help_lists_the_variables() -> None:
     assert done.returncode == 0
     for name in ("BRIDGE_HOST", "BRIDGE_ADMIN_KEY", "BRIDGE_MAX_UPLOAD_BYTES"):
         assert name in done.stdout
+
+
+@pytest.mark.parametrize(("given", "want"), [(None, "1"), ("3", "3")])
+def test_python_m_app_gives_numpy_one_openblas_thread_unless_told(
+    given: str | None, want: str
+) -> None:
+    """Set before anything imports NumPy (OpenBLAS reads it once); a user's value wins."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given is not None:
+        env["OPENBLAS_NUM_THREADS"] = given
+    code = (
+        "import sys; assert 'numpy' not in sys.modules; import app.__main__, os; "
+        "print(os.environ['OPENBLAS_NUM_THREADS'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == want
