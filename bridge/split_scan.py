@@ -11,8 +11,12 @@ in another order).
 
 Only single-query calls split (VectorIndex decides): batches of 6 or more already use a
 BLAS product, and under load the service batches queries. Slices are at least
-`MIN_ROWS_PER_SLICE` rows: below that the thread hand-off (~0.05 ms) eats the gain.
-`scripts/bench/split_scan.py` measures it.
+`MIN_ROWS_PER_SLICE` rows, so small indexes (10k: one scan of ~2 ms) never pay the thread
+hand-off. `faiss.knn` picks its kernel by FAISS's process-wide BLAS threshold, so the caller
+must set it for one query first (VectorIndex does). The gain needs the other cores free:
+a library thread that busy-waits (OpenBLAS after a NumPy product; `python -m app` gives
+NumPy one OpenBLAS thread for that reason) takes it away. `scripts/bench/split_scan.py`
+measures the gain (100k, 2 cores: 1.54x q/s for one client, 1.00x and 1.02x for 8 and 32).
 """
 
 from __future__ import annotations
