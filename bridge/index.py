@@ -482,15 +482,11 @@ class VectorIndex:
                     dist, found = self._cpu.search(q, kk, params=self._hnsw_params(kk))
                 else:
                     gpu = self._gpu is not None and kk <= GPU_MAX_K
+                    if not gpu:  # split scans too: faiss.knn reads the same threshold
+                        _choose_flat_kernel(q.shape[0])
                     if not gpu and self._splits(q.shape[0], ntotal):
-                        # faiss.knn picks its kernel by the same process-wide threshold: a
-                        # batch before this one may have left it at BLAS, which is ~2x slower
-                        # for one query (bridge/split_scan.py)
-                        _choose_flat_kernel(1)
                         dist, found = _scanner.search(self._flat_layout(), q, kk)
                     else:
-                        if not gpu:
-                            _choose_flat_kernel(q.shape[0])
                         dist, found = (self._gpu if gpu else self._cpu).search(q, kk)
         finally:
             self._lock.release_read()

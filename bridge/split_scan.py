@@ -91,8 +91,10 @@ class SplitScanner:
         self._pool_lock = threading.Lock()
 
     def splits(self, rows: int) -> bool:
-        """Whether a query over ``rows`` vectors would be scanned in more than one slice."""
-        return len(slice_bounds(rows, self.threads)) > 1
+        """Whether a query over ``rows`` vectors would be scanned in more than one slice
+        (``slice_bounds`` would give more than one; checked on every search, so without
+        building them)."""
+        return min(self.threads, rows // MIN_ROWS_PER_SLICE) > 1
 
     def pool(self) -> ThreadPoolExecutor:
         """The worker threads (created on first use; the calling thread scans a slice too)."""
@@ -107,13 +109,12 @@ class SplitScanner:
         self, layout: FlatLayout, query: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """(1, k') scores and ids of the top k' = min(k, n) rows for one (1, d) query."""
-        bounds = slice_bounds(layout.vectors.shape[0], self.threads)
         vectors = layout.vectors
-        pool = self.pool() if len(bounds) > 1 else None
+        bounds = slice_bounds(vectors.shape[0], self.threads)
         futures: list[Future[tuple[np.ndarray, np.ndarray]]] = []
-        for start, stop in bounds[1:]:
-            assert pool is not None
-            futures.append(pool.submit(scan_slice, vectors[start:stop], query, k))
+        if len(bounds) > 1:
+            pool = self.pool()
+            futures = [pool.submit(scan_slice, vectors[a:b], query, k) for a, b in bounds[1:]]
         parts = [scan_slice(vectors[bounds[0][0] : bounds[0][1]], query, k)]
         parts.extend(future.result() for future in futures)
         scores = np.concatenate([s for s, _ in parts], axis=1)

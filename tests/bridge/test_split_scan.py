@@ -50,6 +50,13 @@ def test_slice_bounds_cover_the_range_in_order(small_slices: None) -> None:
     assert slice_bounds(1000, 1) == [(0, 1000)]
 
 
+def test_splits_agrees_with_slice_bounds(small_slices: None) -> None:
+    for threads in (1, 2, 3, 8):
+        scanner = SplitScanner(threads)
+        for rows in (0, 1, 99, 100, 199, 200, 201, 299, 300, 1000, 5000):
+            assert scanner.splits(rows) == (len(slice_bounds(rows, threads)) > 1)
+
+
 @pytest.mark.parametrize("threads", [2, 3, 5])
 @pytest.mark.parametrize("k", [1, 10, 150, 700])
 def test_split_search_equals_one_faiss_search(
