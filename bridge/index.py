@@ -658,9 +658,7 @@ def configure_search_threads(threads: int | None) -> None:
     """Threads a lone query's exact scan of a big flat index may use (None or 0: one per
     core; 1: never split). bridge/split_scan.py explains when a scan splits."""
     global _scanner
-    if threads is not None and (not isinstance(threads, int) or threads < 0):
-        raise InvalidInputError(f"search threads must be a non-negative integer, got {threads!r}")
-    wanted = threads or default_threads()
+    wanted = _thread_count(threads, "search threads") or default_threads()
     if wanted not in _scanners:  # kept: a search may be using one; threads start on first use
         _scanners[wanted] = SplitScanner(wanted)
     _scanner = _scanners[wanted]
@@ -676,9 +674,15 @@ def configure_threads(threads: int | None) -> None:
     around every build, add and search.
     """
     global _configured_threads
+    _configured_threads = _thread_count(threads, "FAISS threads")
+
+
+def _thread_count(threads: int | None, what: str) -> int | None:
+    """``threads`` checked (None or an integer >= 0; InvalidInputError naming ``what``
+    otherwise), with 0 read as None: "the default"."""
     if threads is not None and (not isinstance(threads, int) or threads < 0):
-        raise InvalidInputError(f"FAISS threads must be a non-negative integer, got {threads!r}")
-    _configured_threads = threads or None
+        raise InvalidInputError(f"{what} must be a non-negative integer, got {threads!r}")
+    return threads or None
 
 
 @contextmanager
