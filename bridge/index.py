@@ -62,6 +62,7 @@ from typing import Any
 
 import numpy as np
 
+from bridge.arrays import l2_normalize
 from bridge.coalesce import SearchCoalescer
 from bridge.errors import BridgeError, InvalidInputError, NotFoundError
 from bridge.split_scan import FlatLayout, SplitScanner, default_threads, flat_layout
@@ -185,9 +186,7 @@ def _check_vectors(vectors: Any, name: str, dim: int | None, allow_empty: bool) 
         )
     if not np.isfinite(array).all():
         raise InvalidInputError(f"{name}: contains NaN or Inf")
-    array = array.astype(np.float32, copy=False)
-    norms = np.linalg.norm(array, axis=1, keepdims=True)
-    return np.ascontiguousarray(array / np.maximum(norms, 1e-12), dtype=np.float32)
+    return l2_normalize(array)
 
 
 def usable_square(row: np.ndarray) -> float | None:

@@ -296,6 +296,16 @@ def test_one_query_outside_float32_square_range_is_still_searched(scale: float) 
     np.testing.assert_allclose(scores, unit_scores, rtol=1e-5)
 
 
+@pytest.mark.parametrize("scale", [1e25, 1e-25])  # float32 squares overflow / underflow
+def test_indexed_vectors_outside_float32_square_range_are_normalised(scale: float) -> None:
+    vectors = clustered(10)
+    scaled = vectors.copy()
+    scaled[3] *= scale  # before the fix: a zero row (1e25) or an unscaled one (1e-25)
+    index = build("flat", np.arange(10), scaled)
+    scores, found = index.search(vectors[3], 3)
+    assert found[0, 0] == 3 and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_one_query_with_one_bad_value_is_rejected(bad: float) -> None:
     index = build("flat", np.arange(10), clustered(10))
