@@ -269,7 +269,9 @@ def test_volumes_for_data_and_models(compose: dict[str, Any]) -> None:
         data_dir = service["environment"]["BRIDGE_DATA_DIR"]
         assert data_dir in mounts and mounts[data_dir] in compose["volumes"], mounts
         assert mounts[f"{workdir}/models"] == "./models"
-        assert {data_dir, f"{workdir}/models"} <= declared, declared
+        # Only the data is a VOLUME: a models VOLUME gave every plain `docker run` an
+        # anonymous copy of the shipped models (compose bind-mounts ./models regardless).
+        assert declared == {data_dir}, declared
 
 
 def test_compose_healthcheck_probes_readyz(services: dict[str, dict[str, Any]]) -> None:
@@ -331,6 +333,25 @@ def test_dependencies_are_installed_before_the_source(dockerfile: Dockerfile) ->
     project = [p for p in pip_installs(dockerfile, builder) if "." in p["reqs"]]
     assert len(project) == 1 and "--no-deps" in project[0]["flags"]
     assert project[0]["line"] > steps[source_copy].line
+
+
+def test_project_install_sees_every_file_pyproject_names(dockerfile: Dockerfile) -> None:
+    """readme and license-files are copied before `pip install .`: without LICENSE the build
+    only warned (setuptools stops accepting a license-files pattern that matches nothing
+    after 2027-02-18), and the image's package metadata had no license file."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    needed = {project["readme"], *project["license-files"]}
+    builder = dockerfile.stage("builder")
+    install = next(p for p in pip_installs(dockerfile, builder) if "." in p["reqs"])
+    copied = {
+        src
+        for copy in builder.of("COPY")
+        if copy.line < install["line"] and "from" not in copy.flags()
+        for src in copy.operands()[:-1]
+    }
+    assert needed <= copied, f"pyproject.toml names {sorted(needed - copied)}, never copied"
 
 
 def test_cpu_image_installs_cpu_torch_and_faiss_cpu() -> None:
