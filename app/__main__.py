@@ -39,6 +39,17 @@ def _help_text() -> str:
     return "environment variables:\n" + "\n".join(lines)
 
 
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # FAISS's loader logs at INFO every per-SIMD module it fails to import, which reads like
+    # an error but is how a FAISS 1.15 wheel always loads; the engine logs the level in use.
+    # BRIDGE_LOG_LEVEL=debug shows them.
+    if logging.root.level > logging.DEBUG:
+        logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m app",
@@ -58,10 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         print(refusal, file=sys.stderr)
         return EXIT_BAD_SETTINGS
 
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level)
     if settings.admin_key is not None and len(settings.admin_key.get_secret_value()) < 16:
         logger.warning("BRIDGE_ADMIN_KEY is shorter than 16 characters; use a long random key")
 

@@ -250,6 +250,18 @@ def gpu_available() -> bool:
     return bool(get is not None and get() > 0)
 
 
+def faiss_summary() -> str:
+    """FAISS's version, the SIMD level its kernels run at and its GPU count, for the start-up
+    log. (FAISS 1.15 wheels are one library that picks AVX2 / AVX-512 kernels at run time;
+    its loader still tries per-SIMD modules first and logs each missing one at INFO.)"""
+    import faiss
+
+    config = getattr(faiss, "SIMDConfig", None)
+    simd = config.get_level_name() if config is not None else "chosen at import"
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    return f"faiss {faiss.__version__}, SIMD level {simd}, {gpus} GPU(s)"
+
+
 def _choose_flat_kernel(queries: int) -> None:
     """Exact search: a BLAS matrix product for batches of ``BLAS_MIN_QUERIES`` or more queries,
     FAISS's one-query-at-a-time scan below that.

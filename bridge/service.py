@@ -47,6 +47,7 @@ import numpy as np
 
 from bridge.blobs import CONTENT_KEY, BlobStore, content_ref
 from bridge.errors import ConflictError, InvalidInputError, NotFoundError
+from bridge.index import faiss_summary
 from bridge.jobs import JobContext, JobRunner, plan_retrain, run_retrain
 from bridge.metrics import ITEMS_DELETED, ITEMS_INGESTED, StageTimer
 from bridge.records import check_item_id, item_record
@@ -165,6 +166,7 @@ class BridgeService:
         return service
 
     def _start(self) -> None:
+        logger.info("%s", faiss_summary())
         self.store.fail_interrupted_jobs()
         self._versions.fail_interrupted()
         self._versions.register_initial(self.config.initial_bridge)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -184,3 +185,21 @@ def test_python_m_app_gives_numpy_one_openblas_thread_unless_told(
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == want
+
+
+@pytest.mark.parametrize(("level", "faiss_shown"), [("info", False), ("debug", True)])
+def test_faiss_loader_noise_is_hidden_unless_debugging(level: str, faiss_shown: bool) -> None:
+    """The service's start-up log has no "Could not load library with AVX512 support" lines
+    (FAISS 1.15's loader logs them on every import) but says which SIMD level FAISS uses."""
+    code = (
+        "import logging, app.__main__ as m; "
+        f"m.configure_logging({level!r}); "
+        "import faiss; from bridge.index import faiss_summary; "
+        "logging.getLogger('bridge').info(faiss_summary())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert ("faiss.loader" in done.stderr) is faiss_shown, done.stderr
+    assert re.search(r"faiss \d+\.\d+\.\d+, SIMD level \w+, \d+ GPU\(s\)", done.stderr)
