@@ -13,9 +13,10 @@ this machine, which a single cell of the full benchmark cannot show. The server 
 this environment (so BRIDGE_INLINE_SEARCHES and the like apply).
 
 A/B in one run: ``--baseline-env BRIDGE_SEARCH_THREADS=1`` also serves a copy of the data with
-that setting, rounds alternate between the two servers (order flipped every round), and the
-median per-round ratios service / baseline are printed (this machine drifts 10-20% within
-minutes, so only same-run ratios compare).
+that setting (``--baseline-repo PATH``: with the code of another checkout, such as a ``git
+worktree`` of an earlier commit), rounds alternate between the two servers (order flipped
+every round), and the median per-round ratios service / baseline are printed (this machine
+drifts 10-20% within minutes, so only same-run ratios compare).
 """
 
 from __future__ import annotations
@@ -65,12 +66,27 @@ def main(argv: list[str] | None = None) -> int:
         help="also serve a copy with these environment settings (e.g. BRIDGE_SEARCH_THREADS=1) "
         "and alternate rounds between the two servers; repeatable",
     )
+    parser.add_argument(
+        "--baseline-repo",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="serve the baseline from another checkout (e.g. `git worktree add /tmp/base "
+        "HEAD~1`): a same-run A/B of two versions of the code",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="http-overhead-"))
     baseline_env = dict(item.split("=", 1) for item in args.baseline_env)
-    servers = {"service": {}, "baseline": baseline_env} if baseline_env else {"service": {}}
+    has_baseline = bool(baseline_env) or args.baseline_repo is not None
+    servers = {"service": {}, "baseline": baseline_env} if has_baseline else {"service": {}}
+    scripts: dict[str, list[str] | None] = {name: None for name in servers}
+    if args.baseline_repo is not None:
+        floor_script = args.baseline_repo.resolve() / "scripts" / "bench" / "own_floor.py"
+        if not floor_script.is_file():
+            parser.error(f"--baseline-repo: {floor_script} not found")
+        scripts["baseline"] = [str(floor_script)]  # it puts its own checkout first on sys.path
     rounds: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -91,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             # each server its own copy of the data directory: one store per process
             data_dir = work / f"data-{name}"
             shutil.copytree(config.data_dir, data_dir)
-            proc, bases[name] = sb.start_server(dataclasses.replace(config, data_dir=data_dir), env)
+            served = dataclasses.replace(config, data_dir=data_dir)
+            proc, bases[name] = sb.start_server(served, env, scripts[name])
             procs.append(proc)
         with asyncio.Runner(loop_factory=sb._loop_factory()) as runner:
             for base in bases.values():
@@ -127,12 +144,13 @@ def main(argv: list[str] | None = None) -> int:
             for n in names
         ]
         print(f"| {i + 1} | " + " | ".join(cells) + " |")
-    if baseline_env:
+    if has_baseline:
+        label = args.baseline_env or str(args.baseline_repo)
         for key in ("p50_ms", "overhead_p50_ms"):
             ratio = statistics.median(
                 s[key] / b[key] for s, b in zip(rounds["service"], rounds["baseline"], strict=True)
             )
-            print(f"median {key} ratio, service / baseline ({args.baseline_env}): {ratio:.2f}")
+            print(f"median {key} ratio, service / baseline ({label}): {ratio:.2f}")
     sb.write_report(
         args.json,
         "http_overhead.py",
@@ -140,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         items=args.items,
         BRIDGE_INLINE_SEARCHES=inline,
         baseline_env=baseline_env,
+        baseline_repo=None if args.baseline_repo is None else str(args.baseline_repo),
         rounds=rounds["service"],
         **({"baseline_rounds": rounds["baseline"]} if "baseline" in rounds else {}),
     )

@@ -291,6 +291,16 @@ def test_vector_queries_and_their_validation(
     assert bridged.space == "shared" and len(bridged.results) == 3
     shared = service.search(SearchQuery("image", vector=[0.5] * SHARED_DIM, space="shared"))
     assert shared.space == "shared" and len(shared.results) == 6
+    # Any scale gives the same answer: normalised once by the engine in the common case, and
+    # by the index where a float32 square over- or underflows.
+    for target, expected in (("image", native), ("audio", bridged)):
+        k = len(expected.results)
+        for scale in (7.5, 1e25, 1e-25):
+            scaled = (vector * scale).tolist()
+            answer = service.search(SearchQuery(target, vector=scaled, space="clip", k=k))
+            assert ids(answer) == ids(expected)
+            got = [hit.score for hit in answer.results]
+            assert got == pytest.approx([hit.score for hit in expected.results], abs=1e-5)
     bad = [
         SearchQuery("image", vector=[0.1] * (TINY_CLIP_DIM + 1), space="clip"),
         SearchQuery("image", vector=[0.1] * SHARED_DIM, space="clip"),
