@@ -72,7 +72,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 # Selection sweep (--sweep), run on the dev split only: the full method's temperature and
 # noise variance were chosen with it (see docs/benchmarks-digits.md).
 SWEEP: dict[str, dict[str, Any]] = {
-    "config defaults (temperature 0.01, noise 0.004)": {
+    "method.md's settings (temperature 0.01, noise 0.004)": {
         "temperature": 0.01,
         "noise_variance": 0.004,
     },
@@ -485,7 +485,7 @@ def _build_parser() -> argparse.ArgumentParser:
 def bridge_config(epochs: int, batch_size: int) -> TrainConfig:
     """The training configuration of the full method (also used for models/demo-bridge).
 
-    Temperature 0.05 and noise variance 0.06 (instead of TrainConfig's 0.01 / 0.004) were
+    Temperature 0.05 and noise variance 0.06 (instead of the method's 0.01 / 0.004) were
     selected with `--sweep` on the dev split (training-half items only): semantic completion
     is the one ingredient that matters here, and dev retrieval rises with the noise up to a
     plateau at 0.04-0.08.
