@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from bridge.errors import (
     BridgeError,
@@ -113,6 +114,20 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(detail), status_code=exc.status_code, headers=exc.headers)
 
 
+# nginx's "client closed request": nobody reads the answer, but /metrics shows it apart
+# from server errors (an upload cut off mid-body used to count, and log a traceback, as 500).
+CLIENT_CLOSED_REQUEST = 499
+
+
+async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
+    method, path = request.method, request.url.path
+    logger.info("client disconnected before its %s %s body was complete", method, path)
+    return JSONResponse(
+        error_body("the client disconnected before the request body was complete"),
+        status_code=CLIENT_CLOSED_REQUEST,
+    )
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse(
@@ -126,4 +141,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -382,6 +382,10 @@ def parse_json_field(raw: str | None, field: str) -> Any:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"`{field}` is not valid JSON: {exc.msg} at {exc.pos}") from exc
+    except RecursionError as exc:  # nesting deeper than the interpreter's stack
+        raise InvalidInputError(f"`{field}` is nested too deeply to parse") from exc
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise InvalidInputError(f"`{field}` is not usable JSON: {exc}") from exc
 
 
 def parse_metadata(raw: str | None) -> dict[str, Any]:

@@ -37,6 +37,10 @@ class ProjectorConfig:
                 raise InvalidInputError(f"projector {name} must be >= 1, got {getattr(self, name)}")
 
 
+# Caption pairs a training needs; it keeps them out of its validation slice too.
+MIN_TRAIN_CAPTIONS = 4
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Training hyper-parameters. Defaults are the ones the benchmarks chose (see README)."""

@@ -30,11 +30,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, get_args, get_origin, get_type_hints
 
 import numpy as np
 
-from bridge.config import ProjectorConfig, TrainConfig
+from bridge.config import MIN_TRAIN_CAPTIONS, ProjectorConfig, TrainConfig
+from bridge.devices import resolve_device
 from bridge.errors import BridgeError, ConflictError, InvalidInputError, NotFoundError
 from bridge.metrics import JOBS, JOBS_RUNNING, StageTimer
 from bridge.service_types import JobRecord, RetrainRequest
@@ -200,9 +201,21 @@ class JobRunner:
 # -- retrain: validation (synchronous, so bad requests fail with 4xx before a job exists) ----
 
 
+# The service's own storage under the data directory, never read as a retrain input: opening
+# and closing the SQLite file from another handle drops the process's POSIX locks on it, after
+# which an outside reader may delete the WAL with acknowledged writes in it.
+RESERVED_DATA_PATHS = ("store.sqlite", "blobs", "native", "versions")
+
+
+def _reserved(relative: Path) -> bool:
+    first = relative.parts[0] if relative.parts else ""
+    return first in RESERVED_DATA_PATHS[1:] or first.startswith(RESERVED_DATA_PATHS[0])
+
+
 def resolve_data_path(data_dir: Path, relative: str, what: str) -> Path:
-    """`relative` under data_dir; absolute paths and anything resolving outside it (`..`,
-    symlinks) raise InvalidInputError; a missing file raises NotFoundError."""
+    """`relative` under data_dir; absolute paths, anything resolving outside it (`..`,
+    symlinks) and the service's own files (RESERVED_DATA_PATHS) raise InvalidInputError; a
+    missing file raises NotFoundError."""
     if not isinstance(relative, str) or not relative.strip():
         raise InvalidInputError(f"{what}: expected a path relative to the data directory")
     if "\x00" in relative:
@@ -212,10 +225,20 @@ def resolve_data_path(data_dir: Path, relative: str, what: str) -> Path:
             f"{what}: absolute paths are not accepted; give a path relative to the data directory"
         )
     root = data_dir.resolve()
-    path = (root / relative).resolve()
+    try:
+        path = (root / relative).resolve()
+        is_file = path.is_file()
+    except OSError as exc:  # a name too long for the file system, say
+        raise InvalidInputError(f"{what}: not a usable path ({exc.strerror or exc})") from exc
     if not path.is_relative_to(root):
         raise InvalidInputError(f"{what}: {relative!r} resolves outside the data directory")
-    if not path.is_file():
+    if _reserved(path.relative_to(root)):
+        raise InvalidInputError(
+            f"{what}: {relative!r} is the service's own storage "
+            f"({', '.join(RESERVED_DATA_PATHS)}); put input files elsewhere under the data "
+            "directory, e.g. corpus/"
+        )
+    if not is_file:
         raise NotFoundError(f"{what}: no file {relative!r} under the data directory")
     return path
 
@@ -233,6 +256,32 @@ _PROJECTOR_KEYS = ("hidden_dim", "shared_dim", "num_layers")
 _TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
+def _override_types() -> dict[str, Any]:
+    return {**get_type_hints(TrainConfig), **get_type_hints(ProjectorConfig)}
+
+
+def _check_override_type(key: str, value: Any) -> None:
+    """InvalidInputError unless ``value`` has the type of the TrainConfig/ProjectorConfig
+    field ``key`` (JSON gives no types of its own: epochs 1.5 or a string hidden_dim used to
+    pass here and fail inside the job, after the 202)."""
+    expected = _override_types()[key]
+    if get_origin(expected) is Literal:
+        if value not in get_args(expected):
+            raise InvalidInputError(
+                f"train_overrides.{key} must be one of {list(get_args(expected))}, got {value!r}"
+            )
+        return
+    kinds = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    ok = {
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+        bool: isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(expected, True)  # other fields (`extra`) are checked by the config itself
+    if not ok:
+        raise InvalidInputError(f"train_overrides.{key} must be {kinds[expected]}, got {value!r}")
+
+
 def split_overrides(
     overrides: dict[str, Any], base_projector: ProjectorConfig | None, device: str
 ) -> tuple[TrainConfig, ProjectorConfig | None]:
@@ -246,6 +295,10 @@ def split_overrides(
             f"unknown train_overrides key(s) {unknown}; allowed: "
             f"{sorted(set(_TRAIN_KEYS) | set(_PROJECTOR_KEYS))}"
         )
+    for key, value in overrides.items():
+        _check_override_type(key, value)
+    if "device" in overrides:  # a device this machine lacks failed only inside the job
+        resolve_device(overrides["device"])
     train_kwargs: dict[str, Any] = {"device": device, "progress": False}
     train_kwargs.update({k: v for k, v in overrides.items() if k in _TRAIN_KEYS})
     try:
@@ -281,7 +334,8 @@ def plan_retrain(
     base_projector: ProjectorConfig | None,
     device: str,
 ) -> RetrainPlan:
-    """Validate a request: captions (list and/or file, at least 2), memory paths, overrides."""
+    """Validate a request: captions (list and/or file, at least MIN_TRAIN_CAPTIONS), memory
+    paths, overrides."""
     captions: list[str] = []
     if request.captions is not None:
         if not isinstance(request.captions, list) or not all(
@@ -293,9 +347,9 @@ def plan_retrain(
         captions += read_captions(resolve_data_path(data_dir, request.captions_path, "captions"))
     if request.captions is None and request.captions_path is None:
         raise InvalidInputError("a retrain needs captions: give `captions` or `captions_path`")
-    if len(captions) < 2:
+    if len(captions) < MIN_TRAIN_CAPTIONS:
         raise InvalidInputError(
-            f"a retrain needs at least 2 non-blank captions, got {len(captions)}"
+            f"a retrain needs at least {MIN_TRAIN_CAPTIONS} non-blank captions, got {len(captions)}"
         )
     if len(captions) > MAX_CAPTIONS:
         raise InvalidInputError(f"at most {MAX_CAPTIONS} captions, got {len(captions)}")

@@ -48,6 +48,9 @@ AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", 
 PILLOW_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "BMP", "GIF", "TIFF")
 # Pillow's own default bomb limit (about 89.5 M pixels); over it we refuse before decoding.
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+# Decoded images are reduced so that their shorter side stays at least this long (CLIP's
+# processors look at 224-336 pixels): see _shrunk.
+DECODE_MIN_SIDE = 1024
 
 
 def _image_magic(data: bytes) -> str | None:
@@ -178,8 +181,10 @@ def decode_image(
             )
         try:
             image.seek(0)
+            if image.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale when that is enough
+                image.draft(image.mode, _reduced_size(width, height, DECODE_MIN_SIDE))
             image.load()
-            oriented = ImageOps.exif_transpose(image)
+            oriented = ImageOps.exif_transpose(_shrunk(image))
             return _to_rgb(oriented)
         except Image.DecompressionBombError as exc:
             raise PayloadTooLargeError(f"{name}: image is too large to decode ({exc})") from exc
@@ -188,6 +193,26 @@ def decode_image(
             raise MediaDecodeError(
                 f"{name}: corrupt or truncated {fmt} image: {type(exc).__name__}: {exc}"
             ) from exc
+
+
+def _reduced_size(width: int, height: int, min_side: int) -> tuple[int, int]:
+    scale = max(1.0, min(width, height) / min_side)
+    return max(1, int(width / scale)), max(1, int(height / scale))
+
+
+def _shrunk(image: Image.Image) -> Image.Image:
+    """``image`` box-reduced by a whole factor while its shorter side stays >= DECODE_MIN_SIDE.
+
+    Encoders look at a few hundred pixels; a 9400 x 9400 RGBA PNG (363 KB, under the pixel
+    limit) made three full-size copies on the way to RGB, 2.5 GB of memory for one query.
+    Only the embedding sees the reduced image: the stored original keeps its bytes.
+    """
+    factor = min(image.size) // DECODE_MIN_SIDE
+    if factor < 2:
+        return image
+    if image.mode not in ("RGB", "RGBA", "L", "LA", "I", "F"):  # P, CMYK, 1...: reduce()
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    return image.reduce(factor)
 
 
 def _pillow_formats() -> list[str]:

@@ -48,6 +48,9 @@ logger = logging.getLogger(__name__)
 
 MODALITIES = ("image", "audio")
 MAX_METADATA_BYTES = 64 * 1024
+# Deeper metadata was stored and then could not be serialised back (GET and every search
+# that ranked the item answered 500); real metadata is a few levels deep.
+MAX_METADATA_DEPTH = 32
 SCHEMA_VERSION = 1
 JOB_ACTIVE_STATUSES = ("queued", "running")
 
@@ -148,6 +151,34 @@ def _dump_json(value: Any, what: str) -> str:
     return text
 
 
+def _check_json_values(value: Any, what: str) -> None:
+    """InvalidInputError for nesting deeper than MAX_METADATA_DEPTH or a string (key or value)
+    that is not valid Unicode (a lone surrogate such as "\\ud800" in the JSON): both were
+    accepted, then failed every response that carried the item. Iterative, so any depth is
+    safe to check."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise InvalidInputError(
+                    f"{what} contains a string that is not valid Unicode ({exc.reason} at "
+                    f"character {exc.start}: a lone surrogate escape such as \\ud800?)"
+                ) from exc
+        elif isinstance(node, dict | list):
+            if depth > MAX_METADATA_DEPTH:
+                raise InvalidInputError(
+                    f"{what} is nested more than {MAX_METADATA_DEPTH} levels deep"
+                )
+            if isinstance(node, dict):
+                stack.extend((key, depth) for key in node)
+                stack.extend((item, depth + 1) for item in node.values())
+            else:
+                stack.extend((item, depth + 1) for item in node)
+
+
 def _check_metadata(metadata: Any, index: int) -> str:
     if not isinstance(metadata, dict):
         raise InvalidInputError(
@@ -156,6 +187,7 @@ def _check_metadata(metadata: Any, index: int) -> str:
     for key in metadata:
         if not isinstance(key, str):
             raise InvalidInputError(f"item {index}: metadata keys must be strings, got {key!r}")
+    _check_json_values(metadata, f"item {index}: metadata")
     text = _dump_json(metadata, f"item {index}: metadata")
     if len(text.encode()) > MAX_METADATA_BYTES:
         raise InvalidInputError(

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from bridge.arrays import validate_matrix
-from bridge.config import ProjectorConfig, TrainConfig, to_json_dict
+from bridge.config import MIN_TRAIN_CAPTIONS, ProjectorConfig, TrainConfig, to_json_dict
 from bridge.devices import resolve_device, resolve_precision
 from bridge.errors import InvalidInputError
 from bridge.evaluate import retrieval_metrics
@@ -125,8 +125,10 @@ def _validate_inputs(
             f"clip text has {len(clip_text)} rows but clap text has {len(clap_text)}: "
             "row i of both must encode the same caption"
         )
-    if len(clip_text) < 4:
-        raise InvalidInputError(f"need at least 4 caption pairs to train, got {len(clip_text)}")
+    if len(clip_text) < MIN_TRAIN_CAPTIONS:
+        raise InvalidInputError(
+            f"need at least {MIN_TRAIN_CAPTIONS} caption pairs to train, got {len(clip_text)}"
+        )
     if image_memory is not None:
         image_memory = validate_matrix(image_memory, "image memory", clip_text.shape[1])
     if audio_memory is not None:
@@ -241,6 +243,7 @@ def train_bridge(
     # Held-out slice of captions for the per-epoch validation metric.
     order = np.random.default_rng(config.seed).permutation(len(clip_text))
     n_val = int(round(len(order) * config.val_fraction)) if len(order) >= 40 else 0
+    n_val = min(n_val, len(order) - MIN_TRAIN_CAPTIONS)  # val_fraction 0.99 left none to train
     val_idx, train_idx = order[:n_val], order[n_val:]
     all_clip, all_clap = _to_unit_tensor(clip_text, device), _to_unit_tensor(clap_text, device)
 

@@ -192,6 +192,10 @@ async def retrain(request: Request, service: ServiceDep, settings: SettingsDep) 
         payload = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidInputError("body is nested too deeply to parse") from exc
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise InvalidInputError(f"body is not usable JSON: {exc}") from exc
     try:
         body = RetrainIn.model_validate(payload)
     except ValidationError as exc:

@@ -142,7 +142,7 @@ async def _form_query(request: Request, max_upload_bytes: int) -> SearchQuery:
         "`space` in the answer says which, and `bridge_version` which bridge answered."
     ),
     openapi_extra=_OPENAPI_BODY,
-    responses=error_responses(400, 401, 404, 413, 415, 422, 503),
+    responses=error_responses(400, 401, 404, 409, 413, 415, 422, 503),
 )
 async def search(request: Request, service: ServiceDep, settings: SettingsDep) -> Response:
     content_type = request.headers.get("content-type")
@@ -168,7 +168,7 @@ async def search(request: Request, service: ServiceDep, settings: SettingsDep) -
     summary="Run several JSON queries in one call",
     description="`queries` is a list of JSON search bodies (text, vector or item_id); answers "
     "come back in the same order. Any invalid query rejects the whole batch.",
-    responses=error_responses(401, 404, 413, 422, 503),
+    responses=error_responses(401, 404, 409, 413, 422, 503),
 )
 async def search_batch(
     request: Request, body: SearchBatchRequest, service: ServiceDep, settings: SettingsDep

@@ -18,6 +18,8 @@ from tiny_models import TINY_CLIP_DIM
 from bridge.service import BridgeService
 
 ADMIN = admin_headers()
+FOUR = ["one", "two", "three", "four"]  # the fewest captions a retrain accepts
+CAPS4 = "\n".join(FOUR).encode()
 QUICK = {"epochs": 1, "batch_size": 16}
 
 
@@ -171,17 +173,17 @@ def test_retrain_from_multipart_uploads(client: TestClient, service: BridgeServi
          {}, "`captions` file"),
         ({"captions": ("c.txt", b"\xff\xfe\x00bad", "text/plain")}, {}, "UTF-8"),
         ({"captions": ("c.txt", b"\n \n", "text/plain")}, {}, "no caption"),
-        ({"captions": ("c.txt", b"a\nb\n", "text/plain"),
+        ({"captions": ("c.txt", CAPS4, "text/plain"),
           "image_memory": ("m.npy", b"not an npy file at all", "application/octet-stream")},
          {}, "image_memory"),
-        ({"captions": ("c.txt", b"a\nb\n", "text/plain"),
+        ({"captions": ("c.txt", CAPS4, "text/plain"),
           "audio_memory": ("m.npy", _npy_bytes(np.zeros(5, np.float32)), "application/x-npy")},
          {}, "2-D float"),
-        ({"captions": ("c.txt", b"a\nb\n", "text/plain")}, {"train_overrides": "[1]"},
+        ({"captions": ("c.txt", CAPS4, "text/plain")}, {"train_overrides": "[1]"},
          "JSON object"),
-        ({"captions": ("c.txt", b"a\nb\n", "text/plain")}, {"train_overrides": '{"epochs": -1}'},
+        ({"captions": ("c.txt", CAPS4, "text/plain")}, {"train_overrides": '{"epochs": -1}'},
          "epochs"),
-        ({"captions": ("c.txt", b"a\nb\n", "text/plain")}, {"what": "x"}, "unknown form field"),
+        ({"captions": ("c.txt", CAPS4, "text/plain")}, {"what": "x"}, "unknown form field"),
     ],
 )  # fmt: skip
 def test_bad_multipart_retrain_is_422_and_leaves_no_files(
@@ -199,16 +201,37 @@ def test_bad_multipart_retrain_is_422_and_leaves_no_files(
     ("body", "status", "words"),
     [
         ({}, 422, "captions"),
-        ({"captions": ["only one"]}, 422, "at least 2"),
+        ({"captions": ["one", "two", "three"]}, 422, "at least 4"),
+        ({"captions_path": "store.sqlite"}, 422, "service's own storage"),  # lost items once
+        ({"captions_path": "a" * 300}, 422, "not a usable path"),  # was a 500
         ({"captions_path": "../../etc/passwd"}, 422, ""),
         ({"captions_path": "missing.txt"}, 404, "missing.txt"),
-        ({"captions": ["a", "b"], "train_overrides": {"no_such_option": 1}}, 422, "no_such_option"),
-        ({"captions": ["a", "b"], "colour": "red"}, 422, "colour"),
+        ({"captions": FOUR, "train_overrides": {"no_such_option": 1}}, 422, "no_such_option"),
+        ({"captions": FOUR, "colour": "red"}, 422, "colour"),
+        ({"captions": FOUR, "train_overrides": {"epochs": 1.5}}, 422, "must be an integer"),
+        ({"captions": FOUR, "train_overrides": {"hidden_dim": "8"}}, 422, "must be an integer"),
+        ({"captions": FOUR, "train_overrides": {"lr": True}}, 422, "must be a number"),
+        ({"captions": FOUR, "train_overrides": {"loss": "mse"}}, 422, "one of"),
+        ({"captions": FOUR, "train_overrides": {"device": "cuda"}}, 422, "CUDA"),
     ],
 )
 def test_bad_json_retrain(client: TestClient, body: dict, status: int, words: str) -> None:
     r = client.post("/v1/admin/retrain", json=body, headers=ADMIN)
     assert r.status_code == status, r.text
+    assert words in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ('{"captions": ' + "[" * 3000 + "]" * 3000 + "}", "nested too deeply"),  # was a 500
+        ('{"captions": ["a"], "activate": 1' + "0" * 5000 + "}", "not usable JSON"),
+    ],
+)
+def test_unparseable_json_retrain_is_422(client: TestClient, body: str, words: str) -> None:
+    headers = {**ADMIN, "content-type": "application/json"}
+    r = client.post("/v1/admin/retrain", content=body.encode(), headers=headers)
+    assert r.status_code == 422, r.text
     assert words in r.json()["detail"]
 
 

@@ -73,6 +73,9 @@ def test_openapi_documents_bodies_and_errors(client: TestClient) -> None:
     search = paths["/v1/search"]["post"]
     assert set(search["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
     assert {"413", "415", "422"} <= set(search["responses"])
+    # 409: an audio<->image or `shared` query while no bridge version is active
+    assert "409" in search["responses"]
+    assert "409" in paths["/v1/search/batch"]["post"]["responses"]
     assert search["responses"]["422"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorOut"
     }

@@ -64,6 +64,10 @@ def test_delete_item(client: TestClient, service: BridgeService, make_png_bytes)
         ("{not json", "not valid JSON"),
         ('["a", "b"]', "JSON object"),
         ("42", "JSON object"),
+        ('{"a": ' + "[" * 40 + "]" * 40 + "}", "more than 32 levels"),
+        ('{"a": ' + "[" * 3000 + "]" * 3000 + "}", "nested too deeply"),  # was a 500
+        ('{"a": "\\ud800"}', "not valid Unicode"),  # was stored, then GET answered 500
+        ('{"a": 1' + "1" * 5000 + "}", "not usable JSON"),  # over int's digit limit: was a 500
     ],
 )
 def test_bad_metadata_is_422_and_stores_nothing(
@@ -326,3 +330,67 @@ def test_items_are_open_without_an_api_key(client: TestClient, make_png_bytes) -
         headers={"Authorization": "Bearer anything"},
     )
     assert r.status_code == 201
+
+
+@pytest.mark.parametrize("path", ["/v1/items", "/v1/items/batch", "/v1/search"])
+def test_upload_cut_off_mid_body_is_499_stores_nothing_and_is_no_server_error(
+    client: TestClient,
+    service: BridgeService,
+    make_png_bytes: Callable[[], bytes],
+    path: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client that disconnects during a multipart upload: nothing stored, no traceback,
+    and /metrics counts it as 499 (client closed request), not as a 500."""
+    boundary = "cutoffboundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + make_png_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    half = body[: len(body) // 2]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "client": ("127.0.0.1", 1), "server": ("testserver", 80),
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }  # fmt: skip
+    messages = iter(
+        [{"type": "http.request", "body": half, "more_body": True}, {"type": "http.disconnect"}]
+    )
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return next(messages)
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def call() -> None:
+        await client.app(scope, receive, send)  # type: ignore[arg-type]
+
+    before = {status: _requests_with(client, status) for status in ("499", "500")}
+    with caplog.at_level("INFO", logger="app.errors"):
+        client.portal.call(call)  # type: ignore[union-attr]
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 499
+    assert item_count(service) == 0
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert _requests_with(client, "499") == before["499"] + 1  # the registry is per process
+    assert _requests_with(client, "500") == before["500"]
+
+
+def _requests_with(client: TestClient, status: str) -> float:
+    """bridge_http_requests_total summed over every series with this status."""
+    lines = client.get("/metrics").text.splitlines()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith("bridge_http_requests_total{") and f'status="{status}"' in line
+    )

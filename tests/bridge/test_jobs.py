@@ -150,6 +150,41 @@ def test_resolve_data_path(tmp_path: Path) -> None:
         resolve_data_path(data, "sub/none.txt", "captions")
     with pytest.raises(NotFoundError):
         resolve_data_path(data, "sub", "captions")  # a folder is not a file
+    with pytest.raises(InvalidInputError, match="not a usable path"):
+        resolve_data_path(data, "a" * 300, "captions")  # longer than a file name may be
+
+
+def test_resolve_data_path_refuses_the_services_own_files(tmp_path: Path) -> None:
+    """Reading store.sqlite as a captions file dropped the process's SQLite locks (a later
+    outside reader then deleted the WAL, and acknowledged items with it)."""
+    data = tmp_path / "data"
+    for folder in ("blobs/ab", "native", "versions/v1", "uploads/u1", "corpus"):
+        (data / folder).mkdir(parents=True)
+    for name in (
+        "store.sqlite",
+        "store.sqlite-wal",
+        "blobs/ab/key",
+        "native/x.faiss",
+        "versions/v1/report.json",
+        "uploads/u1/captions.txt",
+        "corpus/c.txt",
+    ):
+        (data / name).write_text("a\nb\n")
+    os.symlink(data / "store.sqlite", data / "corpus" / "link.txt")
+    for own in (
+        "store.sqlite",
+        "./store.sqlite-wal",
+        "blobs/ab/key",
+        "native/x.faiss",
+        "versions/v1/report.json",
+        "corpus/link.txt",
+        "corpus/../store.sqlite",
+    ):
+        with pytest.raises(InvalidInputError, match="service's own storage"):
+            resolve_data_path(data, own, "captions")
+    # retrain uploads are saved under uploads/ and passed on by path; corpus folders are fine
+    assert resolve_data_path(data, "uploads/u1/captions.txt", "captions").name == "captions.txt"
+    assert resolve_data_path(data, "corpus/c.txt", "captions").name == "c.txt"
 
 
 def test_plan_retrain_merges_captions_and_splits_overrides(tmp_path: Path) -> None:

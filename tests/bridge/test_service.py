@@ -482,7 +482,7 @@ def test_failed_retrain_marks_job_and_version_failed(
     ("request_args", "error", "match"),
     [
         ({"captions": None}, InvalidInputError, "captions"),
-        ({"captions": ["only one"]}, InvalidInputError, "at least 2"),
+        ({"captions": ["one", "two", "three"]}, InvalidInputError, "at least 4"),
         ({"captions_path": "../outside.txt"}, InvalidInputError, "outside"),
         ({"captions_path": "/etc/passwd"}, InvalidInputError, "absolute"),
         ({"captions_path": "missing.txt"}, NotFoundError, "missing.txt"),

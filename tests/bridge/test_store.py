@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bridge.errors import ConflictError, InvalidInputError, NotFoundError
-from bridge.store import ItemStore, NewItem
+from bridge.store import MAX_METADATA_DEPTH, ItemStore, NewItem
 
 DIM = 8
 
@@ -75,6 +75,19 @@ def test_failing_item_in_a_batch_stores_nothing(store: ItemStore) -> None:
     assert store.raw_embeddings("audio")[0].size == 0
 
 
+def _nested(levels: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+def test_metadata_at_the_depth_limit_is_stored_and_read_back(store: ItemStore) -> None:
+    metadata = {"a": _nested(MAX_METADATA_DEPTH - 1), "emoji": "\U0001f600"}
+    (stored,) = store.add_items([NewItem("image", metadata, np.ones(DIM), "clip-test")])
+    assert store.hits(np.array([stored.rowid]))[stored.rowid].metadata == metadata
+
+
 @pytest.mark.parametrize(
     ("metadata", "message"),
     [
@@ -83,6 +96,11 @@ def test_failing_item_in_a_batch_stores_nothing(store: ItemStore) -> None:
         ({"x": float("nan")}, "JSON-serialisable"),
         ({"x": object()}, "JSON-serialisable"),
         ({"x": "y" * 70_000}, "the limit is"),
+        ({"a": _nested(MAX_METADATA_DEPTH)}, "more than 32 levels"),
+        ({"a": _nested(5000)}, "more than 32 levels"),  # deeper than json.dumps could recurse
+        ({"a": "\ud800"}, "not valid Unicode"),
+        ({"\udfff": 1}, "not valid Unicode"),
+        ({"a": [{"b": ["ok", "\ud83d"]}]}, "not valid Unicode"),
     ],
 )
 def test_bad_metadata_is_rejected(store: ItemStore, metadata: object, message: str) -> None:
