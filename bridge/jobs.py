@@ -327,12 +327,34 @@ class RetrainPlan:
     params: dict[str, Any] = field(default_factory=dict)  # what the job record shows
 
 
+def check_memory_header(path: Path, what: str, dim: int | None) -> None:
+    """InvalidInputError unless ``path`` is a .npy file of a float (N >= 1, dim) array whose
+    data is all there: read from the header and a memory map, not the data (memories can be
+    hundreds of MB; the job checks the values). A wrong width or a truncated file used to
+    pass with a 202 and fail inside the job."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as exc:  # not .npy, a pickle, or fewer bytes than declared
+        raise InvalidInputError(f"{what}: not a readable .npy array ({exc})") from exc
+    shape, dtype = array.shape, array.dtype
+    del array  # close the map
+    if len(shape) != 2 or shape[0] == 0 or dtype.kind != "f":
+        raise InvalidInputError(
+            f"{what}: expected a 2-D float array (N, D) with N >= 1, got {dtype} {shape}"
+        )
+    if dim is not None and shape[1] != dim:
+        raise InvalidInputError(
+            f"{what}: rows have {shape[1]} values, the encoder's embeddings {dim}"
+        )
+
+
 def plan_retrain(
     request: RetrainRequest,
     data_dir: Path,
     version: str,
     base_projector: ProjectorConfig | None,
     device: str,
+    memory_dims: tuple[int, int] | None = None,
 ) -> RetrainPlan:
     """Validate a request: captions (list and/or file, at least MIN_TRAIN_CAPTIONS), memory
     paths, overrides."""
@@ -354,10 +376,13 @@ def plan_retrain(
     if len(captions) > MAX_CAPTIONS:
         raise InvalidInputError(f"at most {MAX_CAPTIONS} captions, got {len(captions)}")
     image_path = audio_path = None
+    clip_dim, clap_dim = memory_dims or (None, None)
     if request.image_memory_path is not None:
         image_path = resolve_data_path(data_dir, request.image_memory_path, "image memory")
+        check_memory_header(image_path, "image memory", clip_dim)
     if request.audio_memory_path is not None:
         audio_path = resolve_data_path(data_dir, request.audio_memory_path, "audio memory")
+        check_memory_header(audio_path, "audio memory", clap_dim)
     config, projector = split_overrides(request.train_overrides, base_projector, device)
     params = {
         "version": version,

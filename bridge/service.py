@@ -416,6 +416,7 @@ class BridgeService:
             version,
             active.checkpoint.projector_config if active else None,
             self.device,
+            self.memory_dims(),
         )
 
         def work(ctx: JobContext) -> dict[str, Any]:

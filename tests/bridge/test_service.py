@@ -466,9 +466,10 @@ def test_failed_retrain_marks_job_and_version_failed(
     service: BridgeService, tmp_path: Path
 ) -> None:
     (tmp_path / "var" / "bad.npy").parent.mkdir(parents=True, exist_ok=True)
-    np.save(tmp_path / "var" / "bad.npy", np.ones((10, TINY_CLIP_DIM + 3), dtype=np.float32))
+    # Values are checked in the job (the request only reads the header): NaN fails there.
+    np.save(tmp_path / "var" / "bad.npy", np.full((10, TINY_CLIP_DIM), np.nan, np.float32))
     job = retrain(service, image_memory_path="bad.npy", activate=True)
-    assert job.status == "failed" and "dimension" in (job.error or "")
+    assert job.status == "failed" and "NaN" in (job.error or "")
     versions = {v.version: v for v in service.list_versions()}
     assert versions["v2"].status == "failed" and not versions["v2"].active
     assert not (tmp_path / "var" / "versions" / "v2").exists()
@@ -487,13 +488,24 @@ def test_failed_retrain_marks_job_and_version_failed(
         ({"captions_path": "/etc/passwd"}, InvalidInputError, "absolute"),
         ({"captions_path": "missing.txt"}, NotFoundError, "missing.txt"),
         ({"image_memory_path": "../../x.npy"}, InvalidInputError, "outside"),
+        ({"image_memory_path": "wide.npy"}, InvalidInputError, "rows have"),
+        ({"audio_memory_path": "short.npy"}, InvalidInputError, "not a readable .npy"),
         ({"train_overrides": {"epochz": 1}}, InvalidInputError, "epochz"),
         ({"train_overrides": {"epochs": 0}}, InvalidInputError, "epochs"),
     ],
 )
 def test_retrain_requests_are_validated_up_front(
-    service: BridgeService, request_args: dict[str, Any], error: type[Exception], match: str
+    service: BridgeService,
+    tmp_path: Path,
+    request_args: dict[str, Any],
+    error: type[Exception],
+    match: str,
 ) -> None:
+    data = tmp_path / "var"
+    np.save(data / "wide.npy", np.ones((10, TINY_CLIP_DIM + 3), dtype=np.float32))
+    np.save(data / "short.npy", np.ones((10, TINY_CLAP_DIM), dtype=np.float32))
+    short = (data / "short.npy").read_bytes()
+    (data / "short.npy").write_bytes(short[: len(short) - 40])  # header says 10 rows
     request_args = {"captions": CAPTIONS, **request_args}
     with pytest.raises(error, match=match):
         service.start_retrain(RetrainRequest(**request_args))
