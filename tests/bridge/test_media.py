@@ -296,3 +296,13 @@ def test_read_media_file(tmp_path: Path) -> None:
         read_media_file(tmp_path)
     with pytest.raises(PayloadTooLargeError, match="over the limit of 10"):
         read_media_file(path, max_bytes=10)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_exif_orientation_survives_the_reduction_of_big_images(fmt: str) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    buf = io.BytesIO()
+    Image.new("RGB", (4000, 2400), (200, 0, 0)).save(buf, fmt, exif=exif.tobytes())
+    out = decode_image(buf.getvalue())
+    assert out.height > out.width and min(out.size) >= DECODE_MIN_SIDE
