@@ -7,6 +7,7 @@ Request models forbid unknown fields so that a misspelt parameter is a 422, not 
 from __future__ import annotations
 
 import json
+import sys
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -385,7 +386,14 @@ def parse_json_field(raw: str | None, field: str) -> Any:
     except RecursionError as exc:  # nesting deeper than the interpreter's stack
         raise InvalidInputError(f"`{field}` is nested too deeply to parse") from exc
     except ValueError as exc:  # e.g. an integer of more than 4,300 digits
-        raise InvalidInputError(f"`{field}` is not usable JSON: {exc}") from exc
+        raise InvalidInputError(f"`{field}` is not usable JSON: {unusable_json(exc)}") from exc
+
+
+def unusable_json(exc: ValueError) -> str:
+    """Why json.loads refused text that parses (Python's own wording speaks to developers)."""
+    if "digits" in str(exc):
+        return f"a number has more than {sys.get_int_max_str_digits()} digits"
+    return str(exc)
 
 
 def parse_metadata(raw: str | None) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from app.schemas import (
     VersionsOut,
     error_responses,
     parse_json_field,
+    unusable_json,
 )
 from app.settings import Settings
 from app.uploads import (
@@ -195,7 +196,7 @@ async def retrain(request: Request, service: ServiceDep, settings: SettingsDep) 
     except RecursionError as exc:
         raise InvalidInputError("body is nested too deeply to parse") from exc
     except ValueError as exc:  # e.g. an integer of more than 4,300 digits
-        raise InvalidInputError(f"body is not usable JSON: {exc}") from exc
+        raise InvalidInputError(f"body is not usable JSON: {unusable_json(exc)}") from exc
     try:
         body = RetrainIn.model_validate(payload)
     except ValidationError as exc:

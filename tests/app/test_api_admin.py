@@ -225,7 +225,7 @@ def test_bad_json_retrain(client: TestClient, body: dict, status: int, words: st
     ("body", "words"),
     [
         ('{"captions": ' + "[" * 3000 + "]" * 3000 + "}", "nested too deeply"),  # was a 500
-        ('{"captions": ["a"], "activate": 1' + "0" * 5000 + "}", "not usable JSON"),
+        ('{"captions": ["a"], "activate": 1' + "0" * 5000 + "}", "more than 4300 digits"),
     ],
 )
 def test_unparseable_json_retrain_is_422(client: TestClient, body: str, words: str) -> None:
