@@ -19,6 +19,12 @@ import argparse
 import logging
 import sys
 
+# Progress bars (transformers' "Loading weights", hub downloads) only on a terminal: in a
+# container's or a service manager's log each is a line of carriage returns. Read once, when
+# huggingface_hub loads; a value set in the environment wins.
+if not sys.stderr.isatty():
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
 from pydantic import ValidationError
 
 from app.settings import Settings, bind_refusal, format_validation_error, load_settings

@@ -187,6 +187,24 @@ def test_python_m_app_gives_numpy_one_openblas_thread_unless_told(
     assert done.stdout.strip() == want
 
 
+@pytest.mark.parametrize(("given", "want"), [(None, "1"), ("0", "0")])
+def test_no_progress_bars_in_a_log_unless_told(given: str | None, want: str) -> None:
+    """stderr here is a pipe, as in a container log: hub and weight-loading bars are off."""
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    if given is not None:
+        env["HF_HUB_DISABLE_PROGRESS_BARS"] = given
+    code = (
+        "import sys; assert 'huggingface_hub' not in sys.modules; import app.__main__, os; "
+        "from huggingface_hub.utils import are_progress_bars_disabled as off; "
+        "print(os.environ['HF_HUB_DISABLE_PROGRESS_BARS'], off())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [want, str(want == "1")]
+
+
 @pytest.mark.parametrize(("level", "faiss_shown"), [("info", False), ("debug", True)])
 def test_faiss_loader_noise_is_hidden_unless_debugging(level: str, faiss_shown: bool) -> None:
     """The service's start-up log has no "Could not load library with AVX512 support" lines
