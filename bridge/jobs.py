@@ -37,12 +37,14 @@ import numpy as np
 from bridge.config import MIN_TRAIN_CAPTIONS, ProjectorConfig, TrainConfig
 from bridge.devices import resolve_device
 from bridge.errors import BridgeError, ConflictError, InvalidInputError, NotFoundError
+from bridge.io import atomic_write_text
 from bridge.metrics import JOBS, JOBS_RUNNING, StageTimer
 from bridge.service_types import JobRecord, RetrainRequest
 
 logger = logging.getLogger(__name__)
 
 MAX_CAPTIONS = 2_000_000
+CAPTIONS_FILE = "captions.txt"  # a version's training corpus, one caption per line
 EVAL_HOLDOUT_MIN_CAPTIONS = 40  # below this every caption trains and evaluation is in-sample
 EVAL_HOLDOUT_FRACTION = 0.1
 LABEL_EVAL_MAX_QUERIES = 500
@@ -325,6 +327,7 @@ class RetrainPlan:
     projector: ProjectorConfig | None
     activate: bool
     params: dict[str, Any] = field(default_factory=dict)  # what the job record shows
+    inputs_dir: Path | None = None  # removed when the job ends (RetrainRequest.inputs_dir)
 
 
 def check_memory_header(path: Path, what: str, dim: int | None) -> None:
@@ -393,8 +396,21 @@ def plan_retrain(
         "train_overrides": request.train_overrides,
         "activate": request.activate,
     }
+    inputs_dir = None
+    if request.inputs_dir is not None:
+        inputs_dir = (data_dir / request.inputs_dir).resolve()
+        if not inputs_dir.is_relative_to((data_dir / "uploads").resolve()):
+            raise InvalidInputError("inputs_dir must be a folder under the data dir's uploads/")
     return RetrainPlan(
-        version, captions, image_path, audio_path, config, projector, request.activate, params
+        version,
+        captions,
+        image_path,
+        audio_path,
+        config,
+        projector,
+        request.activate,
+        params,
+        inputs_dir,
     )
 
 
@@ -476,6 +492,9 @@ def run_retrain(ctx: JobContext, plan: RetrainPlan, env: RetrainEnv) -> dict[str
             progress_callback=on_epoch,
             encoders=env.encoder_ids(),
         )
+    # The corpus stays with the version (an uploaded captions file is removed with the job).
+    lines = (" ".join(caption.splitlines()) for caption in plan.captions)
+    atomic_write_text(checkpoint_dir / CAPTIONS_FILE, "\n".join(lines) + "\n")
     ctx.progress(0.8, "re-projecting stored items", force=True)
     with timer.stage("reproject"):
         checkpoint = env.install_version(plan.version, checkpoint_dir, ctx)

@@ -38,6 +38,7 @@ can tell which state of the service answered).
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -423,7 +424,11 @@ class BridgeService:
             self.store.add_version(
                 version, str(Path("versions") / version / "checkpoint"), "training", None, {}
             )
-            return run_retrain(ctx, plan, self)
+            try:
+                return run_retrain(ctx, plan, self)
+            finally:  # uploaded inputs are spent (their captions stay in the checkpoint)
+                if plan.inputs_dir is not None:
+                    shutil.rmtree(plan.inputs_dir, ignore_errors=True)
 
         def on_failure(exc: BaseException) -> None:
             self._versions.fail_training(version, exc)

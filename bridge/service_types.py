@@ -106,6 +106,9 @@ class RetrainRequest:
     audio_memory_path: str | None = None  # .npy (N, D_clap); None = stored audio's raw embeddings
     train_overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
     activate: bool = False  # activate automatically once the version is ready
+    # A folder under data_dir that holds only this request's uploaded inputs (the HTTP layer's
+    # uploads/<id>/): removed when the job ends, as the captions are kept in the checkpoint.
+    inputs_dir: str | None = None
 
 
 @dataclass(frozen=True)

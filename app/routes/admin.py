@@ -3,12 +3,14 @@ roll back bridge versions. Every route needs `Authorization: Bearer <BRIDGE_ADMI
 
 POST /v1/admin/retrain takes JSON (captions inline or paths under the data dir) or
 multipart uploads, which are saved under `<data_dir>/uploads/<id>/` and passed to the engine
-as paths; they are removed again when the engine rejects the request.
+as paths; they are removed again when the engine rejects the request, and when the job ends
+(the captions stay with the new version's checkpoint).
 """
 
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import json
 import uuid
 from pathlib import Path
@@ -130,7 +132,7 @@ def _save_form_files(form: FormData, settings: Settings, folder: Path) -> dict[s
     return paths
 
 
-def _form_request(form: FormData, paths: dict[str, str]) -> RetrainRequest:
+def _form_request(form: FormData, paths: dict[str, str], folder: str) -> RetrainRequest:
     overrides = parse_json_field(form_text(form, "train_overrides"), "train_overrides") or {}
     if not isinstance(overrides, dict):
         raise InvalidInputError("`train_overrides` must be a JSON object")
@@ -148,7 +150,7 @@ def _form_request(form: FormData, paths: dict[str, str]) -> RetrainRequest:
         raise RequestValidationError(
             [{**e, "loc": ("form", *e.get("loc", ()))} for e in exc.errors()]
         ) from exc
-    return body.to_request()
+    return dataclasses.replace(body.to_request(), inputs_dir=folder)
 
 
 async def _start_from_form(request: Request, service: BridgeService, settings: Settings) -> JobOut:
@@ -157,7 +159,8 @@ async def _start_from_form(request: Request, service: BridgeService, settings: S
         check_form_fields(form, _FILE_FIELDS + _TEXT_FIELDS)
         try:
             paths = await run_in_threadpool(_save_form_files, form, settings, folder)
-            job = await run_in_threadpool(service.start_retrain, _form_request(form, paths))
+            inputs = str(folder.relative_to(settings.data_dir))
+            job = await run_in_threadpool(service.start_retrain, _form_request(form, paths, inputs))
         except BaseException:
             await run_in_threadpool(remove_tree, folder)
             raise

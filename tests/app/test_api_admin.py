@@ -162,8 +162,28 @@ def test_retrain_from_multipart_uploads(client: TestClient, service: BridgeServi
     done = _wait_job(client, r.json()["job_id"])
     assert done["status"] == "succeeded", done
     assert service.readiness()["active_version"] == "v2"  # activate=true
-    saved = list((Path(service.config.data_dir) / "uploads").glob("*/*"))
-    assert sorted(p.name for p in saved) == ["captions.txt", "image.npy"]
+    data = Path(service.config.data_dir)
+    assert not list((data / "uploads").glob("*/*"))  # spent inputs are removed with the job
+    kept = (data / "versions" / "v2" / "checkpoint" / "captions.txt").read_text()
+    assert kept.splitlines() == CAPTIONS  # the corpus stays with the version
+
+
+def test_failed_multipart_retrain_leaves_no_uploads(
+    client: TestClient, service: BridgeService
+) -> None:
+    nan_memory = np.full((12, TINY_CLIP_DIM), np.nan, np.float32)  # values: checked in the job
+    r = client.post(
+        "/v1/admin/retrain",
+        files={
+            "captions": ("captions.txt", "\n".join(CAPTIONS).encode(), "text/plain"),
+            "image_memory": ("img.npy", _npy_bytes(nan_memory), "application/octet-stream"),
+        },
+        headers=ADMIN,
+    )
+    assert r.status_code == 202, r.text
+    done = _wait_job(client, r.json()["job_id"])
+    assert done["status"] == "failed" and "NaN" in done["error"], done
+    assert not list((Path(service.config.data_dir) / "uploads").glob("*/*"))
 
 
 @pytest.mark.parametrize(

@@ -490,6 +490,7 @@ def test_failed_retrain_marks_job_and_version_failed(
         ({"image_memory_path": "../../x.npy"}, InvalidInputError, "outside"),
         ({"image_memory_path": "wide.npy"}, InvalidInputError, "rows have"),
         ({"audio_memory_path": "short.npy"}, InvalidInputError, "not a readable .npy"),
+        ({"inputs_dir": "."}, InvalidInputError, "uploads/"),  # never the whole data dir
         ({"train_overrides": {"epochz": 1}}, InvalidInputError, "epochz"),
         ({"train_overrides": {"epochs": 0}}, InvalidInputError, "epochs"),
     ],
