@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -173,35 +174,37 @@ def test_python_m_app_gives_numpy_one_openblas_thread_unless_told(
     given: str | None, want: str
 ) -> None:
     """Set before anything imports NumPy (OpenBLAS reads it once); a user's value wins."""
-    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
-    if given is not None:
-        env["OPENBLAS_NUM_THREADS"] = given
     code = (
         "import sys; assert 'numpy' not in sys.modules; import app.__main__, os; "
         "print(os.environ['OPENBLAS_NUM_THREADS'])"
     )
+    done = _python(code, {"OPENBLAS_NUM_THREADS": given})
+    assert done.stdout.strip() == want
+
+
+def _python(code: str, env_vars: dict[str, str | None] | None = None) -> Any:
+    """``python -c code`` in the repository; ``env_vars``: set (None: unset) over ours."""
+    env = dict(os.environ)
+    for name, value in (env_vars or {}).items():
+        env.pop(name, None)
+        if value is not None:
+            env[name] = value
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == want
+    return done
 
 
 @pytest.mark.parametrize(("given", "want"), [(None, "1"), ("0", "0")])
 def test_no_progress_bars_in_a_log_unless_told(given: str | None, want: str) -> None:
     """stderr here is a pipe, as in a container log: hub and weight-loading bars are off."""
-    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
-    if given is not None:
-        env["HF_HUB_DISABLE_PROGRESS_BARS"] = given
     code = (
         "import sys; assert 'huggingface_hub' not in sys.modules; import app.__main__, os; "
         "from huggingface_hub.utils import are_progress_bars_disabled as off; "
         "print(os.environ['HF_HUB_DISABLE_PROGRESS_BARS'], off())"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = _python(code, {"HF_HUB_DISABLE_PROGRESS_BARS": given})
     assert done.stdout.split() == [want, str(want == "1")]
 
 
@@ -215,9 +218,6 @@ def test_faiss_loader_noise_is_hidden_unless_debugging(level: str, faiss_shown: 
         "import faiss; from bridge.index import faiss_summary; "
         "logging.getLogger('bridge').info(faiss_summary())"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = _python(code)
     assert ("faiss.loader" in done.stderr) is faiss_shown, done.stderr
     assert re.search(r"faiss \d+\.\d+\.\d+, SIMD level \w+, \d+ GPU\(s\)", done.stderr)
