@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 MAX_CAPTIONS = 2_000_000
 CAPTIONS_FILE = "captions.txt"  # a version's training corpus, one caption per line
+# data_dir/UPLOADS_DIR/<id>/: a multipart retrain's files, for as long as its job runs.
+UPLOADS_DIR = "uploads"
 EVAL_HOLDOUT_MIN_CAPTIONS = 40  # below this every caption trains and evaluation is in-sample
 EVAL_HOLDOUT_FRACTION = 0.1
 LABEL_EVAL_MAX_QUERIES = 500
@@ -399,7 +401,7 @@ def plan_retrain(
     inputs_dir = None
     if request.inputs_dir is not None:
         inputs_dir = (data_dir / request.inputs_dir).resolve()
-        if not inputs_dir.is_relative_to((data_dir / "uploads").resolve()):
+        if not inputs_dir.is_relative_to((data_dir / UPLOADS_DIR).resolve()):
             raise InvalidInputError("inputs_dir must be a folder under the data dir's uploads/")
     return RetrainPlan(
         version,

@@ -49,7 +49,7 @@ import numpy as np
 from bridge.blobs import CONTENT_KEY, BlobStore, content_ref
 from bridge.errors import ConflictError, InvalidInputError, NotFoundError
 from bridge.index import faiss_summary
-from bridge.jobs import JobContext, JobRunner, plan_retrain, run_retrain
+from bridge.jobs import UPLOADS_DIR, JobContext, JobRunner, plan_retrain, run_retrain
 from bridge.metrics import ITEMS_DELETED, ITEMS_INGESTED, StageTimer
 from bridge.records import check_item_id, item_record
 from bridge.routing import MODALITY_SPACE
@@ -169,6 +169,7 @@ class BridgeService:
     def _start(self) -> None:
         logger.info("%s", faiss_summary())
         self.store.fail_interrupted_jobs()
+        self._remove_spent_uploads()
         self._versions.fail_interrupted()
         self._versions.register_initial(self.config.initial_bridge)
         rebuilt = self.catalog.reconcile_native(self.encoder_ids())
@@ -351,6 +352,15 @@ class BridgeService:
         records = self.add_items([s.upload for s in samples], [s.metadata for s in samples])
         logger.info("seeded %d sample items from %s", len(records), samples_dir)
         return records
+
+    def _remove_spent_uploads(self) -> None:
+        """Retrain uploads whose job a crash interrupted (failed just above), or that a crash
+        left before their job existed: no job can run yet, so none is still needed."""
+        folders = sorted((self.data_dir / UPLOADS_DIR).glob("*"))
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+        if folders:
+            logger.warning("removed %d retrain upload folder(s) left by a crash", len(folders))
 
     def _remove_orphan_blobs(self) -> None:
         if not self.blobs.keys():

@@ -277,6 +277,14 @@ def evaluate_checkpoint(
     labelled = {m: _labelled_sample(store, m) for m in MODALITIES}
     image, audio = labelled["image"], labelled["audio"]
     if image is not None and audio is not None:
+        # Only items whose label the other side has too: a query with nothing relevant has
+        # no rank (labels 3 and 9 against 0 and 0 gave an infinite median rank, which the
+        # store refuses as metrics, and the job failed).
+        common = set(image[1]) & set(audio[1])
+        if not common:
+            metrics["stored_items_by_label"] = {"skipped": "no label common to images and audio"}
+            return metrics
+        image, audio = _with_labels(image, common), _with_labels(audio, common)
         metrics["stored_items_by_label"] = cross_modal_metrics(
             checkpoint.project("clip", image[0]),
             checkpoint.project("clap", audio[0]),
@@ -286,15 +294,31 @@ def evaluate_checkpoint(
     return metrics
 
 
-def _labelled_sample(store: ItemStore, modality: str) -> tuple[np.ndarray, list[str]] | None:
-    """Raw embeddings and labels of up to 5000 images / 500 audio items with a label."""
+def _labelled_sample(
+    store: ItemStore, modality: str, attempts: int = 3
+) -> tuple[np.ndarray, list[str]] | None:
+    """Raw embeddings and labels of up to 5000 images / 500 audio items with a label (None
+    when fewer than 2). Items deleted between the two reads (searches and deletes go on
+    during a retrain) make it sample again: a delete used to fail the whole job here."""
     cap = 5000 if modality == "image" else 500
-    rowids = store.snapshot(modality, with_embeddings=False).rowids
-    if len(rowids) > cap:
-        rowids = np.sort(np.random.default_rng(0).choice(rowids, cap, replace=False))
-    items = store.get_by_rowids(rowids)
-    chosen = [r for r, item in sorted(items.items()) if EVAL_LABEL_KEY in item.metadata]
-    if len(chosen) < 2:
-        return None
-    raw = store.raw_embeddings_for(modality, chosen)
-    return raw, [str(items[r].metadata[EVAL_LABEL_KEY]) for r in chosen]
+    for _ in range(attempts):
+        rowids = store.snapshot(modality, with_embeddings=False).rowids
+        if len(rowids) > cap:
+            rowids = np.sort(np.random.default_rng(0).choice(rowids, cap, replace=False))
+        items = store.get_by_rowids(rowids)
+        chosen = [r for r, item in sorted(items.items()) if EVAL_LABEL_KEY in item.metadata]
+        if len(chosen) < 2:
+            return None
+        try:
+            raw = store.raw_embeddings_for(modality, chosen)
+        except NotFoundError:
+            continue
+        return raw, [str(items[r].metadata[EVAL_LABEL_KEY]) for r in chosen]
+    return None
+
+
+def _with_labels(
+    sample: tuple[np.ndarray, list[str]], keep: set[str]
+) -> tuple[np.ndarray, list[str]]:
+    rows = [i for i, label in enumerate(sample[1]) if label in keep]
+    return sample[0][rows], [sample[1][i] for i in rows]

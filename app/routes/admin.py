@@ -47,6 +47,7 @@ from app.uploads import (
     save_upload,
 )
 from bridge.errors import InvalidInputError
+from bridge.jobs import UPLOADS_DIR
 from bridge.service_types import RetrainRequest
 
 if TYPE_CHECKING:
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminAuth])
 
-UPLOADS_DIR = "uploads"
 _FILE_FIELDS = ("captions", "image_memory", "audio_memory")
 _TEXT_FIELDS = ("train_overrides", "activate")
 

@@ -462,6 +462,60 @@ def test_retrain_with_activate_and_memory_files(service: BridgeService, tmp_path
     assert service.readiness()["active_version"] == "v2"
 
 
+def test_a_delete_during_the_retrain_evaluation_does_not_fail_the_job(
+    service: BridgeService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The evaluation reads labelled items, then their embeddings; an item deleted between
+    the two reads failed the job ("no image item with rowid(s) ...")."""
+    image_ids, _ = populate(service)
+    real = service.store.get_by_rowids
+    deleted: list[str] = []
+
+    def get_then_delete(rowids: Any) -> Any:
+        items = real(rowids)
+        if not deleted:  # once, right between the evaluation's two reads
+            deleted.append(image_ids[0])
+            service.delete_item(image_ids[0])
+        return items
+
+    monkeypatch.setattr(service.store, "get_by_rowids", get_then_delete)
+    job = retrain(service)
+    assert deleted and job.status == "succeeded", job.error
+    assert set(job.metrics["stored_items_by_label"]) == {"audio_to_image", "image_to_audio"}
+
+
+def test_retrain_evaluates_only_labels_both_modalities_have(service: BridgeService) -> None:
+    """Images labelled 3 and 9, audio 0 and 0: no query had a relevant item, the median rank
+    was infinite and the job failed saving its metrics."""
+    service.add_items(
+        [png(0), png(1), wav(0), wav(1)], [{"label": 3}, {"label": 9}, {"label": 0}, {"label": 0}]
+    )
+    job = retrain(service)
+    assert job.status == "succeeded", job.error
+    assert job.metrics["stored_items_by_label"] == {
+        "skipped": "no label common to images and audio"
+    }
+    service.add_items([png(2), wav(2)], [{"label": 3}, {"label": 3}])
+    job = retrain(service)
+    assert job.status == "succeeded", job.error
+    by_label = job.metrics["stored_items_by_label"]
+    assert by_label["audio_to_image"]["queries"] == 1.0  # only the label-3 items take part
+    assert by_label["audio_to_image"]["gallery"] == 2.0
+
+
+def test_startup_removes_retrain_uploads_a_crash_left(
+    make_service: Callable[..., BridgeService], tmp_path: Path
+) -> None:
+    """A crash before the job existed, or while it ran, left uploads/<id>/ for good."""
+    make_service().close()
+    uploads = tmp_path / "var" / "uploads"
+    left = uploads / "0da0e46b73ca42cf87d4ddad7bb5540b"
+    left.mkdir(parents=True)
+    (left / "captions.txt").write_text("a\nb\n")
+    make_service()  # the same data dir, opened again after the "crash"
+    assert uploads.is_dir() and not list(uploads.iterdir())
+
+
 def test_failed_retrain_marks_job_and_version_failed(
     service: BridgeService, tmp_path: Path
 ) -> None:
