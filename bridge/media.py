@@ -48,6 +48,8 @@ AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", 
 PILLOW_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "BMP", "GIF", "TIFF")
 # Pillow's own default bomb limit (about 89.5 M pixels); over it we refuse before decoding.
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+# Audio sample rates accepted (telephone 8 kHz and below, up to 768 kHz studio files).
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000
 # Decoded images are reduced so that their shorter side stays at least this long (CLIP's
 # processors look at 224-336 pixels): see _shrunk.
 DECODE_MIN_SIDE = 1024
@@ -254,8 +256,13 @@ def decode_audio(
         with sf.SoundFile(io.BytesIO(data)) as handle:
             rate = int(handle.samplerate)
             frames = int(handle.frames)
-            if rate <= 0:
-                raise MediaDecodeError(f"{name}: invalid sample rate {rate}")
+            if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+                # e.g. 2^31 - 1 Hz: a few samples resampled to nothing, and the encoder's
+                # "empty waveform" error no longer named the file
+                raise MediaDecodeError(
+                    f"{name}: sample rate {rate} Hz is outside the supported "
+                    f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz"
+                )
             if max_duration_s is not None and frames / rate > max_duration_s:
                 raise PayloadTooLargeError(
                     f"{name}: audio is {frames / rate:.2f} s long, "

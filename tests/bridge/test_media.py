@@ -195,6 +195,18 @@ def test_decode_audio_errors_name_file_and_problem(make_wav_bytes: Callable[...,
         decode_audio(make_image_bytes(fmt="PNG"), "pic.png")
 
 
+@pytest.mark.parametrize("rate", [1, 999, 768_001, 2**31 - 1])
+def test_decode_audio_rejects_sample_rates_nothing_records_at(rate: int) -> None:
+    """2^31 - 1 Hz decoded, then resampled to nothing: the encoder said "empty waveform"."""
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(64, np.float32), 8000, format="WAV", subtype="PCM_16")
+    wav = bytearray(buf.getvalue())
+    struct.pack_into("<II", wav, 24, rate, rate * 2)  # the fmt chunk's rate and byte rate
+    with pytest.raises(MediaDecodeError, match=f"odd.wav: sample rate {rate} Hz is outside"):
+        decode_audio(bytes(wav), "odd.wav")
+    assert decode_audio(buf.getvalue(), "ok.wav")[1] == 8000
+
+
 def test_decode_audio_rejects_empty_and_non_finite_samples() -> None:
     buffer = io.BytesIO()
     sf.write(buffer, np.zeros(0, dtype=np.float32), 8000, format="WAV", subtype="PCM_16")
