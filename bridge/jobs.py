@@ -23,6 +23,7 @@ folder; only a "ready" version can ever become active.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import shutil
 import threading
@@ -208,12 +209,14 @@ class JobRunner:
 # The service's own storage under the data directory, never read as a retrain input: opening
 # and closing the SQLite file from another handle drops the process's POSIX locks on it, after
 # which an outside reader may delete the WAL with acknowledged writes in it.
-RESERVED_DATA_PATHS = ("store.sqlite", "blobs", "native", "versions")
+RESERVED_STORE_FILE = "store.sqlite"  # and its -wal, -shm and -journal files
+RESERVED_DIRS = ("blobs", "native", "versions")
+RESERVED_DATA_PATHS = (RESERVED_STORE_FILE, *RESERVED_DIRS)
 
 
 def _reserved(relative: Path) -> bool:
     first = relative.parts[0] if relative.parts else ""
-    return first in RESERVED_DATA_PATHS[1:] or first.startswith(RESERVED_DATA_PATHS[0])
+    return first in RESERVED_DIRS or first.startswith(RESERVED_STORE_FILE)
 
 
 def resolve_data_path(data_dir: Path, relative: str, what: str) -> Path:
@@ -260,6 +263,7 @@ _PROJECTOR_KEYS = ("hidden_dim", "shared_dim", "num_layers")
 _TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
+@functools.cache
 def _override_types() -> dict[str, Any]:
     return {**get_type_hints(TrainConfig), **get_type_hints(ProjectorConfig)}
 

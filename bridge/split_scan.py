@@ -58,10 +58,16 @@ def flat_layout(index: Any) -> FlatLayout:
     return FlatLayout(vectors, ids)
 
 
+def slice_count(rows: int, threads: int) -> int:
+    """How many slices ``rows`` vectors are scanned in: at most ``threads``, each at least
+    MIN_ROWS_PER_SLICE rows, and always one."""
+    return max(1, min(threads, rows // MIN_ROWS_PER_SLICE))
+
+
 def slice_bounds(rows: int, threads: int) -> list[tuple[int, int]]:
-    """Contiguous [start, stop) slices: at most ``threads``, each >= MIN_ROWS_PER_SLICE rows
-    (one slice, the whole range, when ``rows`` is too small to split)."""
-    count = max(1, min(threads, rows // MIN_ROWS_PER_SLICE))
+    """Contiguous [start, stop) slices, ``slice_count`` of them (one slice, the whole range,
+    when ``rows`` is too small to split)."""
+    count = slice_count(rows, threads)
     edges = [rows * i // count for i in range(count + 1)]
     return list(zip(edges[:-1], edges[1:], strict=True))
 
@@ -92,9 +98,8 @@ class SplitScanner:
 
     def splits(self, rows: int) -> bool:
         """Whether a query over ``rows`` vectors would be scanned in more than one slice
-        (``slice_bounds`` would give more than one; checked on every search, so without
-        building them)."""
-        return min(self.threads, rows // MIN_ROWS_PER_SLICE) > 1
+        (checked on every search, so without building the slices)."""
+        return slice_count(rows, self.threads) > 1
 
     def pool(self) -> ThreadPoolExecutor:
         """The worker threads (created on first use; the calling thread scans a slice too)."""

@@ -16,7 +16,6 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -47,7 +46,7 @@ from app.uploads import (
     save_upload,
 )
 from bridge.errors import InvalidInputError
-from bridge.jobs import UPLOADS_DIR
+from bridge.jobs import UPLOADS_DIR, check_memory_header
 from bridge.service_types import RetrainRequest
 
 if TYPE_CHECKING:
@@ -80,23 +79,6 @@ _OPENAPI_BODY["requestBody"]["content"]["application/json"] = {
 }
 
 
-def check_npy(path: Path, field: str) -> None:
-    """Reject anything that is not a 2-D float .npy before a job is started on it."""
-    try:
-        with path.open("rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-            else:
-                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-    except (ValueError, OSError) as exc:
-        raise InvalidInputError(f"`{field}` is not a readable .npy file: {exc}") from exc
-    if len(shape) != 2 or shape[0] == 0 or dtype.kind != "f":
-        raise InvalidInputError(
-            f"`{field}` must be a non-empty 2-D float array (N, D); got shape {shape} {dtype}"
-        )
-
-
 def check_captions(path: Path) -> None:
     """The captions upload must be UTF-8 text with at least one non-blank line."""
     decoder = codecs.getincrementaldecoder("utf-8")()
@@ -125,7 +107,7 @@ def _save_form_files(form: FormData, settings: Settings, folder: Path) -> dict[s
         if field == "captions":
             check_captions(dest)
         else:
-            check_npy(dest, field)
+            check_memory_header(dest, f"`{field}`", None)  # the engine checks the width
         paths[field] = dest.relative_to(settings.data_dir).as_posix()
     if "captions" not in paths:
         raise InvalidInputError("multipart retrain needs a `captions` file (one caption per line)")
