@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 from prometheus_client import Counter
 
-from bridge.metrics import child
+from bridge.telemetry import child
 
 MAX_BATCH = 64
 # Inline only after this many searches in a row that each arrived with no other search in

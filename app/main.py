@@ -1,6 +1,6 @@
 """The FastAPI application: `create_app(settings)` and its lifespan.
 
-The lifespan opens the engine (bridge.service.BridgeService) in a worker thread while the
+The lifespan opens the engine (bridge.service.facade.BridgeService) in a worker thread while the
 server already answers /healthz (and /readyz with 503); on shutdown it closes the engine,
 which persists the indexes. Routers get their body-size limits here, from the settings.
 """

@@ -2,7 +2,7 @@
 
 Requests are counted by method, route template (e.g. /v1/items/{item_id}, never the raw
 path, so ids do not explode the label set) and status; latency goes into a histogram by
-method and route. The engine's stage histograms live in bridge/metrics.py.
+method and route. The engine's stage histograms live in bridge/telemetry.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from prometheus_client import Counter, Histogram
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bridge.metrics import child
+from bridge.telemetry import child
 
 HTTP_REQUESTS = Counter(
     "bridge_http_requests_total", "HTTP requests by method, route template and status",

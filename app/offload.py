@@ -5,7 +5,7 @@ context lookups on every call; on the search path that was a measurable share of
 loop's time per request. Searches go through `offload` instead: one `run_in_executor` on a
 plain ThreadPoolExecutor that the lifespan creates and shuts down. Its size bounds how many
 engine calls run at once; concurrent searches inside it share FAISS calls
-(bridge/coalesce.py).
+(bridge/index/coalesce.py).
 """
 
 from __future__ import annotations

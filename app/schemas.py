@@ -1,5 +1,5 @@
 """Request and response bodies of the HTTP API (pydantic), and their mapping to the engine's
-dataclasses (bridge.service_types).
+dataclasses (bridge.types).
 
 Request models forbid unknown fields so that a misspelt parameter is a 422, not ignored.
 """
@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_core import to_json
 
 from bridge.errors import InvalidInputError
-from bridge.service_types import (
+from bridge.types import (
     FilterValue,
     ItemRecord,
     JobRecord,

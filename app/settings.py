@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bridge.service_types import IndexType, ServiceConfig
+from bridge.types import IndexType, ServiceConfig
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 from starlette.datastructures import FormData, UploadFile
 
 from bridge.errors import InvalidInputError, PayloadTooLargeError
-from bridge.service_types import Upload
+from bridge.types import Upload
 
 CHUNK_BYTES = 1 << 20
 

@@ -31,7 +31,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from bridge.config import PRECISIONS, TrainConfig
+    from bridge.model.config import PRECISIONS, TrainConfig
 
     d = TrainConfig()  # the CLI's defaults are the library's defaults
     p = sub.add_parser(
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from bridge.embedding import run_embed
+    from bridge.encode.embed import run_embed
 
     rows = run_embed(
         args.encoder,
@@ -140,7 +140,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _train_config(args: argparse.Namespace) -> Any:
-    from bridge.config import TrainConfig
+    from bridge.model.config import TrainConfig
 
     return TrainConfig(
         loss=args.loss,
@@ -171,8 +171,8 @@ def _train_config(args: argparse.Namespace) -> Any:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from bridge.arrays import load_matrix
-    from bridge.config import ProjectorConfig
-    from bridge.train import train_bridge
+    from bridge.model.config import ProjectorConfig
+    from bridge.model.trainer import train_bridge
 
     config = _train_config(args)
     clip_text = load_matrix(args.clip_text, "--clip-text")
@@ -205,7 +205,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_project(args: argparse.Namespace) -> int:
     from bridge.arrays import atomic_save_npy, load_matrix
-    from bridge.projectors import load_checkpoint
+    from bridge.model.projectors import load_checkpoint
 
     checkpoint = load_checkpoint(args.checkpoint)
     vectors = load_matrix(args.input, "--input", checkpoint.input_dim(args.space))
@@ -228,8 +228,8 @@ def _load_labels(path: Path | None, rows: int, name: str) -> Any:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from bridge.arrays import load_matrix
-    from bridge.evaluate import cross_modal_metrics
-    from bridge.projectors import load_checkpoint
+    from bridge.model.evaluation import cross_modal_metrics
+    from bridge.model.projectors import load_checkpoint
 
     checkpoint = load_checkpoint(args.checkpoint)
     image = load_matrix(args.image, "--image", checkpoint.input_dim("clip"))

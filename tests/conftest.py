@@ -8,8 +8,8 @@ Fixtures:
                        (tests/tiny_models.py: text + image, dim TINY_CLIP_DIM = 16).
     tiny_clap_dir      (session) Path of a tiny CLAP model + processor in HF format
                        (text + audio at 48 kHz, dim TINY_CLAP_DIM = 16).
-    tiny_clip_encoder  (session) bridge.encoders.load_encoder("clip", tiny_clip_dir, "cpu").
-    tiny_clap_encoder  (session) bridge.encoders.load_encoder("clap", tiny_clap_dir, "cpu").
+    tiny_clip_encoder  (session) bridge.encode.encoders.load_encoder("clip", tiny_clip_dir, "cpu").
+    tiny_clap_encoder  (session) bridge.encode.encoders.load_encoder("clap", tiny_clap_dir, "cpu").
     make_wav_bytes     the function media_factory.make_wav_bytes(seconds, rate, freq, channels)
     make_audio_bytes   media_factory.make_audio_bytes(seconds, rate, freq, *, channels, fmt, ...)
     make_png_bytes     media_factory.make_png_bytes(width, height, color=None, seed=0)
@@ -34,7 +34,7 @@ import media_factory  # noqa: E402  (after the offline switch on purpose)
 import tiny_models  # noqa: E402
 
 if TYPE_CHECKING:
-    from bridge.encoders import Encoder
+    from bridge.encode.encoders import Encoder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
@@ -54,16 +54,16 @@ def tiny_clap_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_clip_encoder(tiny_clip_dir: Path) -> Encoder:
-    """The tiny CLIP folder loaded through bridge.encoders on CPU (shared: do not mutate)."""
-    from bridge.encoders import load_encoder
+    """The tiny CLIP folder loaded through bridge.encode.encoders on CPU (shared: do not mutate)."""
+    from bridge.encode.encoders import load_encoder
 
     return load_encoder("clip", str(tiny_clip_dir), device="cpu")
 
 
 @pytest.fixture(scope="session")
 def tiny_clap_encoder(tiny_clap_dir: Path) -> Encoder:
-    """The tiny CLAP folder loaded through bridge.encoders on CPU (shared: do not mutate)."""
-    from bridge.encoders import load_encoder
+    """The tiny CLAP folder loaded through bridge.encode.encoders on CPU (shared: do not mutate)."""
+    from bridge.encode.encoders import load_encoder
 
     return load_encoder("clap", str(tiny_clap_dir), device="cpu")
 

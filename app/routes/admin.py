@@ -46,8 +46,8 @@ from app.uploads import (
     save_upload,
 )
 from bridge.errors import InvalidInputError
-from bridge.jobs import UPLOADS_DIR, check_memory_header
-from bridge.service_types import RetrainRequest
+from bridge.service.jobs import UPLOADS_DIR, check_memory_header
+from bridge.types import RetrainRequest
 
 if TYPE_CHECKING:
     from bridge.service import BridgeService

@@ -35,7 +35,7 @@ from app.uploads import (
     media_type,
     read_upload,
 )
-from bridge.service_types import SearchQuery
+from bridge.types import SearchQuery
 
 if TYPE_CHECKING:
     from bridge.service import BridgeService

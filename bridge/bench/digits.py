@@ -52,9 +52,9 @@ from bridge.bench.digits_data import (
     read_wav,
 )
 from bridge.bench.report import format_table, machine_info, write_json
-from bridge.config import ProjectorConfig, TrainConfig
 from bridge.errors import InvalidInputError, NotFoundError
-from bridge.evaluate import retrieval_metrics
+from bridge.model.config import ProjectorConfig, TrainConfig
+from bridge.model.evaluation import retrieval_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class World:
 
 
 def _sha256(path: Path) -> str:
-    from bridge.projectors import file_sha256
+    from bridge.model.projectors import file_sha256
 
     return file_sha256(path)
 
@@ -181,8 +181,8 @@ def load_world(
     heldout_clap_dir: Path | None = None,
 ) -> World:
     """Embed everything the benchmark needs (cached) and build the evaluation splits."""
-    from bridge.embedding import read_captions
-    from bridge.encoders import load_encoder
+    from bridge.encode.embed import read_captions
+    from bridge.encode.encoders import load_encoder
 
     captions = read_captions(captions_path)
     images, image_labels = load_mnist(data_dir)
@@ -318,7 +318,7 @@ def _both_directions(
 
 
 def _train(world: World, split: Split, config: TrainConfig, projector: ProjectorConfig) -> Any:
-    from bridge.train import train_bridge
+    from bridge.model.trainer import train_bridge
 
     clap_text = getattr(split, "clap_text", world.clap_text)
     result = train_bridge(
@@ -411,7 +411,7 @@ def run_split(
             )
         rows[name] = _aggregate(runs)
     if demo_bridge is not None and split.name != "speaker_heldout_tower":
-        from bridge.projectors import load_checkpoint
+        from bridge.model.projectors import load_checkpoint
 
         ckpt = load_checkpoint(demo_bridge)
         projected = ckpt.project("clap", split.audio), ckpt.project("clip", split.image)

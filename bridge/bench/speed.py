@@ -17,7 +17,7 @@ import numpy as np
 
 from bridge.arrays import l2_normalize
 from bridge.bench.report import format_table, machine_info, set_threads, write_json
-from bridge.config import PRECISIONS, ProjectorConfig, TrainConfig
+from bridge.model.config import PRECISIONS, ProjectorConfig, TrainConfig
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
     set_threads(args.threads)
     import torch
 
-    from bridge.train import train_bridge
+    from bridge.model.trainer import train_bridge
 
     rng = np.random.default_rng(0)
     # Captions share structure between the two spaces (a random rotation plus noise) so that

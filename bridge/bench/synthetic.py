@@ -19,9 +19,9 @@ import numpy as np
 
 from bridge.bench.report import format_table, machine_info, set_threads, write_json
 from bridge.bench.synthetic_world import World, WorldConfig, make_world
-from bridge.config import ProjectorConfig, TrainConfig
-from bridge.evaluate import retrieval_metrics
-from bridge.projectors import BridgeModel
+from bridge.model.config import ProjectorConfig, TrainConfig
+from bridge.model.evaluation import retrieval_metrics
+from bridge.model.projectors import BridgeModel
 
 Method = Callable[[World, int], tuple[np.ndarray, np.ndarray]]  # -> (query audio, gallery image)
 
@@ -69,7 +69,7 @@ def _project(
 
 
 def _cmcr(train: TrainConfig, projector: ProjectorConfig) -> Method:
-    from bridge.train import train_bridge
+    from bridge.model.trainer import train_bridge
 
     def run(world: World, seed: int) -> tuple[np.ndarray, np.ndarray]:
         result = train_bridge(
@@ -86,7 +86,7 @@ def _cmcr(train: TrainConfig, projector: ProjectorConfig) -> Method:
 
 
 def _oracle(train: TrainConfig, projector: ProjectorConfig) -> Method:
-    from bridge.train import train_bridge
+    from bridge.model.trainer import train_bridge
 
     def run(world: World, seed: int) -> tuple[np.ndarray, np.ndarray]:
         config = replace(train, seed=seed, use_memory=False, use_intra=False, use_noise=False)

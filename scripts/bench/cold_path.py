@@ -93,8 +93,8 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, dict[str, f
     from app.fastpath import JSONSearchFastPath
     from app.main import create_app
     from app.settings import Settings
-    from bridge.service import BridgeService
-    from bridge.service_types import SearchQuery
+    from bridge.service.facade import BridgeService
+    from bridge.types import SearchQuery
 
     config, images, rng = sb.synthetic_service(work, 1000)
     service = BridgeService.open(config)

@@ -2,7 +2,7 @@ r"""Memory and time of decoding one big image for the encoder, with and without 
 
     .venv/bin/python scripts/bench/image_decode.py --json docs/benchmarks/image-decode.json
 
-`bridge.media.decode_image` reduces large images before the RGB conversion (JPEG by
+`bridge.encode.media.decode_image` reduces large images before the RGB conversion (JPEG by
 decoding at 1/2-1/8 scale, others with a box reduce; the shorter side stays at least
 `DECODE_MIN_SIDE`). The baseline is the same function with the reduction off
 (`DECODE_MIN_SIDE` set beyond the image). Each measurement runs in a fresh process, so the
@@ -46,7 +46,7 @@ def _one(path: Path, reduce: bool) -> dict[str, Any]:
     import resource
     import time
 
-    import bridge.media as media
+    import bridge.encode.media as media
 
     data = path.read_bytes()
     if not reduce:

@@ -32,14 +32,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bridge.catalog import IndexCatalog  # noqa: E402
-from bridge.index import (  # noqa: E402
+from bridge.index.vectors import (  # noqa: E402
     ReadWriteLock,
     VectorIndex,
     _single_thread_if,
     gpu_available,
 )
-from bridge.store import ItemStore, NewItem  # noqa: E402
+from bridge.service.catalog import IndexCatalog  # noqa: E402
+from bridge.storage.items import ItemStore, NewItem  # noqa: E402
 
 K = 10
 

@@ -37,8 +37,8 @@ import numpy as np
 from fastapi import FastAPI, Request  # at module level: FastAPI resolves the route's hints here
 
 if TYPE_CHECKING:
-    from bridge.index import VectorIndex
-    from bridge.service import BridgeService
+    from bridge.index.vectors import VectorIndex
+    from bridge.service.facade import BridgeService
 
 REPO = Path(__file__).resolve().parents[2]
 FLOOR_PATH = "/_bench/floor"
@@ -48,7 +48,7 @@ K = 10
 def index_for(service: BridgeService, which: str, target: str) -> VectorIndex:
     """The index a query ends in: ``native`` (text/vector -> native CLIP or CLAP index) or
     ``shared`` (the active bridge's shared-space index of ``target``)."""
-    from bridge.versions import shared_index
+    from bridge.service.versions import shared_index
 
     if which == "native":
         index = service.catalog.native(target)
@@ -67,11 +67,11 @@ def raw_search_times(
 
     ``split``: scan each query in slices on several threads with FAISS's kernel (faiss.knn),
     on the same slices of the same storage as the service's split scan
-    (bridge/split_scan.py), without its merge and id mapping; None: split exactly when the
+    (bridge/index/split_scan.py), without its merge and id mapping; None: split exactly when the
     service would; False: one FAISS search on one thread (the throughput target's floor).
     """
-    from bridge.index import _choose_flat_kernel, _scanner, _set_thread_omp
-    from bridge.split_scan import slice_bounds
+    from bridge.index.split_scan import slice_bounds
+    from bridge.index.vectors import _choose_flat_kernel, _scanner, _set_thread_omp
 
     rows = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, index.dim)
     rows = rows / np.linalg.norm(rows, axis=1, keepdims=True)  # as VectorIndex.search does
@@ -102,7 +102,7 @@ def _parallel_knn(slices: list[np.ndarray]) -> Callable[[np.ndarray], None]:
     in a pool of the floor's own (not the service's), each thread one OpenMP thread."""
     import faiss
 
-    from bridge.split_scan import _one_omp_thread
+    from bridge.index.split_scan import _one_omp_thread
 
     workers = len(slices) - 1
     if workers not in _floor_pools:

@@ -46,9 +46,9 @@ def _instrument(events: list[Event]) -> None:
 
     import app.fastpath
     import app.routes.search
-    import bridge.index
-    import bridge.search
-    import bridge.service
+    import bridge.index.vectors
+    import bridge.service.facade
+    import bridge.service.search
 
     def wrap(owner: Any, name: str, label: str) -> None:
         original = getattr(owner, name)
@@ -84,12 +84,12 @@ def _instrument(events: list[Event]) -> None:
     wrap(app.fastpath.JSONSearchFastPath, "_answer", "fastpath")
     wrap(app.routes.search, "_json_query", "parse")
     wrap(app.routes.search, "search_response_json", "serialise")
-    wrap(bridge.service.BridgeService, "is_quick", "quick")
-    wrap(bridge.service.BridgeService, "search_each", "engine")
-    wrap(bridge.search.Searcher, "_plan", "plan")
-    wrap(bridge.search.Searcher, "_hydrate", "hydrate")
-    wrap(bridge.index.VectorIndex, "search", "index")
-    wrap(bridge.index.VectorIndex, "_search_batch", "faiss")
+    wrap(bridge.service.facade.BridgeService, "is_quick", "quick")
+    wrap(bridge.service.facade.BridgeService, "search_each", "engine")
+    wrap(bridge.service.search.Searcher, "_plan", "plan")
+    wrap(bridge.service.search.Searcher, "_hydrate", "hydrate")
+    wrap(bridge.index.vectors.VectorIndex, "search", "index")
+    wrap(bridge.index.vectors.VectorIndex, "_search_batch", "faiss")
 
 
 def serve_main() -> int:

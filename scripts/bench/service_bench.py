@@ -14,7 +14,7 @@ For each collection size N it measures, with 1, 8 and 32 concurrent clients:
   own process, with the same final query vectors (for audio: the encoded and projected
   queries); see scripts/bench/own_floor.py. With one client the floor is interleaved (one
   raw search of the same vector right before each service query) and scans the way the
-  service does: where the service splits a lone scan over threads (bridge/split_scan.py, at
+  service does: where the service splits a lone scan over threads (bridge/index/split_scan.py, at
   100k), the floor runs raw `faiss.knn` on the same slices in as many threads. With more
   clients, a run of single-threaded raw searches right before the cell (the throughput
   target is against "raw FAISS single-threaded"). For reference, one-client rows also carry
@@ -62,7 +62,7 @@ sys.path.insert(0, str(REPO / "scripts" / "bench"))
 
 import own_floor  # noqa: E402
 
-from bridge.service_types import SearchQuery, ServiceConfig, Upload  # noqa: E402
+from bridge.types import SearchQuery, ServiceConfig, Upload  # noqa: E402
 
 K = 10
 
@@ -84,8 +84,8 @@ def build_stand_in_encoders(workdir: Path, dim: int) -> tuple[str, str]:
 def make_bridge(path: Path, clip_dim: int, clap_dim: int, hidden: int, shared: int) -> Path:
     import torch
 
-    from bridge.config import ProjectorConfig
-    from bridge.projectors import BridgeModel, save_checkpoint
+    from bridge.model.config import ProjectorConfig
+    from bridge.model.projectors import BridgeModel, save_checkpoint
 
     torch.manual_seed(0)
     config = ProjectorConfig(
@@ -101,7 +101,7 @@ def synthetic_service(
     stand-in encoders and a random bridge: (config to open or serve it, the image vectors,
     the seeded generator they came from, for further draws). For the scripts that look at
     one cell (server_cpu.py, http_overhead.py)."""
-    from bridge.encoders import load_encoder
+    from bridge.encode.encoders import load_encoder
 
     clip_id, clap_id = build_stand_in_encoders(work, dim)
     rng = np.random.default_rng(0)
@@ -128,7 +128,7 @@ def populate_store(
     data_dir: Path, images: np.ndarray, audio: np.ndarray, clip_id: str, clap_id: str
 ) -> float:
     """Insert synthetic items through ItemStore.add_items (5,000 per transaction)."""
-    from bridge.store import ItemStore, NewItem
+    from bridge.storage.items import ItemStore, NewItem
 
     started = time.perf_counter()
     store = ItemStore(data_dir / "store.sqlite")
@@ -461,9 +461,9 @@ def log(n: int, message: str) -> None:
 def bench_size(
     args: argparse.Namespace, n: int, models: tuple[str, str], workdir: Path
 ) -> dict[str, Any]:
-    from bridge.encoders import load_encoder
-    from bridge.service import BridgeService
-    from bridge.service_types import RetrainRequest
+    from bridge.encode.encoders import load_encoder
+    from bridge.service.facade import BridgeService
+    from bridge.types import RetrainRequest
 
     clip = load_encoder("clip", models[0], "cpu")
     clap = load_encoder("clap", models[1], "cpu")

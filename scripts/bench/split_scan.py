@@ -1,4 +1,4 @@
-r"""Split scans (bridge/split_scan.py) against one-thread scans, same run, same service.
+r"""Split scans (bridge/index/split_scan.py) against one-thread scans, same run, same service.
 
     .venv/bin/python scripts/bench/split_scan.py --items 100000 --rounds 4 \
         --json docs/benchmarks/split-scan-100k.json
@@ -42,10 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    from bridge.index import configure_search_threads
-    from bridge.service import BridgeService
-    from bridge.service_types import SearchQuery
-    from bridge.split_scan import default_threads
+    from bridge.index.split_scan import default_threads
+    from bridge.index.vectors import configure_search_threads
+    from bridge.service.facade import BridgeService
+    from bridge.types import SearchQuery
 
     work = Path(tempfile.mkdtemp(prefix="split-scan-"))
     cells: dict[str, dict[int, list[dict[str, float]]]] = {m: {} for m in MODES}

@@ -50,7 +50,7 @@ def encoder_card(kind: str, folder: Path) -> str:
         f'model = {cls}.from_pretrained("models/demo-{kind}")',
         f'processor = {proc}.from_pretrained("models/demo-{kind}")',
         "# or, in this project:",
-        "from bridge.encoders import load_encoder",
+        "from bridge.encode.encoders import load_encoder",
         f'encoder = load_encoder("{kind}", "models/demo-{kind}")',
         "```",
         "",

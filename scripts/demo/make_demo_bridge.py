@@ -3,7 +3,7 @@
 1. Write the caption corpus (scripts/demo/captions.py); it is copied to <out>/captions.txt.
 2. Encode it with both demo text towers; image memory = demo-CLIP embeddings of MNIST
    0-4999; audio memory = demo-CLAP embeddings of FSDD takes 5-49 (through
-   bridge.encoders, cached like the digits benchmark). No audio-image pair is used.
+   bridge.encode.encoders, cached like the digits benchmark). No audio-image pair is used.
 3. `mbridge train` on those .npy files with the digits benchmark's full-method settings.
 4. Evaluate the checkpoint on the benchmark's main split (FSDD takes 0-4 vs MNIST
    5000-9999), add the numbers to report.json under "digits_eval".
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     train_seconds = time.perf_counter() - train_started
     shutil.copyfile(captions_path, args.out / "captions.txt")
 
-    from bridge.projectors import load_checkpoint
+    from bridge.model.projectors import load_checkpoint
 
     checkpoint = load_checkpoint(args.out)
     metrics = digits._both_directions(

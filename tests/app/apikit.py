@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bridge.encoders import Encoder
-    from bridge.service import BridgeService
+    from bridge.encode.encoders import Encoder
+    from bridge.service.facade import BridgeService
 
 ADMIN_KEY = "test-admin-key-0123456789"
 API_KEY = "test-api-key-0123456789"
@@ -22,8 +22,8 @@ CAPTIONS = [
 
 def train_tiny_bridge(clip: Encoder, clap: Encoder, out_dir: Path) -> Path:
     """A real C-MCR bridge between the tiny encoders (2 quick epochs on 64 captions)."""
-    from bridge.config import ProjectorConfig, TrainConfig
-    from bridge.train import train_bridge
+    from bridge.model.config import ProjectorConfig, TrainConfig
+    from bridge.model.trainer import train_bridge
 
     train_bridge(
         clip.encode_text(CAPTIONS),

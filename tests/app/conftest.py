@@ -16,8 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 if TYPE_CHECKING:
-    from bridge.encoders import Encoder
-    from bridge.service import BridgeService
+    from bridge.encode.encoders import Encoder
+    from bridge.service.facade import BridgeService
 
 from apikit import ADMIN_KEY, train_tiny_bridge
 
@@ -69,7 +69,7 @@ def service(
     make_settings: Callable[..., Any], tiny_clip_encoder: Encoder, tiny_clap_encoder: Encoder
 ) -> Iterator[BridgeService]:
     """A real engine on a fresh data dir (session encoders reused), closed after the test."""
-    from bridge.service import BridgeService
+    from bridge.service.facade import BridgeService
 
     svc = BridgeService.open(
         make_settings().service_config(), clip=tiny_clip_encoder, clap=tiny_clap_encoder

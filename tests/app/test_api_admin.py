@@ -15,7 +15,7 @@ from apikit import ADMIN_KEY, CAPTIONS, admin_headers
 from fastapi.testclient import TestClient
 from tiny_models import TINY_CLIP_DIM
 
-from bridge.service import BridgeService
+from bridge.service.facade import BridgeService
 
 ADMIN = admin_headers()
 FOUR = ["one", "two", "three", "four"]  # the fewest captions a retrain accepts

@@ -14,7 +14,7 @@ from app.errors import ServiceUnavailableError
 from app.main import STATIC_DIR, create_app
 from app.state import ServiceHolder
 from bridge.errors import ConflictError
-from bridge.service import BridgeService
+from bridge.service.facade import BridgeService
 
 
 def test_healthz_and_readyz(client: TestClient) -> None:

@@ -10,7 +10,7 @@ import pytest
 from apikit import API_KEY, item_count
 from fastapi.testclient import TestClient
 
-from bridge.service import BridgeService
+from bridge.service.facade import BridgeService
 
 
 def _post_file(client: TestClient, name: str, data: bytes, ctype: str, **form: str):

@@ -12,7 +12,7 @@ from apikit import API_KEY
 from fastapi.testclient import TestClient
 from tiny_models import TINY_CLAP_DIM, TINY_CLIP_DIM
 
-from bridge.service import BridgeService
+from bridge.service.facade import BridgeService
 
 
 @pytest.fixture

@@ -74,7 +74,7 @@ def test_search_response_json_matches_the_response_model() -> None:
     import json
 
     from app.schemas import SearchResponseOut, search_response_json
-    from bridge.service_types import SearchHit, SearchResponse
+    from bridge.types import SearchHit, SearchResponse
 
     response = SearchResponse(
         results=[

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 
 if TYPE_CHECKING:
-    from bridge.service import BridgeService
+    from bridge.service.facade import BridgeService
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
 import own_floor  # noqa: E402
@@ -51,9 +51,9 @@ def test_split_floor_scans_the_served_slices(monkeypatch: pytest.MonkeyPatch) ->
     per slice, in threads of its own); split=False is one single-threaded FAISS search."""
     import faiss
 
-    import bridge.index as index_module
-    import bridge.split_scan as split_scan
-    from bridge.index import VectorIndex, configure_search_threads
+    import bridge.index.split_scan as split_scan
+    import bridge.index.vectors as index_module
+    from bridge.index.vectors import VectorIndex, configure_search_threads
 
     monkeypatch.setattr(split_scan, "MIN_ROWS_PER_SLICE", 100)
     monkeypatch.setattr(index_module, "_scanner", index_module._scanner)  # restored after

@@ -19,7 +19,7 @@ from app.fastpath import JSONSearchFastPath
 from app.main import create_app
 
 if TYPE_CHECKING:
-    from bridge.service import BridgeService
+    from bridge.service.facade import BridgeService
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def clients(
 
 
 def _seed(service: BridgeService, make_png_bytes: Callable[..., bytes]) -> str:
-    from bridge.service_types import Upload
+    from bridge.types import Upload
 
     items = service.add_items(
         [Upload(make_png_bytes(seed=i), f"i{i}.png", "image/png") for i in range(3)],

@@ -215,7 +215,7 @@ def test_faiss_loader_noise_is_hidden_unless_debugging(level: str, faiss_shown: 
     code = (
         "import logging, app.__main__ as m; "
         f"m.configure_logging({level!r}); "
-        "import faiss; from bridge.index import faiss_summary; "
+        "import faiss; from bridge.index.vectors import faiss_summary; "
         "logging.getLogger('bridge').info(faiss_summary())"
     )
     done = _python(code)

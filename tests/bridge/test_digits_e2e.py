@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bridge.encoders import load_encoder
-from bridge.media import decode_audio, decode_image, read_media_file
-from bridge.projectors import load_checkpoint
+from bridge.encode.encoders import load_encoder
+from bridge.encode.media import decode_audio, decode_image, read_media_file
+from bridge.model.projectors import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "models"

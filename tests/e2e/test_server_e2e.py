@@ -35,8 +35,8 @@ CAPTIONS = [
 @pytest.fixture(scope="module")
 def bridge_dir(tiny_clip_encoder: Any, tiny_clap_encoder: Any, tmp_path_factory) -> Path:
     """A small trained bridge between the tiny encoders (the server's initial version)."""
-    from bridge.config import ProjectorConfig, TrainConfig
-    from bridge.train import train_bridge
+    from bridge.model.config import ProjectorConfig, TrainConfig
+    from bridge.model.trainer import train_bridge
 
     out = tmp_path_factory.mktemp("e2e-bridge") / "ckpt"
     train_bridge(

@@ -1,0 +1,1 @@
+"""Encoder towers (CLIP, CLAP), media decoding, embedding of files and captions."""

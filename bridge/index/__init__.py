@@ -1,0 +1,1 @@
+"""Vector indexes: FAISS index, manifest, locks, threading, coalescing, split scans (no torch)."""

@@ -1,0 +1,234 @@
+"""Contrastive and alignment losses of C-MCR (Wang et al., 2023) and CWCL (Srinivasa et al., 2023).
+
+Logits, log-softmax (logsumexp-based) and losses are float32, or float64 when the inputs are
+(method.md section 4). Under bf16 autocast (TrainConfig.precision) the matrix products that
+produce the logits take bfloat16 inputs; everything after them stays float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bridge.model.config import CWCLReverse, LossName
+
+
+def _logit_dtype(x: torch.Tensor) -> torch.Tensor:
+    """At least float32 for logits (fp16/bf16 inputs are promoted; float64 stays float64)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def info_nce_directional(
+    a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | float
+) -> torch.Tensor:
+    """InfoNCE from a to b: CE(scale * a @ b.T, arange). Inputs (B, D), normalised."""
+    logits = scale * _logit_dtype(a) @ _logit_dtype(b).T  # (B, B)
+    targets = torch.arange(len(a), device=a.device)
+    return F.cross_entropy(logits, targets)
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+    """Symmetric InfoNCE (CLIP eq. / C-MCR inter-MCR alignment): mean of both directions.
+
+    Same value and gradients as CE(logits, arange) + CE(logits.T, arange) over 2, computed by
+    `_SymmetricInfoNCE`, which keeps one (B, B) logit matrix and writes the gradient of both
+    directions in a single pass (a third fewer B x B temporaries than autograd's version, which
+    matters at batch 4096 on CPU).
+    """
+    scale_t = torch.as_tensor(scale, dtype=torch.float32, device=a.device)
+    loss: torch.Tensor = _SymmetricInfoNCE.apply(a, b, scale_t)
+    return loss
+
+
+def _matmul_dtype(x: torch.Tensor) -> torch.dtype:
+    """bfloat16/float16 under autocast, else at least float32 (float64 stays float64)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+class _SymmetricInfoNCE(torch.autograd.Function):
+    """loss = mean_i (lse_row_i - L_ii) / 2 + mean_j (lse_col_j - L_jj) / 2, L = scale * a @ b.T.
+
+    dL/dlogits = (softmax_rows(L) + softmax_cols(L) - 2 I) / (2B). Forward keeps both softmax
+    matrices, so backward needs no second exp pass. The matrix products run in the autocast
+    dtype when autocast is on; logits, softmax and the gradient are float32 (float64 for
+    float64 inputs).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        mm_dtype = _matmul_dtype(a)
+        acc_dtype = torch.promote_types(mm_dtype, torch.float32)
+        a_m, b_m = a.to(mm_dtype), b.to(mm_dtype)
+        logits = (a_m @ b_m.T).to(acc_dtype).mul_(scale.to(acc_dtype))  # (B, B)
+        diagonal = logits.diagonal().clone()
+        # d loss / d scale = sum(grad * logits) / scale needs the logits themselves.
+        keep_logits = logits.clone() if ctx.needs_input_grad[2] else None
+        softmax_rows, lse_rows = _softmax_and_lse(logits, dim=1, inplace=False)
+        softmax_cols, lse_cols = _softmax_and_lse(logits, dim=0, inplace=True)
+        loss = ((lse_rows - diagonal).mean() + (lse_cols - diagonal).mean()) / 2
+        ctx.save_for_backward(a_m, b_m, softmax_rows, softmax_cols, scale, keep_logits)
+        ctx.input_dtypes = (a.dtype, b.dtype)
+        return loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(
+        ctx: Any, grad_loss: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        a_m, b_m, softmax_rows, softmax_cols, scale, logits = ctx.saved_tensors
+        batch = len(softmax_rows)
+        grad = softmax_rows + softmax_cols
+        grad.diagonal().sub_(2.0)
+        grad.mul_(grad_loss.to(grad.dtype) / (2 * batch))  # d loss / d logits
+        grad_scale = None
+        if ctx.needs_input_grad[2]:
+            grad_scale = ((grad * logits).sum() / scale.to(grad.dtype)).to(scale.dtype)
+        grad_m = grad.to(a_m.dtype)
+        step = scale.to(a_m.dtype)
+        grad_a = (grad_m @ b_m).mul_(step).to(ctx.input_dtypes[0])
+        grad_b = (grad_m.T @ a_m).mul_(step).to(ctx.input_dtypes[1])
+        return grad_a, grad_b, grad_scale
+
+
+def _softmax_and_lse(
+    logits: torch.Tensor, dim: int, inplace: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(logits, dim) and logsumexp(logits, dim), sharing one max-shifted exp pass."""
+    peak = logits.amax(dim=dim, keepdim=True)
+    shifted = logits.sub_(peak) if inplace else torch.sub(logits, peak)
+    probs = shifted.exp_()
+    total = probs.sum(dim=dim, keepdim=True)
+    probs.div_(total)
+    return probs, (total.log() + peak).squeeze(dim)
+
+
+def cwcl_weights(frozen: torch.Tensor, sharpen: float = 1.0) -> torch.Tensor:
+    """CWCL soft-target weights w_ij = ((1 + cos(f_i, f_j)) / 2) ** sharpen, w_ii = 1, no gradient.
+
+    `frozen` are embeddings from the frozen space (here: caption text embeddings). With large
+    batches the paper's weights (sharpen=1) make targets nearly uniform; sharpen > 1 concentrates
+    mass on the true pair (method.md section 4, pitfalls).
+    """
+    with torch.no_grad():
+        unit = F.normalize(_logit_dtype(frozen), dim=-1)
+        weights = ((1.0 + unit @ unit.T) / 2.0).clamp(0.0, 1.0)  # (B, B)
+        if sharpen != 1.0:
+            weights = weights.pow(sharpen)
+        weights.fill_diagonal_(1.0)
+    return weights
+
+
+def cwcl_directional(
+    p: torch.Tensor, q: torch.Tensor, weights: torch.Tensor, scale: torch.Tensor | float
+) -> torch.Tensor:
+    """CWCL, direction p -> q (CWCL eq. 4):
+
+    mean_i  -(sum_j w_ij * log softmax_j(scale * p_i . q_j)) / sum_j w_ij
+    With weights = identity this is exactly InfoNCE from p to q.
+    """
+    logits = scale * _logit_dtype(p) @ _logit_dtype(q).T  # (B, B)
+    log_probs = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    targets = weights / weights.sum(dim=1, keepdim=True)
+    return -(targets * log_probs).sum(dim=1).mean()
+
+
+def cwcl_symmetric(
+    p: torch.Tensor,
+    q: torch.Tensor,
+    weights: torch.Tensor,
+    scale: torch.Tensor | float,
+    reverse: CWCLReverse = "infonce",
+) -> torch.Tensor:
+    """CWCL p -> q plus the reverse direction (CWCL with w.T, or InfoNCE); mean of both."""
+    forward = cwcl_directional(p, q, weights, scale)
+    if reverse == "cwcl":
+        backward = cwcl_directional(q, p, weights.T, scale)
+    else:
+        backward = info_nce_directional(q, p, scale)
+    return (forward + backward) / 2
+
+
+def diagonal_target_mass(weights: torch.Tensor) -> float:
+    """Mean probability mass the CWCL targets put on the true pair (1.0 for InfoNCE)."""
+    with torch.no_grad():
+        return float((weights.diagonal() / weights.sum(dim=1)).mean())
+
+
+def intra_alignment(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Intra-MCR alignment: mean over the batch of the squared L2 distance ||x_i - y_i||^2."""
+    return (_logit_dtype(x) - _logit_dtype(y)).pow(2).sum(dim=-1).mean()
+
+
+@dataclass
+class LossParts:
+    total: torch.Tensor
+    inter_text: float
+    inter_pseudo: float
+    intra: float
+    target_mass: float
+
+
+class CMCRLoss(nn.Module):
+    """Loss = inter(text_clip, text_clap) + inter(pseudo_image, pseudo_audio) + lambda * intra.
+
+    inter is symmetric InfoNCE, or CWCL with weights from the frozen caption embeddings.
+    intra pulls each projected text towards its own projected pseudo image/audio (closes the
+    modality gap inside each space, C-MCR section 3.3).
+    """
+
+    def __init__(
+        self,
+        loss: LossName = "infonce",
+        intra_weight: float = 0.1,
+        cwcl_reverse: CWCLReverse = "infonce",
+        cwcl_sharpen: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.loss = loss
+        self.intra_weight = intra_weight
+        self.cwcl_reverse = cwcl_reverse
+        self.cwcl_sharpen = cwcl_sharpen
+
+    def inter(
+        self, a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor | None
+    ) -> torch.Tensor:
+        if self.loss == "cwcl" and weights is not None:
+            return cwcl_symmetric(a, b, weights, scale, self.cwcl_reverse)
+        return info_nce(a, b, scale)
+
+    def forward(
+        self,
+        shared_clip_text: torch.Tensor,
+        shared_clap_text: torch.Tensor,
+        shared_image: torch.Tensor,
+        shared_audio: torch.Tensor,
+        scale: torch.Tensor,
+        frozen_text: torch.Tensor | None = None,
+    ) -> LossParts:
+        weights = (
+            cwcl_weights(frozen_text, self.cwcl_sharpen)
+            if self.loss == "cwcl" and frozen_text is not None
+            else None
+        )
+        inter_text = self.inter(shared_clip_text, shared_clap_text, scale, weights)
+        inter_pseudo = self.inter(shared_image, shared_audio, scale, weights)
+        total = inter_text + inter_pseudo
+        intra = torch.zeros((), device=total.device)
+        if self.intra_weight > 0:
+            intra = intra_alignment(shared_clip_text, shared_image) + intra_alignment(
+                shared_clap_text, shared_audio
+            )
+            total = total + self.intra_weight * intra
+        return LossParts(
+            total=total,
+            inter_text=float(inter_text.detach()),
+            inter_pseudo=float(inter_pseudo.detach()),
+            intra=float(intra.detach()),
+            target_mass=diagonal_target_mass(weights) if weights is not None else 1.0,
+        )

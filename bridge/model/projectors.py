@@ -1,0 +1,198 @@
+"""C-MCR projectors and the bridge checkpoint format.
+
+Checkpoint folder (one per bridge version):
+    config.json          {"format", "format_version", "projector": ProjectorConfig,
+                          "train": TrainConfig | null, "encoders": {"clip": id, "clap": id}}
+    weights.safetensors  state dict of BridgeModel (clip.*, clap.*, logit_scale)
+    report.json          data sizes, loss curve, metrics, wall time, library versions
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bridge.arrays import l2_normalize, validate_matrix
+from bridge.errors import CheckpointError, InvalidInputError, NotFoundError
+from bridge.model.config import ProjectorConfig, TrainConfig, from_dict, to_json_dict
+
+Space = Literal["clip", "clap"]
+CHECKPOINT_FORMAT = "modality-bridge/checkpoint"
+CHECKPOINT_FORMAT_VERSION = 1
+
+
+class Projector(nn.Module):
+    """MLP with BatchNorm after every linear layer and ReLU between them; output L2-normalised.
+
+    With num_layers=2 this is the official C-MCR projector:
+    Linear(in, hidden) -> BN -> ReLU -> Linear(hidden, out) -> BN -> normalise.
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2) -> None:
+        super().__init__()
+        widths = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
+        layers: list[nn.Module] = []
+        for i in range(num_layers):
+            layers += [nn.Linear(widths[i], widths[i + 1]), nn.BatchNorm1d(widths[i + 1])]
+            if i < num_layers - 1:
+                layers.append(nn.ReLU(inplace=True))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(x), dim=-1)  # (B, out_dim)
+
+
+class BridgeModel(nn.Module):
+    """The two projectors (CLIP space, CLAP space) and an optional learned logit scale."""
+
+    def __init__(self, config: ProjectorConfig, temperature: float = 0.01) -> None:
+        super().__init__()
+        self.config = config
+        self.clip = Projector(
+            config.clip_dim, config.hidden_dim, config.shared_dim, config.num_layers
+        )
+        self.clap = Projector(
+            config.clap_dim, config.hidden_dim, config.shared_dim, config.num_layers
+        )
+        # log(1/tau), CLIP-style; only trained when TrainConfig.learn_temperature is set.
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+
+    def projector(self, space: Space) -> Projector:
+        if space == "clip":
+            return self.clip
+        if space == "clap":
+            return self.clap
+        raise InvalidInputError(f"space must be 'clip' or 'clap', got {space!r}")
+
+
+@dataclass
+class BridgeCheckpoint:
+    """A loaded bridge: config, model in eval mode, report and the weights' sha256."""
+
+    path: Path
+    projector_config: ProjectorConfig
+    train_config: TrainConfig | None
+    model: BridgeModel
+    report: dict[str, Any] = field(default_factory=dict)
+    encoders: dict[str, str] = field(default_factory=dict)
+    sha256: str = ""
+    device: str = "cpu"
+
+    def input_dim(self, space: Space) -> int:
+        return self.projector_config.clip_dim if space == "clip" else self.projector_config.clap_dim
+
+    @torch.no_grad()
+    def project(self, space: Space, vectors: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+        """Map raw encoder embeddings (any norm) of `space` into the shared space.
+
+        Returns L2-normalised float32 (N, shared_dim). Inputs are L2-normalised first,
+        as in training.
+        """
+        projector = self.model.projector(space)
+        vectors = validate_matrix(vectors, f"{space} embeddings", self.input_dim(space))
+        vectors = l2_normalize(vectors)
+        out = np.empty((len(vectors), self.projector_config.shared_dim), dtype=np.float32)
+        for start in range(0, len(vectors), batch_size):
+            chunk = torch.from_numpy(vectors[start : start + batch_size]).to(self.device)
+            out[start : start + batch_size] = projector(chunk).float().cpu().numpy()
+        return out
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(
+    out_dir: str | Path,
+    model: BridgeModel,
+    train_config: TrainConfig | None,
+    report: dict[str, Any],
+    encoders: dict[str, str] | None = None,
+) -> Path:
+    """Write a checkpoint folder atomically: build it in a temp sibling, then rename.
+
+    An existing folder at `out_dir` is replaced only once the new one is complete.
+    """
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "weights.safetensors"))
+        config = {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "projector": to_json_dict(model.config),
+            "train": to_json_dict(train_config) if train_config else None,
+            "encoders": encoders or {},
+        }
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        (tmp / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu") -> BridgeCheckpoint:
+    """Load a checkpoint folder written by save_checkpoint; the model is in eval mode."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_dir():
+        raise NotFoundError(f"checkpoint folder not found: {path}")
+    config_path, weights_path = path / "config.json", path / "weights.safetensors"
+    for required in (config_path, weights_path):
+        if not required.is_file():
+            raise CheckpointError(f"checkpoint {path} is missing {required.name}")
+    try:
+        config = json.loads(config_path.read_text())
+        projector_config = from_dict(ProjectorConfig, config["projector"])
+        train_config = from_dict(TrainConfig, config["train"]) if config.get("train") else None
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {path}: unreadable config.json ({exc})") from exc
+    temperature = train_config.temperature if train_config else 0.01
+    model = BridgeModel(projector_config, temperature)
+    try:
+        model.load_state_dict(load_file(str(weights_path)))
+    except (RuntimeError, OSError) as exc:
+        raise CheckpointError(f"checkpoint {path}: weights do not fit config.json ({exc})") from exc
+    model.to(device).eval()
+    report_path = path / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    return BridgeCheckpoint(
+        path=path,
+        projector_config=projector_config,
+        train_config=train_config,
+        model=model,
+        report=report,
+        encoders=dict(config.get("encoders") or {}),
+        sha256=file_sha256(weights_path),
+        device=device,
+    )

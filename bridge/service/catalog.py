@@ -1,0 +1,477 @@
+"""The FAISS indexes of one data directory, and their reconciliation with the item store.
+
+Layout::
+
+    <data_dir>/store.sqlite                      the item store (bridge/storage/items.py)
+    <data_dir>/native/clip_image/                native CLIP index of image items
+    <data_dir>/native/clap_audio/                native CLAP index of audio items
+    <data_dir>/versions/<version>/checkpoint/    the bridge checkpoint of that version
+    <data_dir>/versions/<version>/shared_image/  image items projected by the CLIP projector
+    <data_dir>/versions/<version>/shared_audio/  audio items projected by the CLAP projector
+
+Each index directory holds index.faiss, ids.npy, tombstones.npy and manifest.json (see
+bridge/index/vectors.py). FAISS ids are the store's rowids.
+
+Consistency: the store commits first; indexes follow (``on_items_added``/``on_item_deleted``) and
+are saved after builds and at ``close()``/``save_all()``. After a crash an index on disk may lag
+the store. ``reconcile_*`` compares the manifest (fingerprint, encoder, checkpoint hash, kind)
+and the index's id set with the store's rowids, then either syncs incrementally (adds the
+missing rows from their stored raw embeddings, removes ids the store no longer has) or, when the
+encoder/checkpoint/kind/store differ or more than half the rows would change, rebuilds from the
+store. The id-set comparison makes the check exact even if a save raced with an ingest.
+
+Every mutation of the catalog takes one re-entrant lock; searches never take it: they get an
+index object (``native``/``shared``) and use its own readers-writer lock. Rebuilt indexes replace
+the old object by one reference assignment, so a search holding the old object finishes on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bridge.errors import ConflictError, InvalidInputError, NotFoundError
+from bridge.index.vectors import INDEX_KINDS, IndexCorruptError, VectorIndex
+from bridge.storage.items import MODALITIES, ItemStore
+
+logger = logging.getLogger(__name__)
+
+ProjectFn = Callable[[str, np.ndarray], np.ndarray]
+
+NATIVE_NAMES = {"image": "clip_image", "audio": "clap_audio"}
+SHARED_NAMES = {"image": "shared_image", "audio": "shared_audio"}
+SPACE_OF = {"image": "clip", "audio": "clap"}
+PROJECT_CHUNK = 8192
+INCREMENTAL_MAX_FRACTION = 0.5
+_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_version_name(version: str) -> str:
+    """A version name is 1-64 characters of [A-Za-z0-9._-], starting alphanumeric."""
+    if not isinstance(version, str) or not _VERSION_RE.match(version):
+        raise InvalidInputError(
+            f"version names are 1-64 characters of letters, digits, '.', '_' or '-', starting "
+            f"with a letter or digit; got {version!r}"
+        )
+    return version
+
+
+def project_in_chunks(project: ProjectFn, space: str, raw: np.ndarray) -> np.ndarray:
+    """``project(space, raw)`` over chunks of ``PROJECT_CHUNK`` rows (bounded memory)."""
+    if raw.shape[0] == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    parts = [
+        np.asarray(project(space, raw[start : start + PROJECT_CHUNK]), dtype=np.float32)
+        for start in range(0, raw.shape[0], PROJECT_CHUNK)
+    ]
+    out = np.concatenate(parts, axis=0)
+    if out.ndim != 2 or out.shape[0] != raw.shape[0]:
+        raise InvalidInputError(
+            f"projector for {space!r} returned shape {out.shape} for {raw.shape[0]} rows"
+        )
+    return out
+
+
+class IndexCatalog:
+    """Native and per-version shared indexes of ``data_dir`` (module docstring)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        store: ItemStore,
+        index_type: str = "flat",
+        use_gpu: bool = True,
+        index_options: dict[str, Any] | None = None,
+    ) -> None:
+        """``index_options`` go to ``VectorIndex.build`` (hnsw_m, ivf_nlist, ef_search, nprobe)."""
+        if index_type not in INDEX_KINDS:
+            raise InvalidInputError(f"index_type must be one of {INDEX_KINDS}, got {index_type!r}")
+        self.data_dir = Path(data_dir)
+        self.store = store
+        self.index_type = index_type
+        self.use_gpu = use_gpu
+        self.index_options = dict(index_options or {})
+        self._lock = threading.RLock()
+        self._native: dict[str, VectorIndex | None] = dict.fromkeys(MODALITIES)
+        self._shared: dict[tuple[str, str], VectorIndex | None] = {}
+        self._projectors: dict[str, ProjectFn] = {}
+        self._checkpoints: dict[str, str] = {}
+        self._dirty: set[tuple[str, str]] = set()
+
+    # -- paths and access --------------------------------------------------------------------
+
+    def version_dir(self, version: str) -> Path:
+        """``<data_dir>/versions/<version>`` (the name is validated: no path tricks)."""
+        return self.data_dir / "versions" / check_version_name(version)
+
+    def native_dir(self, modality: str) -> Path:
+        return self.data_dir / "native" / NATIVE_NAMES[self._modality(modality)]
+
+    def shared_dir(self, version: str, modality: str) -> Path:
+        return self.version_dir(version) / SHARED_NAMES[self._modality(modality)]
+
+    @staticmethod
+    def _modality(modality: str) -> str:
+        if modality not in MODALITIES:
+            raise InvalidInputError(f"modality must be one of {MODALITIES}, got {modality!r}")
+        return modality
+
+    def native(self, modality: str) -> VectorIndex | None:
+        """The native index of ``modality`` ("image" -> clip_image, "audio" -> clap_audio)."""
+        return self._native[self._modality(modality)]
+
+    def shared(self, version: str, modality: str) -> VectorIndex | None:
+        """The shared-space index of ``modality`` for a loaded ``version`` (None otherwise)."""
+        return self._shared.get((version, self._modality(modality)))
+
+    def loaded_versions(self) -> list[str]:
+        """Versions whose shared indexes are in memory (kept current by ``on_items_added``)."""
+        return sorted(self._projectors)
+
+    def unload_version(self, version: str, save: bool = True) -> None:
+        """Forget a version's in-memory indexes (saved first if they changed and ``save``)."""
+        with self._lock:
+            for modality in MODALITIES:
+                key = (version, modality)
+                if save and key in self._dirty and self._shared.get(key) is not None:
+                    self._save(key)
+                self._shared.pop(key, None)
+                self._dirty.discard(key)
+            self._projectors.pop(version, None)
+            self._checkpoints.pop(version, None)
+
+    def status(self) -> dict[str, Any]:
+        """Manifests of every loaded index, for readiness and metrics."""
+        out: dict[str, Any] = {}
+        for modality, index in self._native.items():
+            out[NATIVE_NAMES[modality]] = None if index is None else index.manifest.to_json()
+        for (version, modality), index in sorted(self._shared.items()):
+            out[f"{version}/{SHARED_NAMES[modality]}"] = (
+                None if index is None else index.manifest.to_json()
+            )
+        return out
+
+    # -- building and syncing ----------------------------------------------------------------
+
+    def _build(
+        self,
+        name: str,
+        rowids: np.ndarray,
+        vectors: np.ndarray,
+        fingerprint: str,
+        encoder: str | None,
+        checkpoint_sha256: str | None,
+    ) -> VectorIndex:
+        return VectorIndex.build(
+            name,
+            rowids,
+            vectors,
+            self.index_type,
+            fingerprint=fingerprint,
+            encoder=encoder,
+            checkpoint_sha256=checkpoint_sha256,
+            use_gpu=self.use_gpu,
+            **self.index_options,
+        )
+
+    def _load(self, directory: Path) -> VectorIndex | None:
+        try:
+            return VectorIndex.load(directory, use_gpu=self.use_gpu)
+        except NotFoundError:
+            return None
+        except IndexCorruptError as exc:
+            logger.warning("discarding unreadable index %s: %s", directory, exc)
+            return None
+
+    def _full_reason(
+        self,
+        index: VectorIndex | None,
+        encoder: str | None,
+        checkpoint_sha256: str | None,
+    ) -> str | None:
+        """Why ``index`` cannot be synced incrementally and must be rebuilt (None: it can)."""
+        if index is None:
+            return "no index"
+        m = index.manifest
+        if m.fingerprint.split("/")[0] != self.store.store_id:
+            return "built from another store file"
+        if encoder is not None and m.encoder != encoder:
+            return f"encoder {m.encoder!r} != {encoder!r}"
+        if checkpoint_sha256 is not None and m.checkpoint_sha256 != checkpoint_sha256:
+            return "checkpoint hash differs"
+        if m.requested_kind != self.index_type:
+            return f"index type {m.requested_kind!r} != configured {self.index_type!r}"
+        return index.needs_rebuild()
+
+    def _sync(
+        self,
+        name: str,
+        modality: str,
+        index: VectorIndex | None,
+        transform: Callable[[np.ndarray], np.ndarray],
+        encoder: str | None,
+        checkpoint_sha256: str | None,
+    ) -> tuple[VectorIndex | None, str | None]:
+        """Bring ``index`` in line with the store. Returns (index, what changed or None)."""
+        reason = self._full_reason(index, encoder, checkpoint_sha256)
+        if reason is None:
+            assert index is not None
+            snap = self.store.snapshot(modality, with_embeddings=False)
+            have = index.ids()
+            missing = np.setdiff1d(snap.rowids, have, assume_unique=True)
+            extra = np.setdiff1d(have, snap.rowids, assume_unique=True)
+            if missing.size == 0 and extra.size == 0:
+                index.set_fingerprint(snap.fingerprint)
+                return index, None
+            changes = missing.size + extra.size
+            if changes <= INCREMENTAL_MAX_FRACTION * max(snap.rowids.size, 1):
+                try:
+                    raw = self.store.raw_embeddings_for(modality, missing)
+                except NotFoundError:
+                    reason = "items deleted during the sync"
+                else:
+                    if missing.size:
+                        index.add(missing, transform(raw), snap.fingerprint)
+                    index.remove(extra, snap.fingerprint)
+                    return index, f"synced (+{missing.size} -{extra.size})"
+            else:
+                reason = f"{changes} rows differ of {snap.rowids.size}"
+        full = self.store.snapshot(modality, with_embeddings=True)
+        assert full.embeddings is not None
+        if full.rowids.size == 0:
+            # Nothing to index. Dropping the index (rather than keeping an empty one) lets the
+            # next add build it with whatever dimension the items then have.
+            return None, (None if index is None else f"dropped ({reason})")
+        vectors = transform(full.embeddings)
+        built = self._build(
+            name, full.rowids, vectors, full.fingerprint, encoder or full.encoder, checkpoint_sha256
+        )
+        return built, f"rebuilt ({reason})"
+
+    def reconcile_native(self, encoders: dict[str, str]) -> list[str]:
+        """Load the native indexes from disk and fix any that disagree with the store.
+
+        ``encoders`` maps modality ("image"/"audio", or "clip"/"clap") to the encoder id the
+        service runs. ConflictError if the store's items were embedded by another encoder.
+        Returns the names of the indexes that were rebuilt or synced (and saved).
+        """
+        changed: list[str] = []
+        with self._lock:
+            for modality in MODALITIES:
+                encoder = encoders.get(modality) or encoders.get(SPACE_OF[modality])
+                stored = self.store.encoder(modality)
+                if encoder is not None and stored is not None and stored != encoder:
+                    raise ConflictError(
+                        f"the store's {modality} items were embedded by {stored!r} but the "
+                        f"service runs {encoder!r}; use the same encoder or a new data directory"
+                    )
+                name = NATIVE_NAMES[modality]
+                index = self._native[modality] or self._load(self.native_dir(modality))
+                index, what = self._sync(name, modality, index, lambda raw: raw, encoder, None)
+                self._native[modality] = index
+                if what is not None:
+                    logger.info("native index %s %s", name, what)
+                    changed.append(name)
+                    self._dirty.add(("", modality))
+                    self._save(("", modality))
+                    if index is None:
+                        shutil.rmtree(self.native_dir(modality), ignore_errors=True)
+        return changed
+
+    def build_shared(self, version: str, project: ProjectFn, checkpoint_sha256: str) -> None:
+        """Project every stored item with ``project(space, raw)`` ("clip" for images, "clap" for
+        audio), build both shared indexes of ``version``, save them and load them.
+
+        The projection and build run outside the catalog lock (ingest goes on); items added or
+        deleted meanwhile are caught up under the lock before the indexes are registered.
+        """
+        check_version_name(version)
+        built: dict[str, VectorIndex | None] = {}
+        for modality in MODALITIES:
+            snap = self.store.snapshot(modality, with_embeddings=True)
+            assert snap.embeddings is not None
+            if snap.rowids.size == 0:
+                built[modality] = None
+                continue
+            vectors = project_in_chunks(project, SPACE_OF[modality], snap.embeddings)
+            built[modality] = self._build(
+                SHARED_NAMES[modality],
+                snap.rowids,
+                vectors,
+                snap.fingerprint,
+                snap.encoder,
+                checkpoint_sha256,
+            )
+        with self._lock:
+            self._register_version(version, project, checkpoint_sha256, built, force_save=True)
+
+    def reconcile_shared(
+        self, version: str, project: ProjectFn, checkpoint_sha256: str
+    ) -> list[str]:
+        """Load ``version``'s shared indexes (disk or memory) and fix any that disagree with the
+        store or with ``checkpoint_sha256``; returns the names rebuilt or synced."""
+        check_version_name(version)
+        with self._lock:
+            current: dict[str, VectorIndex | None] = {}
+            for modality in MODALITIES:
+                key = (version, modality)
+                current[modality] = (
+                    self._shared[key]
+                    if self._shared.get(key) is not None
+                    else self._load(self.shared_dir(version, modality))
+                )
+            return self._register_version(version, project, checkpoint_sha256, current)
+
+    def _register_version(
+        self,
+        version: str,
+        project: ProjectFn,
+        checkpoint_sha256: str,
+        indexes: dict[str, VectorIndex | None],
+        force_save: bool = False,
+    ) -> list[str]:
+        changed: list[str] = []
+        for modality in MODALITIES:
+            space = SPACE_OF[modality]
+            name = SHARED_NAMES[modality]
+            index, what = self._sync(
+                name,
+                modality,
+                indexes[modality],
+                lambda raw, space=space: project_in_chunks(project, space, raw),  # type: ignore[misc]
+                None,
+                checkpoint_sha256,
+            )
+            key = (version, modality)
+            self._shared[key] = index
+            if what is not None:
+                logger.info("shared index %s/%s %s", version, name, what)
+                changed.append(f"{version}/{name}")
+            if (what is not None or force_save) and index is not None:
+                self._dirty.add(key)
+                self._save(key)
+            if what is not None and index is None:
+                shutil.rmtree(self.shared_dir(version, modality), ignore_errors=True)
+        self._projectors[version] = project
+        self._checkpoints[version] = checkpoint_sha256
+        return changed
+
+    # -- live updates ------------------------------------------------------------------------
+
+    def on_items_added(
+        self,
+        modality: str,
+        rowids: np.ndarray,
+        raw: np.ndarray,
+        shared: dict[str, np.ndarray],
+    ) -> None:
+        """Add items the store has committed: raw rows to the native index, projected rows
+        (``shared``: version -> (N, D)) to each loaded version's shared index. A loaded version
+        missing from ``shared`` is projected here with the projector it was loaded with; ids
+        already in an index are skipped (so a concurrent sync never duplicates them)."""
+        self._modality(modality)
+        rowids = np.asarray(rowids, dtype=np.int64)
+        raw = np.asarray(raw)
+        if raw.ndim != 2 or raw.shape[0] != rowids.shape[0]:
+            raise InvalidInputError(f"{rowids.shape[0]} rowids for raw rows of shape {raw.shape}")
+        if rowids.size == 0:
+            return
+        with self._lock:
+            fingerprint = self.store.fingerprint(modality)
+            self._native[modality] = self._add_to(
+                self._native[modality],
+                NATIVE_NAMES[modality],
+                rowids,
+                raw,
+                fingerprint,
+                self.store.encoder(modality),
+                None,
+            )
+            self._dirty.add(("", modality))
+            for version, project in self._projectors.items():
+                vectors = shared.get(version)
+                if vectors is None:
+                    vectors = project_in_chunks(project, SPACE_OF[modality], raw)
+                key = (version, modality)
+                self._shared[key] = self._add_to(
+                    self._shared.get(key),
+                    SHARED_NAMES[modality],
+                    rowids,
+                    np.asarray(vectors),
+                    fingerprint,
+                    self.store.encoder(modality),
+                    self._checkpoints[version],
+                )
+                self._dirty.add(key)
+
+    def _add_to(
+        self,
+        index: VectorIndex | None,
+        name: str,
+        rowids: np.ndarray,
+        vectors: np.ndarray,
+        fingerprint: str,
+        encoder: str | None,
+        checkpoint_sha256: str | None,
+    ) -> VectorIndex:
+        if vectors.ndim != 2 or vectors.shape[0] != rowids.shape[0]:
+            raise InvalidInputError(
+                f"{name}: {rowids.shape[0]} rowids for vectors of shape {vectors.shape}"
+            )
+        if index is None:
+            return self._build(name, rowids, vectors, fingerprint, encoder, checkpoint_sha256)
+        new = ~index.contains(rowids)
+        index.add(rowids[new], vectors[new], fingerprint)
+        return index
+
+    def on_item_deleted(self, modality: str, rowid: int) -> None:
+        """Remove a deleted item from the native index and every loaded shared index."""
+        self._modality(modality)
+        ids = np.array([int(rowid)], dtype=np.int64)
+        with self._lock:
+            fingerprint = self.store.fingerprint(modality)
+            native = self._native[modality]
+            if native is not None:
+                native.remove(ids, fingerprint)
+                self._dirty.add(("", modality))
+            for (version, mod), index in self._shared.items():
+                if mod == modality and index is not None:
+                    index.remove(ids, fingerprint)
+                    self._dirty.add((version, mod))
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def _save(self, key: tuple[str, str]) -> None:
+        version, modality = key
+        index = self._native[modality] if version == "" else self._shared.get(key)
+        if index is None:
+            return
+        directory = self.native_dir(modality) if version == "" else self.shared_dir(*key)
+        index.save(directory)
+        self._dirty.discard(key)
+
+    def save_all(self, force: bool = False) -> None:
+        """Save every index that changed since it was last saved (all of them with force)."""
+        with self._lock:
+            keys = [("", m) for m in MODALITIES] + list(self._shared)
+            for key in keys:
+                if force or key in self._dirty:
+                    self._save(key)
+
+    def close(self) -> None:
+        """Save what changed. The catalog stays usable (close is idempotent)."""
+        self.save_all()
+
+    def delete_version_indexes(self, version: str) -> None:
+        """Unload a version and delete its shared index directories (not its checkpoint)."""
+        with self._lock:
+            self.unload_version(version, save=False)
+            for modality in MODALITIES:
+                shutil.rmtree(self.shared_dir(version, modality), ignore_errors=True)

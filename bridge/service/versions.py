@@ -1,0 +1,324 @@
+"""Bridge versions: checkpoint loading, live shared indexes, activate / rollback, registration.
+
+`Versions.active` is an immutable ActiveBridge (version, checkpoint, shared indexes). Readers
+take it once per request and use it to the end, so a swap never mixes versions inside one
+answer; `publish` builds the new ActiveBridge fully, then swaps it in with one attribute
+assignment (atomic under the GIL). Every mutating method runs under the service's writer lock
+(passed in), so the set of loaded versions and their shared indexes see every committed item.
+Live shared indexes are kept for the active and previous versions (plus a freshly trained
+one); others are unloaded and reconciled when activated again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bridge.encode.pair import MODALITIES
+from bridge.errors import CheckpointError, ConflictError, InvalidInputError, NotFoundError
+from bridge.service.jobs import JobContext, remove_version_dir
+from bridge.service.records import version_record
+from bridge.types import VersionRecord
+
+if TYPE_CHECKING:
+    from bridge.index.vectors import VectorIndex
+    from bridge.model.projectors import BridgeCheckpoint
+    from bridge.service.catalog import IndexCatalog
+    from bridge.storage.items import ItemStore
+
+logger = logging.getLogger(__name__)
+
+INITIAL_VERSION = "v1"
+EVAL_LABEL_KEY = "label"
+
+
+@dataclass(frozen=True)
+class ActiveBridge:
+    """The active bridge version, swapped as one reference (never mutated)."""
+
+    version: str
+    checkpoint: BridgeCheckpoint
+    shared: Mapping[str, VectorIndex | None]  # "image" / "audio" -> shared index
+
+
+def shared_index(catalog: IndexCatalog, active: ActiveBridge, target: str) -> VectorIndex | None:
+    """The snapshot version's shared index: the catalog's current object (it replaces the
+    object when the first item of a modality arrives or a rebuild happens), else the one
+    the snapshot holds (the version was unloaded by a later swap mid-request)."""
+    return catalog.shared(active.version, target) or active.shared.get(target)
+
+
+def projector(checkpoint: BridgeCheckpoint) -> Callable[[str, np.ndarray], np.ndarray]:
+    """checkpoint.project as the catalog's ProjectFn (space names are checked by the model)."""
+
+    def project(space: str, raw: np.ndarray) -> np.ndarray:
+        return checkpoint.project(space, raw)  # type: ignore[arg-type]
+
+    return project
+
+
+def report_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a checkpoint's report.json worth showing in the version list."""
+    keys = ("data", "final", "metrics", "wall_seconds", "device")
+    return {k: report[k] for k in keys if k in report}
+
+
+class Versions:
+    """The service's bridge versions: which are loaded (live shared indexes) and which is
+    active. `write_lock` is the service's re-entrant writer lock."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        store: ItemStore,
+        catalog: IndexCatalog,
+        device: str,
+        dims: tuple[int, int],
+        write_lock: threading.RLock,
+    ) -> None:
+        self.data_dir = data_dir
+        self.store = store
+        self.catalog = catalog
+        self.device = device
+        self.clip_dim, self.clap_dim = dims
+        self._write_lock = write_lock
+        self.loaded: dict[str, BridgeCheckpoint] = {}  # versions whose shared indexes are live
+        self.active: ActiveBridge | None = None
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def checkpoint_path(self, row: dict[str, Any]) -> Path:
+        path = Path(row["checkpoint_dir"])
+        return path if path.is_absolute() else self.data_dir / path
+
+    def load_checkpoint(self, path: Path, expected_sha: str | None = None) -> BridgeCheckpoint:
+        """Load and check against the encoders' dimensions and the recorded sha256."""
+        from bridge.model.projectors import load_checkpoint
+
+        checkpoint = load_checkpoint(path, self.device)
+        config = checkpoint.projector_config
+        if (config.clip_dim, config.clap_dim) != (self.clip_dim, self.clap_dim):
+            raise CheckpointError(
+                f"bridge {path} connects {config.clip_dim}-d CLIP and {config.clap_dim}-d CLAP "
+                f"embeddings, but the encoders give {self.clip_dim}-d and {self.clap_dim}-d"
+            )
+        if expected_sha and checkpoint.sha256 != expected_sha:
+            raise CheckpointError(
+                f"bridge {path}: weights changed on disk (sha256 {checkpoint.sha256[:12]}..., "
+                f"recorded {expected_sha[:12]}...)"
+            )
+        return checkpoint
+
+    def ensure_loaded(self, version: str) -> BridgeCheckpoint:
+        """Caller holds the writer lock. Load the checkpoint and reconcile its shared indexes,
+        unless the version is already live (its indexes follow every write)."""
+        checkpoint = self.loaded.get(version)
+        if checkpoint is not None:
+            return checkpoint  # live: every add/delete since loading reached its indexes
+        row = self.store.get_version(version)
+        checkpoint = self.load_checkpoint(self.checkpoint_path(row), row.get("sha256"))
+        rebuilt = self.catalog.reconcile_shared(version, projector(checkpoint), checkpoint.sha256)
+        if rebuilt:
+            logger.info("version %s: rebuilt shared indexes %s", version, rebuilt)
+        self.loaded[version] = checkpoint
+        return checkpoint
+
+    def publish(self, version: str, checkpoint: BridgeCheckpoint) -> ActiveBridge:
+        """Caller holds the writer lock: build the ActiveBridge of `version` and swap it in."""
+        shared = {m: self.catalog.shared(version, m) for m in MODALITIES}
+        bridge = ActiveBridge(version, checkpoint, MappingProxyType(shared))
+        self.active = bridge  # the atomic swap
+        return bridge
+
+    def _unload(self, version: str) -> None:
+        unload = getattr(self.catalog, "unload_version", None)
+        if unload is not None:
+            unload(version)
+
+    def keep_loaded(self, *versions: str | None) -> None:
+        """Caller holds the writer lock: stop live-updating versions not in `versions`."""
+        keep = {v for v in versions if v}
+        for version in list(self.loaded):
+            if version not in keep:
+                del self.loaded[version]
+                self._unload(version)
+
+    # -- list / activate / rollback --------------------------------------------------------
+
+    def records(self) -> list[VersionRecord]:
+        active, _ = self.store.get_active()
+        return [version_record(row, active) for row in self.store.list_versions()]
+
+    def activate(self, version: str) -> VersionRecord:
+        """Make a ready version active (ConflictError otherwise); persisted, then swapped."""
+        if not isinstance(version, str) or not version:
+            raise InvalidInputError("version must be a non-empty string")
+        with self._write_lock:
+            row = self.store.get_version(version)
+            if row["status"] != "ready":
+                raise ConflictError(
+                    f"bridge version {version!r} is {row['status']!r}; only a ready one can be "
+                    "activated"
+                )
+            old = self.active
+            checkpoint = self.ensure_loaded(version)
+            self.store.set_active(version, allowed_statuses=("ready",))
+            self.publish(version, checkpoint)
+            self.keep_loaded(*self.store.get_active())  # active and previous stay live
+            logger.info("activated bridge version %s (was %s)", version, old and old.version)
+        return version_record(self.store.get_version(version), version)
+
+    def rollback(self) -> VersionRecord:
+        """Back to the previously active version; ConflictError if there is none."""
+        with self._write_lock:
+            _, previous = self.store.get_active()
+            if previous is None:
+                raise ConflictError("no previously active bridge version to roll back to")
+            return self.activate(previous)
+
+    # -- registration ----------------------------------------------------------------------
+
+    def fail_interrupted(self) -> None:
+        """Versions left `training` by a crash become `failed`; their folders are removed."""
+        for row in self.store.list_versions():
+            if row["status"] == "training":
+                self.store.update_version(
+                    row["version"],
+                    status="failed",
+                    metrics={"error": "interrupted: the service stopped during training"},
+                )
+                remove_version_dir(self.catalog.version_dir(row["version"]))
+
+    def register_initial(self, initial_bridge: Path | str | None) -> None:
+        """Copy initial_bridge into versions/v1/checkpoint and activate it, once."""
+        if initial_bridge is None or self.store.list_versions():
+            return
+        source = Path(initial_bridge)
+        if not source.is_dir():
+            raise CheckpointError(f"initial bridge folder not found: {source}")
+        self.load_checkpoint(source)  # validates files and dimensions before copying
+        dest = self.catalog.version_dir(INITIAL_VERSION) / "checkpoint"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".checkpoint."))
+        shutil.rmtree(tmp)
+        shutil.copytree(source, tmp)
+        shutil.rmtree(dest, ignore_errors=True)
+        os.replace(tmp, dest)
+        checkpoint = self.load_checkpoint(dest)
+        self.store.add_version(
+            INITIAL_VERSION,
+            str(dest.relative_to(self.data_dir)),
+            "ready",
+            checkpoint.sha256,
+            {"source": str(source), "report": report_summary(checkpoint.report)},
+        )
+        self.store.set_active(INITIAL_VERSION)
+
+    def next_version(self) -> str:
+        numbers = [
+            int(m.group(1))
+            for row in self.store.list_versions()
+            if (m := re.fullmatch(r"v(\d+)", row["version"]))
+        ]
+        return f"v{max(numbers, default=0) + 1}"
+
+    def install(self, version: str, checkpoint_dir: Path, ctx: JobContext) -> BridgeCheckpoint:
+        """Re-project every stored item into new shared indexes, then make them live."""
+        checkpoint = self.load_checkpoint(checkpoint_dir)
+        self.store.update_version(version, sha256=checkpoint.sha256)
+        self.catalog.build_shared(version, projector(checkpoint), checkpoint.sha256)
+        ctx.progress(0.9, "shared indexes built")
+        with self._write_lock:  # catch items added or deleted while building
+            self.catalog.reconcile_shared(version, projector(checkpoint), checkpoint.sha256)
+            self.loaded[version] = checkpoint
+        return checkpoint
+
+    def fail_training(self, version: str, exc: BaseException) -> None:
+        """A retrain job failed: unload the version, mark it failed, remove its folder."""
+        with self._write_lock:
+            self.loaded.pop(version, None)
+            self._unload(version)
+        try:
+            row = self.store.get_version(version)
+        except NotFoundError:
+            return
+        if row["status"] == "training":
+            self.store.update_version(version, status="failed", metrics={"error": str(exc)})
+            remove_version_dir(self.catalog.version_dir(version))
+
+
+def evaluate_checkpoint(
+    store: ItemStore, checkpoint: Any, held_out: tuple[np.ndarray, np.ndarray]
+) -> dict[str, Any]:
+    """Caption-pair retrieval on the held-out captions; class-level audio<->image on stored
+    items when both modalities carry a `label` metadata key."""
+    from bridge.model.evaluation import cross_modal_metrics, retrieval_metrics
+
+    clip_text, clap_text = held_out
+    shared_clip = checkpoint.project("clip", clip_text)
+    shared_clap = checkpoint.project("clap", clap_text)
+    metrics: dict[str, Any] = {
+        "captions": {
+            "clap_to_clip": retrieval_metrics(shared_clap, shared_clip),
+            "clip_to_clap": retrieval_metrics(shared_clip, shared_clap),
+        }
+    }
+    labelled = {m: _labelled_sample(store, m) for m in MODALITIES}
+    image, audio = labelled["image"], labelled["audio"]
+    if image is not None and audio is not None:
+        # Only items whose label the other side has too: a query with nothing relevant has
+        # no rank (labels 3 and 9 against 0 and 0 gave an infinite median rank, which the
+        # store refuses as metrics, and the job failed).
+        common = set(image[1]) & set(audio[1])
+        if not common:
+            metrics["stored_items_by_label"] = {"skipped": "no label common to images and audio"}
+            return metrics
+        image, audio = _with_labels(image, common), _with_labels(audio, common)
+        metrics["stored_items_by_label"] = cross_modal_metrics(
+            checkpoint.project("clip", image[0]),
+            checkpoint.project("clap", audio[0]),
+            image[1],
+            audio[1],
+        )
+    return metrics
+
+
+def _labelled_sample(
+    store: ItemStore, modality: str, attempts: int = 3
+) -> tuple[np.ndarray, list[str]] | None:
+    """Raw embeddings and labels of up to 5000 images / 500 audio items with a label (None
+    when fewer than 2). Items deleted between the two reads (searches and deletes go on
+    during a retrain) make it sample again: a delete used to fail the whole job here."""
+    cap = 5000 if modality == "image" else 500
+    for _ in range(attempts):
+        rowids = store.snapshot(modality, with_embeddings=False).rowids
+        if len(rowids) > cap:
+            rowids = np.sort(np.random.default_rng(0).choice(rowids, cap, replace=False))
+        items = store.get_by_rowids(rowids)
+        chosen = [r for r, item in sorted(items.items()) if EVAL_LABEL_KEY in item.metadata]
+        if len(chosen) < 2:
+            return None
+        try:
+            raw = store.raw_embeddings_for(modality, chosen)
+        except NotFoundError:
+            continue
+        return raw, [str(items[r].metadata[EVAL_LABEL_KEY]) for r in chosen]
+    return None
+
+
+def _with_labels(
+    sample: tuple[np.ndarray, list[str]], keep: set[str]
+) -> tuple[np.ndarray, list[str]]:
+    rows = [i for i, label in enumerate(sample[1]) if label in keep]
+    return sample[0][rows], [sample[1][i] for i in rows]

@@ -1,0 +1,1 @@
+"""The data directory: its layout, the item store, blobs, bridge registry and jobs table."""

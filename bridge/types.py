@@ -1,0 +1,135 @@
+"""Plain data types of the service facade (bridge/service/facade.py).
+
+Kept free of heavy imports (no numpy, torch or faiss) so that app/ can import them cheaply
+for its request/response schemas. Every type is a frozen dataclass; dict fields are never
+mutated by the service after construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Modality = Literal["image", "audio"]
+QueryModality = Literal["text", "image", "audio", "vector"]
+SpaceName = Literal["clip", "clap", "shared"]
+IndexType = Literal["flat", "hnsw", "ivf"]
+JobStatus = Literal["queued", "running", "succeeded", "failed"]
+VersionStatus = Literal["training", "ready", "failed"]
+FilterValue = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Runtime settings of one BridgeService (app/settings.py builds it from BRIDGE_* vars)."""
+
+    data_dir: Path = Path("var")
+    clip_model: str = "models/demo-clip"  # hub id or folder
+    clap_model: str = "models/demo-clap"
+    # Registered as the first bridge version when the store holds none.
+    initial_bridge: Path | None = Path("models/demo-bridge")
+    device: str = "auto"
+    index_type: IndexType = "flat"
+    faiss_gpu: bool = True  # used only when faiss.get_num_gpus() > 0
+    max_audio_seconds: float = 30.0
+    # Seed from samples_dir/manifest.jsonl when the store is empty; None = off.
+    samples_dir: Path | None = Path("models/samples")
+    encode_threads: int = 2
+    # Largest k + offset a single search may ask for (bounds the over-fetch).
+    max_k: int = 1000
+    # OpenMP threads for FAISS index builds and large query batches (0 = one per core).
+    # Single-query searches always run on one thread (bridge/index/vectors.py explains why).
+    faiss_threads: int = 0
+    # Threads a lone query's exact scan of a big flat index may use (0 = one per core,
+    # 1 = never split); bridge/index/split_scan.py.
+    search_threads: int = 0
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded media file: raw bytes plus what the client said about them."""
+
+    data: bytes
+    filename: str | None = None
+    content_type: str | None = None
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    id: str
+    modality: Modality
+    metadata: dict[str, Any]
+    created_at: str
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """Exactly one of text, vector (+ space), item_id or media must be given."""
+
+    target: Modality
+    text: str | None = None
+    vector: list[float] | None = None
+    space: SpaceName | None = None  # required with `vector`: the space the vector lives in
+    item_id: str | None = None
+    media: Upload | None = None
+    k: int = 10
+    offset: int = 0
+    min_score: float | None = None
+    filters: dict[str, FilterValue] = field(default_factory=dict)  # exact match on metadata keys
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    id: str
+    score: float
+    modality: str
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SearchResponse:
+    results: list[SearchHit]
+    space: SpaceName  # the space that answered
+    bridge_version: str | None  # the version whose shared index answered; None for native spaces
+    query_modality: str  # "text", "image", "audio" or "vector"
+    timings_ms: dict[str, float]
+
+
+@dataclass(frozen=True)
+class RetrainRequest:
+    """A retrain job. Paths are relative to data_dir; anything resolving outside it is rejected."""
+
+    captions: list[str] | None = None
+    captions_path: str | None = None  # UTF-8 text, one caption per line (blank lines skipped)
+    image_memory_path: str | None = None  # .npy (N, D_clip); None = stored images' raw embeddings
+    audio_memory_path: str | None = None  # .npy (N, D_clap); None = stored audio's raw embeddings
+    train_overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
+    activate: bool = False  # activate automatically once the version is ready
+    # A folder under data_dir that holds only this request's uploaded inputs (the HTTP layer's
+    # uploads/<id>/): removed when the job ends, as the captions are kept in the checkpoint.
+    inputs_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    kind: str
+    status: JobStatus
+    progress: float  # 0..1
+    message: str
+    version: str | None
+    metrics: dict[str, Any]
+    error: str | None
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    version: str
+    status: VersionStatus
+    active: bool
+    checkpoint_sha256: str | None
+    created_at: str
+    metrics: dict[str, Any]
