@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-Modality = Literal["image", "audio"]
-QueryModality = Literal["text", "image", "audio", "vector"]
-SpaceName = Literal["clip", "clap", "shared"]
+from bridge.modalities import Modality, SpaceName
+
 IndexType = Literal["flat", "hnsw", "ivf"]
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
 VersionStatus = Literal["training", "ready", "failed"]

@@ -36,10 +36,10 @@ from bridge.encode.media import (
     resample,
 )
 from bridge.errors import InvalidInputError, NotFoundError, UnsupportedMediaError
+from bridge.modalities import EMBED_MODALITIES
 
 logger = logging.getLogger(__name__)
 
-MODALITIES = ("text", "image", "audio")
 DEFAULT_BATCH_SIZES = {"text": 64, "image": 64, "audio": 16}
 _EXTENSIONS = {"image": IMAGE_EXTENSIONS, "audio": AUDIO_EXTENSIONS}
 
@@ -196,8 +196,8 @@ def _encode_audio_files(encoder: Encoder, paths: list[Path], batch_size: int) ->
 
 def _check_modality(kind: str, modality: str) -> None:
     """Reject unknown modalities and ones the chosen tower does not have."""
-    if modality not in MODALITIES:
-        raise InvalidInputError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    if modality not in EMBED_MODALITIES:
+        raise InvalidInputError(f"modality must be one of {EMBED_MODALITIES}, got {modality!r}")
     if kind not in ENCODER_MODALITIES:
         raise InvalidInputError(f"encoder must be one of {tuple(ENCODER_MODALITIES)}, got {kind!r}")
     supported = ENCODER_MODALITIES[kind]

@@ -19,8 +19,6 @@ from bridge.types import Upload
 if TYPE_CHECKING:
     from bridge.encode.encoders import Encoder
 
-MODALITIES = ("image", "audio")
-
 
 @dataclass(frozen=True)
 class Decoded:

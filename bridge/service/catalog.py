@@ -39,15 +39,15 @@ import numpy as np
 
 from bridge.errors import ConflictError, InvalidInputError, NotFoundError
 from bridge.index.vectors import INDEX_KINDS, IndexCorruptError, VectorIndex
-from bridge.storage.items import MODALITIES, ItemStore
+from bridge.modalities import MODALITIES, MODALITY_SPACE, native_index_name, shared_index_name
+from bridge.storage.items import ItemStore
 
 logger = logging.getLogger(__name__)
 
 ProjectFn = Callable[[str, np.ndarray], np.ndarray]
 
-NATIVE_NAMES = {"image": "clip_image", "audio": "clap_audio"}
-SHARED_NAMES = {"image": "shared_image", "audio": "shared_audio"}
-SPACE_OF = {"image": "clip", "audio": "clap"}
+NATIVE_NAMES = {m: native_index_name(m) for m in MODALITIES}
+SHARED_NAMES = {m: shared_index_name(m) for m in MODALITIES}
 PROJECT_CHUNK = 8192
 INCREMENTAL_MAX_FRACTION = 0.5
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -265,7 +265,7 @@ class IndexCatalog:
         changed: list[str] = []
         with self._lock:
             for modality in MODALITIES:
-                encoder = encoders.get(modality) or encoders.get(SPACE_OF[modality])
+                encoder = encoders.get(modality) or encoders.get(MODALITY_SPACE[modality])
                 stored = self.store.encoder(modality)
                 if encoder is not None and stored is not None and stored != encoder:
                     raise ConflictError(
@@ -300,7 +300,7 @@ class IndexCatalog:
             if snap.rowids.size == 0:
                 built[modality] = None
                 continue
-            vectors = project_in_chunks(project, SPACE_OF[modality], snap.embeddings)
+            vectors = project_in_chunks(project, MODALITY_SPACE[modality], snap.embeddings)
             built[modality] = self._build(
                 SHARED_NAMES[modality],
                 snap.rowids,
@@ -339,7 +339,7 @@ class IndexCatalog:
     ) -> list[str]:
         changed: list[str] = []
         for modality in MODALITIES:
-            space = SPACE_OF[modality]
+            space = MODALITY_SPACE[modality]
             name = SHARED_NAMES[modality]
             index, what = self._sync(
                 name,
@@ -398,7 +398,7 @@ class IndexCatalog:
             for version, project in self._projectors.items():
                 vectors = shared.get(version)
                 if vectors is None:
-                    vectors = project_in_chunks(project, SPACE_OF[modality], raw)
+                    vectors = project_in_chunks(project, MODALITY_SPACE[modality], raw)
                 key = (version, modality)
                 self._shared[key] = self._add_to(
                     self._shared.get(key),

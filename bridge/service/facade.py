@@ -46,12 +46,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bridge.encode.pair import MODALITIES, Decoded, Towers
+from bridge.encode.pair import Decoded, Towers
 from bridge.errors import ConflictError, InvalidInputError, NotFoundError
 from bridge.index.vectors import faiss_summary
+from bridge.modalities import MODALITIES, MODALITY_SPACE
 from bridge.service.jobs import UPLOADS_DIR, JobContext, JobRunner, plan_retrain, run_retrain
 from bridge.service.records import check_item_id, item_record
-from bridge.service.routing import MODALITY_SPACE
 from bridge.service.search import OVERFETCH_FACTOR, OVERFETCH_MIN, Searcher
 from bridge.service.versions import (
     EVAL_LABEL_KEY,

@@ -17,17 +17,13 @@ space; a "shared" vector is searched in the shared index of the target as it is.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from bridge.errors import InvalidInputError
+from bridge.modalities import MODALITIES, MODALITY_SPACE, SPACES, NativeSpace, SpaceName
 
-NativeSpace = Literal["clip", "clap"]
-AnswerSpace = Literal["clip", "clap", "shared"]
+AnswerSpace = SpaceName
 
-# The tower that embeds each media modality, and the native space of each target.
-MODALITY_SPACE: dict[str, NativeSpace] = {"image": "clip", "audio": "clap"}
-TARGETS = ("image", "audio")
-SPACES = ("clip", "clap", "shared")
+TARGETS = MODALITIES
 
 
 @dataclass(frozen=True)

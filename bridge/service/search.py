@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bridge.encode.pair import MODALITIES, Towers
+from bridge.encode.pair import Towers
 from bridge.errors import ConflictError, InvalidInputError
 from bridge.index.vectors import usable_square
+from bridge.modalities import MODALITIES
 from bridge.service.records import check_item_id, public_metadata
 from bridge.service.routing import Route, route_for_space, route_media, route_text
 from bridge.service.versions import ActiveBridge, shared_index

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bridge.encode.pair import MODALITIES
 from bridge.errors import CheckpointError, ConflictError, InvalidInputError, NotFoundError
+from bridge.modalities import MODALITIES
 from bridge.service.jobs import JobContext, remove_version_dir
 from bridge.service.records import version_record
 from bridge.types import VersionRecord

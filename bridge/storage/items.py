@@ -44,10 +44,10 @@ from typing import Any
 import numpy as np
 
 from bridge.errors import ConflictError, InvalidInputError, NotFoundError
+from bridge.modalities import MODALITIES
 
 logger = logging.getLogger(__name__)
 
-MODALITIES = ("image", "audio")
 MAX_METADATA_BYTES = 64 * 1024
 # Deeper metadata was stored and then could not be serialised back (GET and every search
 # that ranked the item answered 500); real metadata is a few levels deep.
