@@ -1,4 +1,4 @@
-"""Small atomic file helpers shared by the CLI, the trainer and benchmarks."""
+"""Small file helpers shared by the CLI, the trainer, the service and benchmarks."""
 
 from __future__ import annotations
 
@@ -19,3 +19,37 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_captions(
+    path: str | Path, *, skip_blank: bool = False, what: str = "captions"
+) -> list[str]:
+    """Captions from a UTF-8 text file, one per line, stripped; a leading BOM is dropped.
+
+    `skip_blank=False` (`mbridge embed`): a blank line is an error naming the line, since row
+    i of the output must be line i of the file. `skip_blank=True` (a retrain corpus, where
+    both text towers read the same list): blank lines are skipped. A file with no caption,
+    or one that is not UTF-8, is an error either way.
+    """
+    from bridge.errors import InvalidInputError, NotFoundError
+
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"{what} file {path.name} not found")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{what} file {path.name} is not UTF-8 text ({exc})") from exc
+    captions: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        caption = line.strip()
+        if caption:
+            captions.append(caption)
+        elif not skip_blank:
+            raise InvalidInputError(
+                f"{what} file {path.name} line {number}: blank caption (one caption per line; "
+                "row i of the output is line i)"
+            )
+    if not captions:
+        raise InvalidInputError(f"{what} file {path.name} holds no captions")
+    return captions

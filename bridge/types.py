@@ -95,6 +95,11 @@ class SearchResponse:
     timings_ms: dict[str, float]
 
 
+# Most captions one retrain takes (list and file together): both text towers' embeddings of
+# 1M captions are about 4 GB in float32. The HTTP schema and the engine share this limit.
+MAX_CAPTIONS = 1_000_000
+
+
 @dataclass(frozen=True)
 class RetrainRequest:
     """A retrain job. Paths are relative to data_dir; anything resolving outside it is rejected."""

@@ -9,10 +9,8 @@ as paths; they are removed again when the engine rejects the request, and when t
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import json
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,7 +44,6 @@ from app.uploads import (
     save_upload,
 )
 from bridge.errors import InvalidInputError
-from bridge.service.jobs import UPLOADS_DIR, check_memory_header
 from bridge.types import RetrainRequest
 
 if TYPE_CHECKING:
@@ -79,22 +76,9 @@ _OPENAPI_BODY["requestBody"]["content"]["application/json"] = {
 }
 
 
-def check_captions(path: Path) -> None:
-    """The captions upload must be UTF-8 text with at least one non-blank line."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    has_text = False
-    try:
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                has_text = has_text or bool(decoder.decode(chunk).strip())
-            has_text = has_text or bool(decoder.decode(b"", final=True).strip())
-    except UnicodeDecodeError as exc:
-        raise InvalidInputError(f"`captions` is not UTF-8 text: {exc}") from exc
-    if not has_text:
-        raise InvalidInputError("`captions` holds no caption (one per line expected)")
-
-
-def _save_form_files(form: FormData, settings: Settings, folder: Path) -> dict[str, str]:
+def _save_form_files(
+    form: FormData, settings: Settings, folder: Path, service: BridgeService
+) -> dict[str, str]:
     """Save the uploaded files under `folder`; returns field -> path relative to data_dir."""
     paths: dict[str, str] = {}
     names = {"captions": "captions.txt", "image_memory": "image.npy", "audio_memory": "audio.npy"}
@@ -104,10 +88,8 @@ def _save_form_files(form: FormData, settings: Settings, folder: Path) -> dict[s
             continue
         dest = folder / names[field]
         save_upload(value, dest, settings.max_admin_upload_bytes, field=field)
-        if field == "captions":
-            check_captions(dest)
-        else:
-            check_memory_header(dest, f"`{field}`", None)  # the engine checks the width
+        if field != "captions":  # captions are read and checked by the retrain plan
+            service.check_memory_file(dest, f"`{field}`")  # the plan checks the width
         paths[field] = dest.relative_to(settings.data_dir).as_posix()
     if "captions" not in paths:
         raise InvalidInputError("multipart retrain needs a `captions` file (one caption per line)")
@@ -136,11 +118,11 @@ def _form_request(form: FormData, paths: dict[str, str], folder: str) -> Retrain
 
 
 async def _start_from_form(request: Request, service: BridgeService, settings: Settings) -> JobOut:
-    folder = settings.data_dir / UPLOADS_DIR / uuid.uuid4().hex
+    folder = service.retrain_upload_dir()
     async with request.form(max_files=len(_FILE_FIELDS), max_fields=8) as form:
         check_form_fields(form, _FILE_FIELDS + _TEXT_FIELDS)
         try:
-            paths = await run_in_threadpool(_save_form_files, form, settings, folder)
+            paths = await run_in_threadpool(_save_form_files, form, settings, folder, service)
             inputs = str(folder.relative_to(settings.data_dir))
             job = await run_in_threadpool(service.start_retrain, _form_request(form, paths, inputs))
         except BaseException:

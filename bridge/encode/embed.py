@@ -36,36 +36,13 @@ from bridge.encode.media import (
     resample,
 )
 from bridge.errors import InvalidInputError, NotFoundError, UnsupportedMediaError
+from bridge.io import read_captions
 from bridge.modalities import EMBED_MODALITIES
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZES = {"text": 64, "image": 64, "audio": 16}
 _EXTENSIONS = {"image": IMAGE_EXTENSIONS, "audio": AUDIO_EXTENSIONS}
-
-
-def read_captions(path: str | Path) -> list[str]:
-    """Captions from a UTF-8 file, one per line; a blank line or an empty file is an error."""
-    path = Path(path)
-    if not path.is_file():
-        raise NotFoundError(f"{path}: captions file not found")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InvalidInputError(f"{path}: captions file is not valid UTF-8 ({exc})") from exc
-    lines = text.splitlines()
-    captions: list[str] = []
-    for number, line in enumerate(lines, start=1):
-        caption = line.strip()
-        if not caption:
-            raise InvalidInputError(
-                f"{path} line {number}: blank caption (one caption per line; "
-                "row i of the output is line i)"
-            )
-        captions.append(caption)
-    if not captions:
-        raise InvalidInputError(f"{path}: captions file holds no captions")
-    return captions
 
 
 def list_media_paths(input_path: str | Path, modality: str) -> list[Path]:

@@ -1,5 +1,8 @@
 """The two encoders as the service uses them: decode uploads, embed media and text.
 
+CLIP embeds images and text, CLAP audio and text (bridge/encode/encoders.py); this pair is
+what ingest, search and retrain call.
+
 Encoding is bounded by a semaphore of `encode_threads` permits so concurrent uploads and
 queries do not oversubscribe the cores; torch releases the GIL while it computes.
 """
@@ -27,7 +30,7 @@ class Decoded:
     content_type: str
 
 
-class Towers:
+class EncoderPair:
     """CLIP (images, text) and CLAP (audio, text) behind one bounded set of encode slots."""
 
     def __init__(
@@ -86,3 +89,7 @@ class Towers:
 
     def dims(self) -> tuple[int, int]:
         return self.clip.dim, self.clap.dim
+
+    def encoder_ids(self) -> dict[str, str]:
+        """Which models made the embeddings (recorded with items, indexes and bridges)."""
+        return {"clip": self.clip.model_id, "clap": self.clap.model_id}

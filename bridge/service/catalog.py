@@ -1,13 +1,6 @@
 """The FAISS indexes of one data directory, and their reconciliation with the item store.
 
-Layout::
-
-    <data_dir>/store.sqlite                      the item store (bridge/storage/items.py)
-    <data_dir>/native/clip_image/                native CLIP index of image items
-    <data_dir>/native/clap_audio/                native CLAP index of audio items
-    <data_dir>/versions/<version>/checkpoint/    the bridge checkpoint of that version
-    <data_dir>/versions/<version>/shared_image/  image items projected by the CLIP projector
-    <data_dir>/versions/<version>/shared_audio/  audio items projected by the CLAP projector
+Paths: bridge/storage/layout.py (native/<space>_<modality>/, versions/<version>/shared_<modality>/).
 
 Each index directory holds index.faiss, ids.npy, tombstones.npy and manifest.json (see
 bridge/index/vectors.py). FAISS ids are the store's rowids.
@@ -28,7 +21,6 @@ the old object by one reference assignment, so a search holding the old object f
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import threading
 from collections.abc import Callable
@@ -41,6 +33,7 @@ from bridge.errors import ConflictError, InvalidInputError, NotFoundError
 from bridge.index.vectors import INDEX_KINDS, IndexCorruptError, VectorIndex
 from bridge.modalities import MODALITIES, MODALITY_SPACE, native_index_name, shared_index_name
 from bridge.storage.items import ItemStore
+from bridge.storage.layout import DataLayout, check_version_name
 
 logger = logging.getLogger(__name__)
 
@@ -50,17 +43,6 @@ NATIVE_NAMES = {m: native_index_name(m) for m in MODALITIES}
 SHARED_NAMES = {m: shared_index_name(m) for m in MODALITIES}
 PROJECT_CHUNK = 8192
 INCREMENTAL_MAX_FRACTION = 0.5
-_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-def check_version_name(version: str) -> str:
-    """A version name is 1-64 characters of [A-Za-z0-9._-], starting alphanumeric."""
-    if not isinstance(version, str) or not _VERSION_RE.match(version):
-        raise InvalidInputError(
-            f"version names are 1-64 characters of letters, digits, '.', '_' or '-', starting "
-            f"with a letter or digit; got {version!r}"
-        )
-    return version
 
 
 def project_in_chunks(project: ProjectFn, space: str, raw: np.ndarray) -> np.ndarray:
@@ -94,6 +76,7 @@ class IndexCatalog:
         if index_type not in INDEX_KINDS:
             raise InvalidInputError(f"index_type must be one of {INDEX_KINDS}, got {index_type!r}")
         self.data_dir = Path(data_dir)
+        self.layout = DataLayout(self.data_dir)
         self.store = store
         self.index_type = index_type
         self.use_gpu = use_gpu
@@ -108,14 +91,13 @@ class IndexCatalog:
     # -- paths and access --------------------------------------------------------------------
 
     def version_dir(self, version: str) -> Path:
-        """``<data_dir>/versions/<version>`` (the name is validated: no path tricks)."""
-        return self.data_dir / "versions" / check_version_name(version)
+        return self.layout.version_dir(version)
 
     def native_dir(self, modality: str) -> Path:
-        return self.data_dir / "native" / NATIVE_NAMES[self._modality(modality)]
+        return self.layout.native_dir(modality)
 
     def shared_dir(self, version: str, modality: str) -> Path:
-        return self.version_dir(version) / SHARED_NAMES[self._modality(modality)]
+        return self.layout.shared_dir(version, modality)
 
     @staticmethod
     def _modality(modality: str) -> str:

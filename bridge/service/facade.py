@@ -1,22 +1,15 @@
-"""The engine facade that app/ (and the CLI) call: ingest, search, versions, retrain jobs.
+"""The engine facade that app/ and the CLI call: ingest, search, versions, retrain.
 
-The work is done by small modules this facade wires together:
-  bridge/encode/pair.py    decode uploads, encode media and text (bounded encode slots)
-  bridge/storage/blobs.py     original upload bytes (BlobStore) and the item's content reference
-  bridge/service/records.py   store rows -> ItemRecord / VersionRecord (content reference hidden)
-  bridge/service/search.py    query checks, query vectors, routing, ranked and hydrated hits
-  bridge/service/versions.py  checkpoints, live shared indexes, activate / rollback, registration,
-                      evaluation of a freshly trained version
-  bridge/service/jobs.py      retrain planning and the one-at-a-time job runner
-
-Data flow (architecture.md):
-  ingest: sniff + decode -> encode (CLIP image / CLAP audio tower) -> original bytes written to
-          data_dir/blobs/ -> ONE store transaction commits items + raw embeddings (this is the
-          acknowledgement) -> native index updated, and each loaded bridge version's shared
-          index updated with the projected rows.
-  search: decode/encode the query (or take a raw vector / a stored item's raw embedding) ->
-          route (bridge/service/routing.py) -> project with the active bridge when the route is
-          bridged -> FAISS -> hydrate ids from the store, filter, page.
+It wires the use cases of this package together and owns their shared state (the store, the
+index catalog, the writer lock, the active bridge):
+  bridge/service/ingest.py     add / delete items (decode, encode, blobs, store, indexes)
+  bridge/service/search.py     query checks, query vectors, routing, ranked and hydrated hits
+  bridge/service/versions.py   checkpoints, live shared indexes, activate / rollback
+  bridge/service/retrain.py    the retrain pipeline (plan, train, evaluate, install, activate)
+  bridge/service/jobs.py       the one-at-a-time background job runner
+  bridge/service/catalog.py    native and per-version FAISS indexes, reconciled with the store
+Paths under the data directory: bridge/storage/layout.py. The request and retrain paths as
+lists of modules: docs/architecture.md.
 
 Concurrency:
 - Readers (search, get) take no service lock. A request reads `self._active` (an immutable
@@ -46,24 +39,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bridge.encode.pair import Decoded, Towers
-from bridge.errors import ConflictError, InvalidInputError, NotFoundError
+from bridge.encode.pair import Decoded, EncoderPair
+from bridge.errors import ConflictError, NotFoundError
 from bridge.index.vectors import faiss_summary
-from bridge.modalities import MODALITIES, MODALITY_SPACE
-from bridge.service.jobs import UPLOADS_DIR, JobContext, JobRunner, plan_retrain, run_retrain
+from bridge.modalities import MODALITIES, native_index_name, shared_index_name
+from bridge.service.evaluation import EVAL_LABEL_KEY
+from bridge.service.ingest import Ingest
+from bridge.service.jobs import JobContext, JobRunner
 from bridge.service.records import check_item_id, item_record
+from bridge.service.retrain import RetrainPipeline, RetrainProgress
+from bridge.service.retrain_plan import check_memory_header
 from bridge.service.search import OVERFETCH_FACTOR, OVERFETCH_MIN, Searcher
-from bridge.service.versions import (
-    EVAL_LABEL_KEY,
-    INITIAL_VERSION,
-    ActiveBridge,
-    Versions,
-    evaluate_checkpoint,
-    projector,
-    shared_index,
-)
+from bridge.service.versions import INITIAL_VERSION, ActiveBridge, Versions, shared_index
 from bridge.storage.blobs import CONTENT_KEY, BlobStore, content_ref
-from bridge.telemetry import ITEMS_DELETED, ITEMS_INGESTED, StageTimer
+from bridge.storage.layout import DataLayout, DirectoryLock
 from bridge.types import (
     ItemRecord,
     JobRecord,
@@ -78,9 +67,9 @@ from bridge.types import (
 if TYPE_CHECKING:
     from bridge.encode.encoders import Encoder
     from bridge.service.catalog import IndexCatalog
-    from bridge.storage.items import ItemStore, StoredItem
+    from bridge.storage.items import ItemStore
 
-# Names other code may import from here (the split kept them reachable).
+# Names other code may import from here.
 __all__ = [
     "CONTENT_KEY",
     "EVAL_LABEL_KEY",
@@ -111,19 +100,33 @@ class BridgeService:
 
         self.config = config
         self.data_dir = Path(config.data_dir)
+        self.layout = DataLayout(self.data_dir)
         self.store = store
         self.catalog = catalog
         self.clip = clip
         self.clap = clap
         self.device = resolve_device(config.device)
-        self.blobs = BlobStore(self.data_dir / "blobs")
+        self.blobs = BlobStore(self.layout.blobs_dir)
         self._write_lock = threading.RLock()
-        self._towers = Towers(clip, clap, config.encode_threads, config.max_audio_seconds)
+        self._encoders = EncoderPair(clip, clap, config.encode_threads, config.max_audio_seconds)
         self._versions = Versions(
-            self.data_dir, store, catalog, self.device, self._towers.dims(), self._write_lock
+            self.layout, store, catalog, self.device, self._encoders.dims(), self._write_lock
         )
-        self._searcher = Searcher(store, catalog, self._towers, config.max_k)
+        self._ingest = Ingest(
+            store,
+            catalog,
+            self.blobs,
+            self._encoders,
+            self._versions,
+            self._write_lock,
+            lambda: self._closed,
+        )
+        self._searcher = Searcher(store, catalog, self._encoders, config.max_k)
+        self._retrain = RetrainPipeline(
+            self.layout, store, self._encoders, self._versions, self.device
+        )
         self._jobs = JobRunner(store)
+        self._dir_lock: DirectoryLock | None = None
         self._closed = False
         self._ready = False
 
@@ -138,31 +141,38 @@ class BridgeService:
     def open(
         cls, config: ServiceConfig, *, clip: Encoder | None = None, clap: Encoder | None = None
     ) -> BridgeService:
-        """Load encoders and the store, fail interrupted jobs, register the initial bridge,
-        reconcile native and active shared indexes, remove orphan blobs, seed samples.
+        """Take the data directory (ConflictError when another process serves it), load
+        encoders and the store, fail interrupted jobs, register the initial bridge, reconcile
+        native and active shared indexes, remove orphan blobs, seed samples.
 
         `clip`/`clap`: already loaded encoders to reuse (tests, benchmarks); by default they
         are loaded from config.clip_model / config.clap_model.
         """
         from bridge.encode.encoders import load_encoder
+        from bridge.index.vectors import configure_search_threads, configure_threads
         from bridge.service.catalog import IndexCatalog
         from bridge.storage.items import ItemStore
 
-        data_dir = Path(config.data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        from bridge.index.vectors import configure_search_threads, configure_threads
-
-        configure_threads(config.faiss_threads or None)
-        configure_search_threads(config.search_threads or None)
-        clip = clip or load_encoder("clip", config.clip_model, config.device)
-        clap = clap or load_encoder("clap", config.clap_model, config.device)
-        store = ItemStore(data_dir / "store.sqlite")
+        layout = DataLayout(Path(config.data_dir))
+        layout.root.mkdir(parents=True, exist_ok=True)
+        dir_lock = layout.lock()
         try:
-            catalog = IndexCatalog(data_dir, store, config.index_type, config.faiss_gpu)
+            configure_threads(config.faiss_threads or None)
+            configure_search_threads(config.search_threads or None)
+            clip = clip or load_encoder("clip", config.clip_model, config.device)
+            clap = clap or load_encoder("clap", config.clap_model, config.device)
+            store = ItemStore(layout.store_file)
+        except BaseException:
+            dir_lock.release()
+            raise
+        try:
+            catalog = IndexCatalog(layout.root, store, config.index_type, config.faiss_gpu)
             service = cls(config, store, catalog, clip, clap)
+            service._dir_lock = dir_lock
             service._start()
         except BaseException:
             store.close()
+            dir_lock.release()
             raise
         return service
 
@@ -179,13 +189,14 @@ class BridgeService:
         if active is not None:
             with self._write_lock:
                 self._versions.publish(active, self._versions.ensure_loaded(active))
-        self._remove_orphan_blobs()
+        self._ingest.remove_orphan_blobs()
         if self.config.samples_dir is not None and self.store.count() == 0:
             self.seed_samples(Path(self.config.samples_dir))
         self._ready = True
 
     def close(self) -> None:
-        """Stop the job thread, save every index, close the store. Idempotent."""
+        """Stop the job thread, save every index, close the store, free the directory.
+        Idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -196,6 +207,8 @@ class BridgeService:
                 self.catalog.save_all()
             finally:
                 self.store.close()
+                if self._dir_lock is not None:
+                    self._dir_lock.release()
 
     def __enter__(self) -> BridgeService:
         return self
@@ -208,9 +221,9 @@ class BridgeService:
         indexes: dict[str, int | None] = {}
         for modality in MODALITIES:
             native = self.catalog.native(modality)
-            indexes[f"{MODALITY_SPACE[modality]}_{modality}"] = native.ntotal if native else 0
+            indexes[native_index_name(modality)] = native.ntotal if native else 0
             shared = shared_index(self.catalog, active, modality) if active else None
-            indexes[f"shared_{modality}"] = shared.ntotal if shared is not None else None
+            indexes[shared_index_name(modality)] = shared.ntotal if shared is not None else None
         return {
             "ready": self._ready and not self._closed,
             "encoders": {
@@ -224,96 +237,24 @@ class BridgeService:
         }
 
     def encoder_ids(self) -> dict[str, str]:
-        return {"clip": self.clip.model_id, "clap": self.clap.model_id}
+        return self._encoders.encoder_ids()
 
-    # -- items ---------------------------------------------------------------------------
+    def memory_dims(self) -> tuple[int, int]:
+        """Widths of the CLIP and CLAP embeddings (image and audio memories must match)."""
+        return self._encoders.dims()
+
+    # -- items (bridge/service/ingest.py) ----------------------------------------------------
 
     def _decode(self, upload: Upload, label: str) -> Decoded:
-        return self._towers.decode(upload, label)
+        return self._encoders.decode(upload, label)
 
     def _encode(self, modality: str, media: Sequence[Any]) -> np.ndarray:
         """(N, D) raw embeddings with the modality's tower (bounded concurrency)."""
-        return self._towers.encode(modality, media)
+        return self._encoders.encode(modality, media)
 
     def add_items(self, uploads: list[Upload], metadata: list[dict[str, Any]]) -> list[ItemRecord]:
         """Decode, encode and commit the uploads in one transaction (all or nothing)."""
-        from bridge.storage.items import NewItem
-
-        if len(uploads) != len(metadata):
-            raise InvalidInputError(
-                f"got {len(uploads)} file(s) but {len(metadata)} metadata object(s); "
-                "give one metadata object per file"
-            )
-        if not uploads:
-            raise InvalidInputError("no files to add")
-        for i, meta in enumerate(metadata):
-            if not isinstance(meta, dict):
-                raise InvalidInputError(f"item {i}: metadata must be a JSON object")
-            if CONTENT_KEY in meta:
-                raise InvalidInputError(f"item {i}: metadata key {CONTENT_KEY!r} is reserved")
-        timer = StageTimer()
-        with timer.stage("decode"):
-            decoded = [
-                self._towers.decode(upload, f"file {i} ({upload.filename or 'upload'})")
-                for i, upload in enumerate(uploads)
-            ]
-        embeddings: dict[int, np.ndarray] = {}
-        with timer.stage("encode"):
-            for modality in MODALITIES:
-                positions = [i for i, d in enumerate(decoded) if d.modality == modality]
-                if positions:
-                    raw = self._towers.encode(modality, [decoded[i].media for i in positions])
-                    for row, i in enumerate(positions):
-                        embeddings[i] = raw[row]
-        keys = [self.blobs.write(bytes(upload.data)) for upload in uploads]
-        encoders = {"image": self.clip.model_id, "audio": self.clap.model_id}
-        new_items = []
-        for i, (media, meta) in enumerate(zip(decoded, metadata, strict=True)):
-            content = {"blob": keys[i], "type": media.content_type, "name": uploads[i].filename}
-            new_items.append(
-                NewItem(
-                    media.modality,
-                    {**meta, CONTENT_KEY: content},
-                    embeddings[i],
-                    encoders[media.modality],
-                )
-            )
-        with self._write_lock:
-            try:
-                if self._closed:
-                    raise ConflictError("the service is shut down")
-                stored = self.store.add_items(new_items)
-            except BaseException:
-                for key in keys:
-                    self.blobs.remove(key)
-                raise
-            try:
-                self._index_added(stored, new_items, timer)
-            except Exception:  # committed = acknowledged: repair the derived indexes instead
-                logger.exception("index update after commit failed; reconciling indexes")
-                self._repair_indexes()
-        for item in stored:
-            ITEMS_INGESTED.labels(modality=item.modality).inc()
-        return [item_record(item) for item in stored]
-
-    def _index_added(self, stored: list[StoredItem], new: list[Any], timer: StageTimer) -> None:
-        """Caller holds the writer lock: native + every loaded version's shared index."""
-        for modality in MODALITIES:
-            rows = [i for i, item in enumerate(stored) if item.modality == modality]
-            if not rows:
-                continue
-            rowids = np.array([stored[i].rowid for i in rows], dtype=np.int64)
-            raw = np.stack([np.asarray(new[i].embedding, dtype=np.float32) for i in rows])
-            space = MODALITY_SPACE[modality]
-            with timer.stage("project"):
-                shared = {v: ckpt.project(space, raw) for v, ckpt in self._versions.loaded.items()}
-            self.catalog.on_items_added(modality, rowids, raw, shared)
-
-    def _repair_indexes(self) -> None:
-        """Caller holds the writer lock: rebuild whatever index disagrees with the store."""
-        self.catalog.reconcile_native(self.encoder_ids())
-        for version, checkpoint in self._versions.loaded.items():
-            self.catalog.reconcile_shared(version, projector(checkpoint), checkpoint.sha256)
+        return self._ingest.add(uploads, metadata)
 
     def get_item(self, item_id: str) -> ItemRecord:
         return item_record(self.store.get(check_item_id(item_id)))
@@ -326,55 +267,11 @@ class BridgeService:
         return self.blobs.read(content["blob"]), str(content.get("type") or "")
 
     def delete_item(self, item_id: str) -> None:
-        with self._write_lock:
-            item = self.store.delete(check_item_id(item_id))
-            self.catalog.on_item_deleted(item.modality, item.rowid)
-        content = content_ref(item.metadata)
-        if content is not None:
-            self.blobs.remove(content["blob"])
-        ITEMS_DELETED.labels(modality=item.modality).inc()
+        self._ingest.delete(item_id)
 
     def seed_samples(self, samples_dir: Path) -> list[ItemRecord]:
         """Add every sample of samples_dir/manifest.jsonl in one add_items batch."""
-        from bridge.encode.media import sniff_modality
-        from bridge.service.samples import load_samples
-
-        samples = load_samples(samples_dir)
-        if not samples:
-            return []
-        for sample in samples:
-            found = sniff_modality(sample.upload.data, sample.upload.filename)
-            if found != sample.modality:
-                raise InvalidInputError(
-                    f"sample {sample.metadata.get('sample_file')}: the manifest says "
-                    f"{sample.modality}, the file is {found}"
-                )
-        records = self.add_items([s.upload for s in samples], [s.metadata for s in samples])
-        logger.info("seeded %d sample items from %s", len(records), samples_dir)
-        return records
-
-    def _remove_spent_uploads(self) -> None:
-        """Retrain uploads whose job a crash interrupted (failed just above), or that a crash
-        left before their job existed: no job can run yet, so none is still needed."""
-        folders = sorted((self.data_dir / UPLOADS_DIR).glob("*"))
-        for folder in folders:
-            shutil.rmtree(folder, ignore_errors=True)
-        if folders:
-            logger.warning("removed %d retrain upload folder(s) left by a crash", len(folders))
-
-    def _remove_orphan_blobs(self) -> None:
-        if not self.blobs.keys():
-            return
-        referenced: set[str] = set()
-        for modality in MODALITIES:
-            rowids = self.store.snapshot(modality, with_embeddings=False).rowids
-            for item in self.store.get_by_rowids(rowids).values():
-                content = content_ref(item.metadata)
-                if content is not None:
-                    referenced.add(content["blob"])
-        removed = self.blobs.remove_orphans(referenced)
-        if removed:
-            logger.warning("removed %d orphan blob(s) left by an interrupted upload", removed)
+        return self._ingest.seed_samples(samples_dir)
 
     # -- search (bridge/service/search.py) -------------------------------------------------------
 
@@ -400,7 +297,7 @@ class BridgeService:
         query whose exact scans stay small (bridge/service/search.py, QUICK_FLAT_ITEMS)."""
         return self._searcher.is_quick(query, self._active)
 
-    # -- versions (bridge/service/versions.py) ---------------------------------------------------
+    # -- versions (bridge/service/versions.py) -----------------------------------------------
 
     def list_versions(self) -> list[VersionRecord]:
         return self._versions.records()
@@ -413,68 +310,55 @@ class BridgeService:
         """Back to the previously active version; ConflictError if there is none."""
         return self._versions.rollback()
 
-    # -- retrain -------------------------------------------------------------------------
+    # -- retrain (bridge/service/retrain.py) -------------------------------------------------
 
     def start_retrain(self, request: RetrainRequest) -> JobRecord:
-        """Validate, then train in the background (ConflictError while a job runs)."""
+        """Check the request, then run the retrain pipeline in the background (one job at a
+        time: ConflictError while one runs). Answers the job record at once."""
         if self._jobs.busy():
             raise ConflictError("a job is already running (one at a time); retry when it ends")
-        active = self._active
-        version = self._versions.next_version()
-        plan = plan_retrain(
-            request,
-            self.data_dir,
-            version,
-            active.checkpoint.projector_config if active else None,
-            self.device,
-            self.memory_dims(),
-        )
+        plan = self._retrain.plan(request)
 
         def work(ctx: JobContext) -> dict[str, Any]:
-            self.store.add_version(
-                version, str(Path("versions") / version / "checkpoint"), "training", None, {}
-            )
-            try:
-                return run_retrain(ctx, plan, self)
-            finally:  # uploaded inputs are spent (their captions stay in the checkpoint)
-                if plan.inputs_dir is not None:
-                    shutil.rmtree(plan.inputs_dir, ignore_errors=True)
+            return self._retrain.run(plan, ctx.progress)
 
         def on_failure(exc: BaseException) -> None:
-            self._versions.fail_training(version, exc)
+            self._retrain.fail(plan, exc)
 
         return self._jobs.submit("retrain", plan.params, work, on_failure)
+
+    def retrain(self, request: RetrainRequest, progress: RetrainProgress) -> dict[str, Any]:
+        """The same pipeline in the caller's thread (`mbridge retrain`); returns
+        {"version", "metrics"}. A failure marks the version failed and is raised."""
+        if self._jobs.busy():
+            raise ConflictError("a job is already running (one at a time); retry when it ends")
+        plan = self._retrain.plan(request)
+        try:
+            return self._retrain.run(plan, progress)
+        except BaseException as exc:
+            self._retrain.fail(plan, exc)
+            raise
+
+    def retrain_upload_dir(self) -> Path:
+        """A fresh folder for one multipart retrain's uploaded files (not yet created); give
+        it back as RetrainRequest.inputs_dir so that the job removes it when it ends."""
+        return self.layout.new_upload_dir()
+
+    def check_memory_file(self, path: Path, what: str) -> None:
+        """An uploaded memory .npy: readable, 2-D float, N >= 1 (the width is checked against
+        the encoder when the retrain is planned)."""
+        check_memory_header(path, what, None)
 
     def get_job(self, job_id: str) -> JobRecord:
         if not isinstance(job_id, str) or not job_id:
             raise NotFoundError(f"no job with id {job_id!r}")
         return self._jobs.get(job_id)
 
-    # RetrainEnv (bridge/service/jobs.py) --------------------------------------------------------
-
-    def encode_captions(self, captions: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        return self._towers.encode_captions(captions)
-
-    def stored_memory(self, modality: str) -> np.ndarray | None:
-        _, raw = self.store.raw_embeddings(modality)
-        return raw if len(raw) else None
-
-    def memory_dims(self) -> tuple[int, int]:
-        return self._towers.dims()
-
-    def checkpoint_dir(self, version: str) -> Path:
-        return self.catalog.version_dir(version) / "checkpoint"
-
-    def install_version(self, version: str, checkpoint_dir: Path, ctx: JobContext) -> Any:
-        """Re-project every stored item into new shared indexes, then make them live."""
-        return self._versions.install(version, checkpoint_dir, ctx)
-
-    def evaluate_version(
-        self, checkpoint: Any, held_out: tuple[np.ndarray, np.ndarray]
-    ) -> dict[str, Any]:
-        """Caption-pair retrieval on the held-out captions; class-level audio<->image on
-        stored items when both modalities carry a `label` metadata key."""
-        return evaluate_checkpoint(self.store, checkpoint, held_out)
-
-    def mark_ready(self, version: str, sha256: str, metrics: dict[str, Any]) -> None:
-        self.store.update_version(version, status="ready", sha256=sha256, metrics=metrics)
+    def _remove_spent_uploads(self) -> None:
+        """Retrain uploads whose job a crash interrupted (failed on start), or that a crash
+        left before their job existed: no job can run yet, so none is still needed."""
+        folders = sorted(self.layout.uploads_dir.glob("*"))
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+        if folders:
+            logger.warning("removed %d retrain upload folder(s) left by a crash", len(folders))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bridge.encode.pair import Towers
+from bridge.encode.pair import EncoderPair
 from bridge.errors import ConflictError, InvalidInputError
 from bridge.index.vectors import usable_square
 from bridge.modalities import MODALITIES
@@ -138,7 +138,9 @@ def check_vector(
 class Searcher:
     """Answers SearchQuery objects against the store, the catalog's indexes and the towers."""
 
-    def __init__(self, store: ItemStore, catalog: IndexCatalog, towers: Towers, max_k: int) -> None:
+    def __init__(
+        self, store: ItemStore, catalog: IndexCatalog, towers: EncoderPair, max_k: int
+    ) -> None:
         self.store = store
         self.catalog = catalog
         self.towers = towers

@@ -27,8 +27,8 @@ import numpy as np
 
 from bridge.errors import CheckpointError, ConflictError, InvalidInputError, NotFoundError
 from bridge.modalities import MODALITIES
-from bridge.service.jobs import JobContext, remove_version_dir
 from bridge.service.records import version_record
+from bridge.storage.layout import DataLayout
 from bridge.types import VersionRecord
 
 if TYPE_CHECKING:
@@ -39,8 +39,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Progress of a long step: (fraction 0..1 of the whole job, message).
+Progress = Callable[[float, str], None]
+
 INITIAL_VERSION = "v1"
-EVAL_LABEL_KEY = "label"
 
 
 @dataclass(frozen=True)
@@ -80,14 +82,14 @@ class Versions:
 
     def __init__(
         self,
-        data_dir: Path,
+        layout: DataLayout,
         store: ItemStore,
         catalog: IndexCatalog,
         device: str,
         dims: tuple[int, int],
         write_lock: threading.RLock,
     ) -> None:
-        self.data_dir = data_dir
+        self.layout = layout
         self.store = store
         self.catalog = catalog
         self.device = device
@@ -99,8 +101,7 @@ class Versions:
     # -- checkpoints -----------------------------------------------------------------------
 
     def checkpoint_path(self, row: dict[str, Any]) -> Path:
-        path = Path(row["checkpoint_dir"])
-        return path if path.is_absolute() else self.data_dir / path
+        return self.layout.resolve_checkpoint_ref(row["checkpoint_dir"])
 
     def load_checkpoint(self, path: Path, expected_sha: str | None = None) -> BridgeCheckpoint:
         """Load and check against the encoders' dimensions and the recorded sha256."""
@@ -198,7 +199,7 @@ class Versions:
                     status="failed",
                     metrics={"error": "interrupted: the service stopped during training"},
                 )
-                remove_version_dir(self.catalog.version_dir(row["version"]))
+                self.layout.remove_version(row["version"])
 
     def register_initial(self, initial_bridge: Path | str | None) -> None:
         """Copy initial_bridge into versions/v1/checkpoint and activate it, once."""
@@ -208,7 +209,7 @@ class Versions:
         if not source.is_dir():
             raise CheckpointError(f"initial bridge folder not found: {source}")
         self.load_checkpoint(source)  # validates files and dimensions before copying
-        dest = self.catalog.version_dir(INITIAL_VERSION) / "checkpoint"
+        dest = self.layout.checkpoint_dir(INITIAL_VERSION)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".checkpoint."))
         shutil.rmtree(tmp)
@@ -218,7 +219,7 @@ class Versions:
         checkpoint = self.load_checkpoint(dest)
         self.store.add_version(
             INITIAL_VERSION,
-            str(dest.relative_to(self.data_dir)),
+            self.layout.checkpoint_ref(INITIAL_VERSION),
             "ready",
             checkpoint.sha256,
             {"source": str(source), "report": report_summary(checkpoint.report)},
@@ -233,12 +234,15 @@ class Versions:
         ]
         return f"v{max(numbers, default=0) + 1}"
 
-    def install(self, version: str, checkpoint_dir: Path, ctx: JobContext) -> BridgeCheckpoint:
+    def install(
+        self, version: str, checkpoint_dir: Path, progress: Progress | None = None
+    ) -> BridgeCheckpoint:
         """Re-project every stored item into new shared indexes, then make them live."""
         checkpoint = self.load_checkpoint(checkpoint_dir)
         self.store.update_version(version, sha256=checkpoint.sha256)
         self.catalog.build_shared(version, projector(checkpoint), checkpoint.sha256)
-        ctx.progress(0.9, "shared indexes built")
+        if progress is not None:
+            progress(0.9, "shared indexes built")
         with self._write_lock:  # catch items added or deleted while building
             self.catalog.reconcile_shared(version, projector(checkpoint), checkpoint.sha256)
             self.loaded[version] = checkpoint
@@ -255,70 +259,4 @@ class Versions:
             return
         if row["status"] == "training":
             self.store.update_version(version, status="failed", metrics={"error": str(exc)})
-            remove_version_dir(self.catalog.version_dir(version))
-
-
-def evaluate_checkpoint(
-    store: ItemStore, checkpoint: Any, held_out: tuple[np.ndarray, np.ndarray]
-) -> dict[str, Any]:
-    """Caption-pair retrieval on the held-out captions; class-level audio<->image on stored
-    items when both modalities carry a `label` metadata key."""
-    from bridge.model.evaluation import cross_modal_metrics, retrieval_metrics
-
-    clip_text, clap_text = held_out
-    shared_clip = checkpoint.project("clip", clip_text)
-    shared_clap = checkpoint.project("clap", clap_text)
-    metrics: dict[str, Any] = {
-        "captions": {
-            "clap_to_clip": retrieval_metrics(shared_clap, shared_clip),
-            "clip_to_clap": retrieval_metrics(shared_clip, shared_clap),
-        }
-    }
-    labelled = {m: _labelled_sample(store, m) for m in MODALITIES}
-    image, audio = labelled["image"], labelled["audio"]
-    if image is not None and audio is not None:
-        # Only items whose label the other side has too: a query with nothing relevant has
-        # no rank (labels 3 and 9 against 0 and 0 gave an infinite median rank, which the
-        # store refuses as metrics, and the job failed).
-        common = set(image[1]) & set(audio[1])
-        if not common:
-            metrics["stored_items_by_label"] = {"skipped": "no label common to images and audio"}
-            return metrics
-        image, audio = _with_labels(image, common), _with_labels(audio, common)
-        metrics["stored_items_by_label"] = cross_modal_metrics(
-            checkpoint.project("clip", image[0]),
-            checkpoint.project("clap", audio[0]),
-            image[1],
-            audio[1],
-        )
-    return metrics
-
-
-def _labelled_sample(
-    store: ItemStore, modality: str, attempts: int = 3
-) -> tuple[np.ndarray, list[str]] | None:
-    """Raw embeddings and labels of up to 5000 images / 500 audio items with a label (None
-    when fewer than 2). Items deleted between the two reads (searches and deletes go on
-    during a retrain) make it sample again: a delete used to fail the whole job here."""
-    cap = 5000 if modality == "image" else 500
-    for _ in range(attempts):
-        rowids = store.snapshot(modality, with_embeddings=False).rowids
-        if len(rowids) > cap:
-            rowids = np.sort(np.random.default_rng(0).choice(rowids, cap, replace=False))
-        items = store.get_by_rowids(rowids)
-        chosen = [r for r, item in sorted(items.items()) if EVAL_LABEL_KEY in item.metadata]
-        if len(chosen) < 2:
-            return None
-        try:
-            raw = store.raw_embeddings_for(modality, chosen)
-        except NotFoundError:
-            continue
-        return raw, [str(items[r].metadata[EVAL_LABEL_KEY]) for r in chosen]
-    return None
-
-
-def _with_labels(
-    sample: tuple[np.ndarray, list[str]], keep: set[str]
-) -> tuple[np.ndarray, list[str]]:
-    rows = [i for i, label in enumerate(sample[1]) if label in keep]
-    return sample[0][rows], [sample[1][i] for i in rows]
+            self.layout.remove_version(version)

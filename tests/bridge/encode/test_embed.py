@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from media_factory import make_image_bytes, make_wav_bytes
 
-from bridge.encode.embed import embed_inputs, list_media_paths, read_captions, run_embed
+from bridge.encode.embed import embed_inputs, list_media_paths, run_embed
 from bridge.encode.encoders import Encoder
 from bridge.encode.media import decode_audio, decode_image
 from bridge.errors import (
@@ -47,30 +47,6 @@ def _audio_folder(folder: Path) -> list[Path]:
 
 
 # -- captions --------------------------------------------------------------------------
-def test_read_captions(tmp_path: Path) -> None:
-    path = tmp_path / "captions.txt"
-    path.write_text("\ufeffa dog barks\r\n  rain on a roof \nseven\n", encoding="utf-8")
-    assert read_captions(path) == ["a dog barks", "rain on a roof", "seven"]
-
-
-def test_read_captions_errors(tmp_path: Path) -> None:
-    blank = tmp_path / "blank.txt"
-    blank.write_text("one\n\nthree\n", encoding="utf-8")
-    with pytest.raises(InvalidInputError, match="blank.txt line 2: blank caption"):
-        read_captions(blank)
-    empty = tmp_path / "empty.txt"
-    empty.write_text("", encoding="utf-8")
-    with pytest.raises(InvalidInputError, match="holds no captions"):
-        read_captions(empty)
-    latin = tmp_path / "latin1.txt"
-    latin.write_bytes("caf\xe9\n".encode("latin-1"))
-    with pytest.raises(InvalidInputError, match="not valid UTF-8"):
-        read_captions(latin)
-    with pytest.raises(NotFoundError, match="captions file not found"):
-        read_captions(tmp_path / "missing.txt")
-
-
-# -- media paths -------------------------------------------------------------------------
 def test_list_folder_sorted_and_filtered(tmp_path: Path) -> None:
     folder = tmp_path / "imgs"
     paths = _image_folder(folder, 3)

@@ -762,7 +762,7 @@ def test_search_each_encodes_a_batch_of_texts_in_one_pass(
     service: BridgeService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     populate(service)
-    towers = service._towers
+    towers = service._encoders
     real = towers.encode_texts
     calls: list[tuple[str, list[str]]] = []
 
