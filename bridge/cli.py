@@ -1,6 +1,7 @@
 """`mbridge`: the engine's stages as subcommands joined by files.
 
-embed -> .npy -> train -> checkpoint dir -> project / eval. Each subcommand is a thin wrapper
+embed -> .npy -> train -> checkpoint dir -> project / eval; and `retrain`, the service's retrain
+pipeline on a data directory. Each subcommand is a thin wrapper
 over a library function; `main(argv)` is callable in-process from tests. Errors the user can fix
 print one line `error: ...` to stderr and exit 2; no partial output file is left behind.
 """
@@ -10,12 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bridge.errors import BridgeError, InvalidInputError
+from bridge.types import ServiceConfig as ServiceDefaults
 
 
 def _add_embed(sub: argparse._SubParsersAction) -> None:
@@ -105,6 +108,40 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_eval)
 
 
+def _add_retrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "retrain",
+        help="train a new bridge version of a service's data directory (server stopped)",
+        description=(
+            "The admin endpoint's retrain pipeline, run in the foreground on a data directory "
+            "no server is using: encode the captions with both text towers, train, re-project "
+            "every stored item into the new version's indexes, evaluate, and (with --activate) "
+            "make it the active version. Memories default to the stored items' embeddings."
+        ),
+    )
+    p.add_argument("--data-dir", required=True, type=Path, help="the service's BRIDGE_DATA_DIR")
+    p.add_argument("--captions", required=True, type=Path, help="UTF-8, one caption per line")
+    p.add_argument("--image-memory", type=Path, help=".npy (N, D_clip) CLIP image embeddings")
+    p.add_argument("--audio-memory", type=Path, help=".npy (N, D_clap) CLAP audio embeddings")
+    p.add_argument(
+        "--overrides", default="{}", help="JSON object of training fields, e.g. '{\"epochs\": 5}'"
+    )
+    p.add_argument("--activate", action="store_true", help="activate the version when ready")
+    p.add_argument(
+        "--clip-model",
+        default=os.environ.get("BRIDGE_CLIP_MODEL", ServiceDefaults.clip_model),
+        help="the CLIP encoder the service runs (default: $BRIDGE_CLIP_MODEL or the demo tower)",
+    )
+    p.add_argument(
+        "--clap-model",
+        default=os.environ.get("BRIDGE_CLAP_MODEL", ServiceDefaults.clap_model),
+        help="the CLAP encoder the service runs (default: $BRIDGE_CLAP_MODEL or the demo tower)",
+    )
+    p.add_argument("--device", default=os.environ.get("BRIDGE_DEVICE", "auto"))
+    p.add_argument("--json", type=Path, help="write the version and its metrics here")
+    p.set_defaults(func=_cmd_retrain)
+
+
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks: synthetic, speed, digits")
     p.add_argument("name", choices=["synthetic", "speed", "digits"])
@@ -118,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_embed, _add_train, _add_project, _add_eval, _add_bench):
+    for add in (_add_embed, _add_train, _add_project, _add_eval, _add_retrain, _add_bench):
         add(sub)
     return parser
 
@@ -251,6 +288,28 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         from bridge.io import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(metrics, indent=2) + "\n")
+    return 0
+
+
+def _cmd_retrain(args: argparse.Namespace) -> int:
+    from bridge.service.offline import retrain_offline
+
+    result = retrain_offline(
+        data_dir=args.data_dir,
+        captions=args.captions,
+        image_memory=args.image_memory,
+        audio_memory=args.audio_memory,
+        overrides=args.overrides,
+        activate=args.activate,
+        clip_model=args.clip_model,
+        clap_model=args.clap_model,
+        device=args.device,
+    )
+    print(f"version {result['version']} ready{' and active' if args.activate else ''}")
+    if args.json:
+        from bridge.io import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
     return 0
 
 

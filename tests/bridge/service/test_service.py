@@ -533,6 +533,74 @@ def test_failed_retrain_marks_job_and_version_failed(
     assert retrain(service).version == "v3"  # the runner is free again
 
 
+def test_mbridge_retrain_runs_the_same_pipeline_on_a_stopped_services_directory(
+    make_service: Callable[..., BridgeService],
+    tmp_path: Path,
+    tiny_clip_dir: Path,
+    tiny_clap_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`mbridge retrain`: refused while a service holds the directory; once it is stopped,
+    the version is trained, installed, evaluated and activated, and the next start serves
+    it; the copied inputs are gone."""
+    from bridge.cli import main
+
+    captions = tmp_path / "corpus.txt"
+    captions.write_text("\n".join(CAPTIONS) + "\n", encoding="utf-8")
+    argv = [
+        "retrain",
+        "--data-dir", str(tmp_path / "var"),
+        "--captions", str(captions),
+        "--overrides", '{"epochs": 2, "batch_size": 16, "seed": 1}',
+        "--activate",
+        "--clip-model", str(tiny_clip_dir),
+        "--clap-model", str(tiny_clap_dir),
+        "--device", "cpu",
+        "--json", str(tmp_path / "result.json"),
+    ]  # fmt: skip
+    service = make_service()
+    populate(service)
+    assert main(argv) == 2
+    assert "is in use by process" in capsys.readouterr().err
+    service.close()
+
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "version v2 ready and active" in out and "%] training" in err
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["version"] == "v2" and result["metrics"]["memory_source"]["image"] == "store"
+    assert list((tmp_path / "var" / "uploads").iterdir()) == []
+    reopened = make_service()
+    versions = {v.version: v for v in reopened.list_versions()}
+    assert versions["v2"].active and versions["v2"].status == "ready"
+    answer = reopened.search(SearchQuery("image", media=wav(1)))
+    assert answer.bridge_version == "v2" and len(answer.results) == N_IMAGES
+
+
+def test_mbridge_retrain_reports_bad_input_without_a_version(
+    make_service: Callable[..., BridgeService],
+    tmp_path: Path,
+    tiny_clip_dir: Path,
+    tiny_clap_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bridge.cli import main
+
+    make_service().close()
+    captions = tmp_path / "three.txt"
+    captions.write_text("one\ntwo\nthree\n", encoding="utf-8")
+    base = ["retrain", "--data-dir", str(tmp_path / "var"), "--device", "cpu"]
+    base += ["--clip-model", str(tiny_clip_dir), "--clap-model", str(tiny_clap_dir)]
+    assert main([*base, "--captions", str(captions)]) == 2
+    assert "at least 4 non-blank captions, got 3" in capsys.readouterr().err
+    assert main([*base, "--captions", str(tmp_path / "none.txt")]) == 2
+    assert "--captions: no file" in capsys.readouterr().err
+    assert main([*base, "--captions", str(captions), "--overrides", "[1]"]) == 2
+    assert "JSON object" in capsys.readouterr().err
+    assert [v.version for v in make_service().list_versions()] == ["v1"]
+    assert list((tmp_path / "var" / "uploads").iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("request_args", "error", "match"),
     [
