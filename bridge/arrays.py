@@ -14,22 +14,34 @@ import numpy as np
 from bridge.errors import InvalidInputError, NotFoundError
 
 
-def validate_matrix(array: np.ndarray, name: str, dim: int | None = None) -> np.ndarray:
-    """Check that `array` is a finite float (N, D) matrix; return it as C-contiguous float32."""
+def validate_matrix(
+    array: np.ndarray, name: str, dim: int | None = None, *, allow_empty: bool = False
+) -> np.ndarray:
+    """Check that `array` is a finite float (N, D) matrix with D > 0 (and N > 0 unless
+    `allow_empty`); return it as C-contiguous float32. The one matrix check of the engine:
+    .npy stages, projectors, evaluation and index builds all use it. Finiteness is checked
+    after the float32 conversion, so float64 values beyond float32's range are refused."""
+    array = np.asarray(array)
     if array.ndim != 2:
         raise InvalidInputError(f"{name}: expected a 2-D array (N, D), got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.floating):
-        raise InvalidInputError(f"{name}: expected float32 values, got dtype {array.dtype}")
-    if array.shape[0] == 0:
+        raise InvalidInputError(f"{name}: expected float values, got dtype {array.dtype}")
+    if array.shape[0] == 0 and not allow_empty:
         raise InvalidInputError(f"{name}: the array has no rows")
+    if array.shape[1] == 0:
+        raise InvalidInputError(f"{name}: vectors have dimension 0 (shape {array.shape})")
     if dim is not None and array.shape[1] != dim:
         raise InvalidInputError(
             f"{name}: expected dimension {dim}, got {array.shape[1]} (shape {array.shape})"
         )
-    if not np.isfinite(array).all():
-        bad = int((~np.isfinite(array)).any(axis=1).sum())
+    if array.dtype != np.float32:
+        with np.errstate(over="ignore"):  # out of float32's range: inf, refused just below
+            array = array.astype(np.float32)
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = int((~finite).any(axis=1).sum())
         raise InvalidInputError(f"{name}: {bad} row(s) contain NaN or Inf")
-    return np.ascontiguousarray(array, dtype=np.float32)
+    return np.ascontiguousarray(array)
 
 
 def load_npy(path: str | Path, name: str | None = None) -> np.ndarray:

@@ -1,1 +1,4 @@
-"""Vector indexes: FAISS index, manifest, locks, threading, coalescing, split scans (no torch)."""
+"""Vector indexes: FAISS index, on-disk format, locks, threading, coalescing, split scans.
+
+No torch: the index layer sees only float32 vectors and int64 ids (tests/test_layers.py).
+"""

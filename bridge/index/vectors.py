@@ -25,14 +25,8 @@ indexes do not implement) go to the CPU index and the GPU copy is refreshed from
 writes the CPU master. HNSW always stays on CPU. Searches with ``k`` above the GPU limit (2048)
 run on the CPU copy.
 
-Threads: searches of at most ``SMALL_QUERY_BATCH`` queries run with one OpenMP thread (set and
-restored per calling thread), which removes millisecond OpenMP barrier stalls from the p99 of
-single-query serving without slowing it (see ``_search_threads``); larger batches, builds and
-adds use ``configure_threads(n)`` (default: FAISS's, one per core). OpenMP keeps the thread
-count per calling thread, so ``faiss.omp_set_num_threads`` in the main thread does not reach
-the worker threads that serve requests; ``configure_threads`` does. A lone query on a flat
-index of two slices' worth of vectors or more is the exception: it is scanned in slices on
-several threads at once (``configure_search_threads``, bridge/index/split_scan.py).
+Threads: bridge/index/threads.py (OpenMP counts per calling thread, the exact-search kernel,
+split scans of a lone query). On disk: bridge/index/files.py.
 
 Batching: concurrent ``search`` calls are grouped into one FAISS call
 (``bridge/index/coalesce.py``);
@@ -46,27 +40,31 @@ running searches to finish and block new ones while they run. ``save`` is a read
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 import threading
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bridge.arrays import l2_normalize
-from bridge.errors import BridgeError, InvalidInputError, NotFoundError
+from bridge.errors import InvalidInputError
+from bridge.index import threads
+from bridge.index.checks import check_ids, check_queries, check_vectors, usable_square
 from bridge.index.coalesce import SearchCoalescer
-from bridge.index.split_scan import FlatLayout, SplitScanner, default_threads, flat_layout
+from bridge.index.files import (
+    IDS_FILE,
+    INDEX_FILE,
+    TOMBSTONES_FILE,
+    IndexCorruptError,
+    IndexManifest,
+    now,
+    read_index_dir,
+    save_index_dir,
+)
+from bridge.index.locks import ReadWriteLock
+from bridge.index.split_scan import FlatLayout, flat_layout
+from bridge.index.threads import configure_search_threads, configure_threads
 
 logger = logging.getLogger(__name__)
 
@@ -75,172 +73,6 @@ IVF_MIN_ITEMS = 1000
 TOMBSTONE_REBUILD_FRACTION = 0.2
 IVF_REGROW_FACTOR = 4  # an IVF index that has grown 4x past its training set asks for a rebuild
 GPU_MAX_K = 2048
-SMALL_QUERY_BATCH = 64  # batches up to this size (coalesced serving batches) use one OpenMP thread
-BLAS_MIN_QUERIES = 6  # exact search uses a BLAS product from this many queries per call
-_NEVER_BLAS = 2**31 - 1
-INDEX_FILE = "index.faiss"
-MANIFEST_FILE = "manifest.json"
-IDS_FILE = "ids.npy"
-TOMBSTONES_FILE = "tombstones.npy"
-
-
-class IndexCorruptError(BridgeError):
-    """An index directory on disk is unreadable or disagrees with its manifest."""
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-@dataclass(frozen=True)
-class IndexManifest:
-    """What an index holds; saved as manifest.json beside index.faiss.
-
-    ``fingerprint`` is the store's fingerprint of the modality the index was last synced with
-    (bridge/storage/items.py). ``params`` holds the kind's parameters (hnsw_m, ef_search, nlist,
-    nprobe, trained_count).
-    """
-
-    name: str
-    kind: str
-    dim: int
-    count: int
-    fingerprint: str
-    encoder: str | None
-    checkpoint_sha256: str | None
-    created_at: str
-    requested_kind: str = ""
-    updated_at: str = ""
-    tombstones: int = 0
-    params: dict[str, Any] = field(default_factory=dict)
-    faiss_version: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, payload: dict[str, Any]) -> IndexManifest:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in payload.items() if k in names})
-
-
-class ReadWriteLock:
-    """Many readers or one writer; a waiting writer blocks new readers (no writer starvation)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._readers = 0
-        self._writer = False
-        self._writers_waiting = 0
-
-    def acquire_read(self) -> None:
-        """Enter as a reader (the search path calls this pair directly: a generator-based
-        context manager costs more than the lock itself)."""
-        with self._cond:
-            while self._writer or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
-
-    def release_read(self) -> None:
-        with self._cond:
-            self._readers -= 1
-            if self._readers == 0:
-                self._cond.notify_all()
-
-    @contextmanager
-    def read(self) -> Iterator[None]:
-        self.acquire_read()
-        try:
-            yield
-        finally:
-            self.release_read()
-
-    @contextmanager
-    def write(self) -> Iterator[None]:
-        with self._cond:
-            self._writers_waiting += 1
-            while self._writer or self._readers:
-                self._cond.wait()
-            self._writers_waiting -= 1
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
-
-
-def _check_vectors(vectors: Any, name: str, dim: int | None, allow_empty: bool) -> np.ndarray:
-    array = np.asarray(vectors)
-    if array.ndim != 2:
-        raise InvalidInputError(f"{name}: expected a 2-D array (N, D), got shape {array.shape}")
-    if not np.issubdtype(array.dtype, np.floating):
-        raise InvalidInputError(f"{name}: expected float values, got dtype {array.dtype}")
-    if array.shape[0] == 0 and not allow_empty:
-        raise InvalidInputError(f"{name}: the array has no rows")
-    if array.shape[1] == 0:
-        raise InvalidInputError(f"{name}: vectors have dimension 0 (shape {array.shape})")
-    if dim is not None and array.shape[1] != dim:
-        raise InvalidInputError(
-            f"{name}: expected dimension {dim}, got {array.shape[1]} (shape {array.shape})"
-        )
-    if not np.isfinite(array).all():
-        raise InvalidInputError(f"{name}: contains NaN or Inf")
-    return l2_normalize(array)
-
-
-def usable_square(row: np.ndarray) -> float | None:
-    """The float32 sum of squares of the float32 ``row`` when it alone shows every value
-    finite and one not zero (0 < sum < inf), in one NumPy call; else None, and the caller's
-    exact checks decide (NaN, Inf, float32 overflow of large finite values, underflow of tiny
-    ones). The search path runs this cold, right after a scan."""
-    with np.errstate(over="ignore"):  # overflow means "decide exactly", not a warning
-        square = float(np.dot(row, row))
-    return square if 0.0 < square < math.inf else None
-
-
-def _check_queries(queries: Any, dim: int) -> np.ndarray:
-    """``_check_vectors`` for search queries with fewer NumPy passes: a search runs right
-    after the previous one streamed the index through the caches, so every pass here runs
-    cold. Float64 sums of squares of float32 values are finite exactly when the values are."""
-    array = np.asarray(queries)
-    if array.ndim == 1:
-        array = array[None, :]
-    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] != dim:
-        return _check_vectors(array, "queries", dim, allow_empty=False)  # its error message
-    if not np.issubdtype(array.dtype, np.floating):
-        raise InvalidInputError(f"queries: expected float values, got dtype {array.dtype}")
-    if array.dtype != np.float32:
-        with np.errstate(over="ignore"):  # beyond float32's range: inf, rejected just below
-            array = array.astype(np.float32)
-    if array.shape[0] == 1:  # the common case, in two NumPy calls
-        square = usable_square(array[0])
-        if square is not None:
-            return array / np.float32(math.sqrt(square))
-    squares = np.einsum("ij,ij->i", array, array, dtype=np.float64)
-    if not np.isfinite(squares).all():
-        raise InvalidInputError("queries: contains NaN or Inf")
-    # Norms and division in float64: a norm above ~1.8e19 or below ~1e-19 has a square
-    # outside float32's range (rows of such vectors came out all zeros or unscaled).
-    norms = np.maximum(np.sqrt(squares), np.finfo(np.float64).tiny)[:, None]
-    return np.ascontiguousarray(array / norms, dtype=np.float32)
-
-
-def _check_ids(ids: Any, n: int | None, name: str = "ids") -> np.ndarray:
-    array = np.asarray(ids)
-    if array.ndim != 1:
-        raise InvalidInputError(f"{name}: expected a 1-D array of ids, got shape {array.shape}")
-    if array.size and not np.issubdtype(array.dtype, np.integer):
-        raise InvalidInputError(f"{name}: expected integer ids, got dtype {array.dtype}")
-    array = array.astype(np.int64, copy=False)
-    if n is not None and array.shape[0] != n:
-        raise InvalidInputError(f"{name}: {array.shape[0]} ids for {n} vectors")
-    if array.size and array.min() < 0:
-        raise InvalidInputError(f"{name}: ids must be >= 0")
-    if np.unique(array).shape[0] != array.shape[0]:
-        raise InvalidInputError(f"{name}: ids must be unique")
-    return np.ascontiguousarray(array)
 
 
 def gpu_available() -> bool:
@@ -261,26 +93,6 @@ def faiss_summary() -> str:
     simd = config.get_level_name() if config is not None else "chosen at import"
     gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
     return f"faiss {faiss.__version__}, SIMD level {simd}, {gpus} GPU(s)"
-
-
-def _choose_flat_kernel(queries: int) -> None:
-    """Exact search: a BLAS matrix product for batches of ``BLAS_MIN_QUERIES`` or more queries,
-    FAISS's one-query-at-a-time scan below that.
-
-    FAISS picks between the two with the process-wide ``distance_compute_blas_threshold``,
-    whose default in this build (128,000) never picks BLAS for the batches that
-    ``SearchCoalescer`` forms, and whose meaning differs between FAISS versions; so it is set
-    per call. Two threads setting it at once can only make one search take the slower kernel,
-    never change a result. Measured here, one thread, 512-d, per query: 10k vectors 0.81 ms
-    scanned vs 0.56 ms (8 per call) and 0.23 ms (32 per call) with BLAS; 100k: 9.6 vs 4.8 and
-    2.1 ms. BLAS loses below that: one query takes 4.5 ms, and at 4 per call 0.93 ms vs 0.65
-    ms scanned (10k) and break-even at 100k, hence the floor of 6.
-    """
-    import faiss
-
-    threshold = 0 if queries >= BLAS_MIN_QUERIES else _NEVER_BLAS
-    if faiss.cvar.distance_compute_blas_threshold != threshold:
-        faiss.cvar.distance_compute_blas_threshold = threshold
 
 
 class VectorIndex:
@@ -343,8 +155,8 @@ class VectorIndex:
         for label, value in (("hnsw_m", hnsw_m), ("ef_search", ef_search), ("nprobe", nprobe)):
             if not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"{label} must be a positive integer, got {value!r}")
-        x = _check_vectors(vectors, f"{name} vectors", None, allow_empty=True)
-        id_array = _check_ids(ids, x.shape[0], f"{name} ids")
+        x = check_vectors(vectors, f"{name} vectors", None, allow_empty=True)
+        id_array = check_ids(ids, x.shape[0], f"{name} ids")
         n, dim = x.shape
         built_kind = kind
         params: dict[str, Any] = {}
@@ -352,7 +164,7 @@ class VectorIndex:
         if kind == "ivf" and n < IVF_MIN_ITEMS:
             logger.info("%s: %d vectors < %d, ivf falls back to flat", name, n, IVF_MIN_ITEMS)
             built_kind = "flat"
-        with _omp_threads(_configured_threads):
+        with threads.omp_threads(threads.configured_threads()):
             if built_kind == "flat":
                 index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
                 index.add_with_ids(x, id_array)
@@ -383,9 +195,9 @@ class VectorIndex:
             fingerprint=fingerprint,
             encoder=encoder,
             checkpoint_sha256=checkpoint_sha256,
-            created_at=_now(),
+            created_at=now(),
             requested_kind=kind,
-            updated_at=_now(),
+            updated_at=now(),
             params=params,
             faiss_version=str(getattr(faiss, "__version__", "")),
         )
@@ -480,7 +292,7 @@ class VectorIndex:
         """
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
-        return self._coalescer.search(_check_queries(queries, self.dim), int(k))
+        return self._coalescer.search(check_queries(queries, self.dim), int(k))
 
     def _search_batch(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """One FAISS search of the (already checked) rows ``q``; see ``search``."""
@@ -489,15 +301,15 @@ class VectorIndex:
             ntotal = int(self._cpu.ntotal) if self._ids else 0
             kk = min(k, ntotal)
             if kk:
-                _set_thread_omp(_search_threads(q.shape[0]))
+                threads.set_thread_omp(threads.search_threads(q.shape[0]))
                 if self.kind == "hnsw":
                     dist, found = self._cpu.search(q, kk, params=self._hnsw_params(kk))
                 else:
                     gpu = self._gpu is not None and kk <= GPU_MAX_K
                     if not gpu:  # split scans too: faiss.knn reads the same threshold
-                        _choose_flat_kernel(q.shape[0])
+                        threads.choose_flat_kernel(q.shape[0])
                     if not gpu and self._splits(q.shape[0], ntotal):
-                        dist, found = _scanner.search(self._flat_layout(), q, kk)
+                        dist, found = threads.split_scanner().search(self._flat_layout(), q, kk)
                     else:
                         dist, found = (self._gpu if gpu else self._cpu).search(q, kk)
         finally:
@@ -515,7 +327,7 @@ class VectorIndex:
     def _splits(self, queries: int, rows: int) -> bool:
         """A lone query on a big exact index: scanned on several threads
         (bridge/index/split_scan.py)."""
-        return queries == 1 and self.kind == "flat" and _scanner.splits(rows)
+        return queries == 1 and self.kind == "flat" and threads.split_scanner().splits(rows)
 
     def _flat_layout(self) -> FlatLayout:
         """The flat storage as NumPy (under the read lock; add and remove drop it)."""
@@ -526,8 +338,8 @@ class VectorIndex:
 
     def add(self, ids: np.ndarray, vectors: np.ndarray, fingerprint: str) -> None:
         """Add vectors under new ids (InvalidInputError for an id already present or removed)."""
-        x = _check_vectors(vectors, f"{self.manifest.name} vectors", self.dim, allow_empty=True)
-        id_array = _check_ids(ids, x.shape[0], f"{self.manifest.name} ids")
+        x = check_vectors(vectors, f"{self.manifest.name} vectors", self.dim, allow_empty=True)
+        id_array = check_ids(ids, x.shape[0], f"{self.manifest.name} ids")
         with self._lock.write():
             clash = [int(i) for i in id_array if int(i) in self._ids or int(i) in self._tombstones]
             if clash:
@@ -536,13 +348,13 @@ class VectorIndex:
                 )
             if id_array.size:
                 self._layout = None  # the storage may move
-                with _omp_threads(_configured_threads):
+                with threads.omp_threads(threads.configured_threads()):
                     self._cpu.add_with_ids(x, id_array)
                     if self._gpu is not None:
                         self._gpu.add_with_ids(x, id_array)
                 self._ids.update(int(i) for i in id_array)
             self.manifest = dataclasses.replace(
-                self.manifest, count=len(self._ids), fingerprint=fingerprint, updated_at=_now()
+                self.manifest, count=len(self._ids), fingerprint=fingerprint, updated_at=now()
             )
 
     def _hnsw_params(self, k: int) -> Any:
@@ -574,7 +386,7 @@ class VectorIndex:
         """Remove ids (unknown ones are ignored). HNSW: tombstones, filtered at search."""
         import faiss
 
-        id_array = _check_ids(np.unique(np.asarray(ids)), None, f"{self.manifest.name} ids")
+        id_array = check_ids(np.unique(np.asarray(ids)), None, f"{self.manifest.name} ids")
         with self._lock.write():
             present = np.array([i for i in id_array if int(i) in self._ids], dtype=np.int64)
             if present.size:
@@ -597,182 +409,41 @@ class VectorIndex:
                 count=len(self._ids),
                 tombstones=len(self._tombstones),
                 fingerprint=fingerprint,
-                updated_at=_now(),
+                updated_at=now(),
             )
 
     # -- persistence -------------------------------------------------------------------------
 
     def save(self, directory: Path) -> None:
-        """Write index.faiss, ids.npy, tombstones.npy and manifest.json to ``directory``.
-
-        Atomic: everything goes to a temp sibling directory (files fsynced) which then replaces
-        ``directory`` by rename; the old one is moved aside first and deleted after. A crash
-        between the two renames leaves ``<directory>.old-*``, which ``load`` restores.
-        """
+        """Write the index directory atomically (bridge/index/files.py); a reader, so searches
+        go on while it saves."""
         import faiss
 
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
-        try:
+        def write_payload(tmp: Path) -> IndexManifest:
             with self._lock.read():
                 faiss.write_index(self._cpu, str(tmp / INDEX_FILE))
                 np.save(tmp / IDS_FILE, np.array(sorted(self._ids), dtype=np.int64))
                 np.save(tmp / TOMBSTONES_FILE, np.array(sorted(self._tombstones), dtype=np.int64))
-                manifest = self.manifest
-            (tmp / MANIFEST_FILE).write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
-            for name in (INDEX_FILE, IDS_FILE, TOMBSTONES_FILE, MANIFEST_FILE):
-                with open(tmp / name, "rb") as handle:
-                    os.fsync(handle.fileno())
-            old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
-            if directory.exists():
-                os.rename(directory, old)
-            os.rename(tmp, directory)
-            _fsync_dir(directory.parent)
-            shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+                return self.manifest
+
+        save_index_dir(Path(directory), write_payload)
 
     @classmethod
     def load(cls, directory: Path, use_gpu: bool = True) -> VectorIndex:
         """Load a saved index; NotFoundError if absent, IndexCorruptError if inconsistent."""
-        import faiss
-
-        directory = Path(directory)
-        _recover_interrupted_save(directory)
-        if not (directory / MANIFEST_FILE).is_file():
-            raise NotFoundError(f"no index at {directory}")
-        try:
-            manifest = IndexManifest.from_json(json.loads((directory / MANIFEST_FILE).read_text()))
-            index = faiss.read_index(str(directory / INDEX_FILE))
-            ids = np.load(directory / IDS_FILE, allow_pickle=False)
-            tombstones = np.load(directory / TOMBSTONES_FILE, allow_pickle=False)
-        except (OSError, ValueError, TypeError, RuntimeError) as exc:
-            raise IndexCorruptError(f"cannot read the index at {directory}: {exc}") from exc
-        if index.d != manifest.dim or index.ntotal != ids.shape[0] + tombstones.shape[0]:
-            raise IndexCorruptError(
-                f"{directory}: index has d={index.d}, ntotal={index.ntotal}; manifest and id "
-                f"files say d={manifest.dim}, {ids.shape[0]} ids + {tombstones.shape[0]} removed"
-            )
-        if manifest.count != ids.shape[0]:
-            raise IndexCorruptError(
-                f"{directory}: manifest count {manifest.count} != {ids.shape[0]} ids"
-            )
+        index, manifest, ids, tombstones = read_index_dir(Path(directory))
         return cls(index, manifest, ids, tombstones, use_gpu=use_gpu)
 
 
-_configured_threads: int | None = None
-_scanner = SplitScanner(default_threads())
-_scanners = {_scanner.threads: _scanner}  # by thread count: switching back reuses the pool
-
-
-def configure_search_threads(threads: int | None) -> None:
-    """Threads a lone query's exact scan of a big flat index may use (None or 0: one per
-    core; 1: never split). bridge/index/split_scan.py explains when a scan splits."""
-    global _scanner
-    wanted = _thread_count(threads, "search threads") or default_threads()
-    if wanted not in _scanners:  # kept: a search may be using one; threads start on first use
-        _scanners[wanted] = SplitScanner(wanted)
-    _scanner = _scanners[wanted]
-
-
-def configure_threads(threads: int | None) -> None:
-    """Set the OpenMP thread count FAISS uses for builds and large query batches (None or 0:
-    FAISS's default, the number of cores).
-
-    ``faiss.omp_set_num_threads`` only changes the calling thread's setting (OpenMP keeps it
-    per thread: set in the main thread, a worker thread still sees the default), so a
-    service-wide setting must be applied by the thread that runs FAISS; VectorIndex does that
-    around every build, add and search.
-    """
-    global _configured_threads
-    _configured_threads = _thread_count(threads, "FAISS threads")
-
-
-def _thread_count(threads: int | None, what: str) -> int | None:
-    """``threads`` checked (None or an integer >= 0; InvalidInputError naming ``what``
-    otherwise), with 0 read as None: "the default"."""
-    if threads is not None and (not isinstance(threads, int) or threads < 0):
-        raise InvalidInputError(f"{what} must be a non-negative integer, got {threads!r}")
-    return threads or None
-
-
-@contextmanager
-def _omp_threads(threads: int | None) -> Iterator[None]:
-    """Run FAISS with ``threads`` OpenMP threads in this thread (None: the thread's default,
-    which a search may have lowered), then put back the count it had. Counts set by code
-    that calls ``faiss.omp_set_num_threads`` itself in the same thread are not tracked."""
-    before = _current_thread_omp()
-    _set_thread_omp(threads)
-    try:
-        yield
-    finally:
-        _set_thread_omp(before)
-
-
-_thread_omp = threading.local()  # .default: the thread's own count; .current: what we set
-
-
-def _set_thread_omp(threads: int | None) -> None:
-    """Leave this thread's OpenMP count at ``threads`` (None: the thread's default), calling
-    into FAISS only when it changes. Searches use this instead of ``_omp_threads``: setting
-    and restoring around every search were two FAISS calls per query, run cold."""
-    import faiss
-
-    current = _current_thread_omp()
-    wanted = threads or _thread_omp.default
-    if wanted != current:
-        faiss.omp_set_num_threads(wanted)
-        _thread_omp.current = wanted
-
-
-def _current_thread_omp() -> int:
-    """This thread's OpenMP count as last set through here (read from FAISS the first time)."""
-    if not hasattr(_thread_omp, "current"):
-        import faiss
-
-        _thread_omp.default = _thread_omp.current = faiss.omp_get_max_threads()
-    current: int = _thread_omp.current
-    return current
-
-
-def _search_threads(nq: int) -> int | None:
-    """One thread for small batches, else the configured count.
-
-    FAISS searches one query on one thread anyway (flat, HNSW and IVF parallelise over
-    queries), but IndexIDMap's id translation opens an OpenMP region whose barrier stalls for
-    milliseconds when the cores are busy: measured on a loaded 2-core box, 5,000 x 64 flat,
-    single-query p99 32 ms with 2 threads vs 0.25 ms with 1 (p50 0.035 ms either way).
-    """
-    return 1 if nq <= SMALL_QUERY_BATCH else _configured_threads
-
-
-def _single_thread_if(condition: bool) -> Any:
-    """``_omp_threads(1)`` when ``condition`` (kept for the benchmark's raw-FAISS floor)."""
-    return _omp_threads(1 if condition else None)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _recover_interrupted_save(directory: Path) -> None:
-    """If a save crashed between its two renames, put the previous index back."""
-    if directory.exists() or not directory.parent.is_dir():
-        return
-    olds = sorted(
-        directory.parent.glob(f".{directory.name}.old-*"), key=lambda p: p.stat().st_mtime
-    )
-    if olds:
-        logger.warning("restoring %s from an interrupted save (%s)", directory, olds[-1].name)
-        os.rename(olds[-1], directory)
+# Re-exported: the index layer's public names (bridge/index/__init__.py lists them).
+__all__ = [
+    "INDEX_KINDS",
+    "IndexCorruptError",
+    "IndexManifest",
+    "VectorIndex",
+    "configure_search_threads",
+    "configure_threads",
+    "faiss_summary",
+    "gpu_available",
+    "usable_square",
+]

@@ -16,7 +16,7 @@ import numpy as np
 
 from bridge.encode.pair import EncoderPair
 from bridge.errors import ConflictError, InvalidInputError
-from bridge.index.vectors import usable_square
+from bridge.index.checks import usable_square
 from bridge.modalities import MODALITIES
 from bridge.service.records import check_item_id, public_metadata
 from bridge.service.routing import Route, route_for_space, route_media, route_text

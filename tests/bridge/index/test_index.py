@@ -422,8 +422,8 @@ def test_faiss_thread_settings_are_per_call() -> None:
     (the thread's default when none is configured), whatever ran before in the thread."""
     import faiss
 
-    import bridge.index.vectors
-    from bridge.index.vectors import SMALL_QUERY_BATCH, configure_threads
+    import bridge.index.threads
+    from bridge.index.threads import SMALL_QUERY_BATCH, configure_threads
 
     vectors = clustered(SMALL_QUERY_BATCH + 10)
     index = build("flat", np.arange(len(vectors)), vectors)
@@ -441,9 +441,7 @@ def test_faiss_thread_settings_are_per_call() -> None:
     index._cpu.add_with_ids = spy(original_add)
     index.search(vectors[:1], 3)  # small batch: one thread during the call
     assert seen == [1]
-    default = (
-        bridge.index.vectors._thread_omp.default
-    )  # this thread's count before VectorIndex set any
+    default = bridge.index.threads._thread_omp.default  # the count before VectorIndex set any
     assert default >= 1
     index.add(np.array([10_000]), vectors[:1], "fp")  # a build step after it: the default
     assert seen[-1] == default and faiss.omp_get_max_threads() == 1  # as the search left it

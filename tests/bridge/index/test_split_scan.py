@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import bridge.index.split_scan as split_scan
-import bridge.index.vectors as index_module
+import bridge.index.threads as index_module
 from bridge.errors import InvalidInputError
 from bridge.index.split_scan import SplitScanner, flat_layout, slice_bounds
 from bridge.index.vectors import VectorIndex, configure_search_threads
@@ -189,7 +189,7 @@ def test_a_split_scan_uses_the_scan_kernel_after_a_batch(
     13 ms searches after every concurrent burst), so the split path resets it."""
     import faiss
 
-    from bridge.index.vectors import _NEVER_BLAS
+    from bridge.index.threads import _NEVER_BLAS
 
     rng = np.random.default_rng(11)
     vectors = unit_rows(rng, 400, 16)

@@ -874,7 +874,7 @@ def test_search_threads_setting_splits_scans_with_the_same_answers(
     """ServiceConfig.search_threads reaches the index: with slices of 2 rows, the 6 images
     are scanned in 3 slices, and every answer equals the unsplit one."""
     import bridge.index.split_scan as split_scan
-    import bridge.index.vectors as index_module
+    import bridge.index.threads as index_module
 
     monkeypatch.setattr(split_scan, "MIN_ROWS_PER_SLICE", 2)
     monkeypatch.setattr(index_module, "_scanner", index_module._scanner)  # restored after
