@@ -1,1 +1,1 @@
-"""The data directory: its layout, the item store, blobs, bridge registry and jobs table."""
+"""The data directory: its layout, the item store (SQLite), blobs, bridge registry, jobs."""

@@ -32,12 +32,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bridge.index.vectors import (  # noqa: E402
-    ReadWriteLock,
-    VectorIndex,
-    _single_thread_if,
-    gpu_available,
-)
+from bridge.index.locks import ReadWriteLock  # noqa: E402
+from bridge.index.threads import single_thread_if  # noqa: E402
+from bridge.index.vectors import VectorIndex, gpu_available  # noqa: E402
 from bridge.service.catalog import IndexCatalog  # noqa: E402
 from bridge.storage.items import ItemStore, NewItem  # noqa: E402
 
@@ -85,7 +82,7 @@ def bench_kind(
     params = index._hnsw_params(K) if index.kind == "hnsw" else None
 
     def raw_search(q: np.ndarray) -> Any:
-        with _single_thread_if(True):  # the same OpenMP setting VectorIndex.search uses
+        with single_thread_if(True):  # the same OpenMP setting VectorIndex.search uses
             return raw_index.search(q, K, params=params) if params else raw_index.search(q, K)
 
     raw = single_query_latency(raw_search, single)

@@ -71,19 +71,19 @@ def raw_search_times(
     service would; False: one FAISS search on one thread (the throughput target's floor).
     """
     from bridge.index.split_scan import slice_bounds
-    from bridge.index.vectors import _choose_flat_kernel, _scanner, _set_thread_omp
+    from bridge.index.threads import choose_flat_kernel, set_thread_omp, split_scanner
 
     rows = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, index.dim)
     rows = rows / np.linalg.norm(rows, axis=1, keepdims=True)  # as VectorIndex.search does
-    _set_thread_omp(1)  # the thread-local count VectorIndex sets for small batches
-    _choose_flat_kernel(1)
+    set_thread_omp(1)  # the thread-local count VectorIndex sets for small batches
+    choose_flat_kernel(1)
     faiss_index = index._cpu  # CPU index: this benchmark runs where FAISS reports no GPU
     if split is None:
         split = index._splits(1, int(faiss_index.ntotal))
     search: Callable[[np.ndarray], Any] = lambda q: faiss_index.search(q, K)  # noqa: E731
     if split:
         vectors = index._flat_layout().vectors
-        slices = [vectors[a:b] for a, b in slice_bounds(vectors.shape[0], _scanner.threads)]
+        slices = [vectors[a:b] for a, b in slice_bounds(vectors.shape[0], split_scanner().threads)]
         search = _parallel_knn(slices)
     times = []
     for i in range(total):

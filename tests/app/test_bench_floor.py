@@ -52,7 +52,7 @@ def test_split_floor_scans_the_served_slices(monkeypatch: pytest.MonkeyPatch) ->
     import faiss
 
     import bridge.index.split_scan as split_scan
-    import bridge.index.vectors as index_module
+    import bridge.index.threads as index_module
     from bridge.index.vectors import VectorIndex, configure_search_threads
 
     monkeypatch.setattr(split_scan, "MIN_ROWS_PER_SLICE", 100)

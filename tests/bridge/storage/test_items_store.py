@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from bridge.errors import ConflictError, InvalidInputError, NotFoundError
-from bridge.storage.items import MAX_METADATA_DEPTH, ItemStore, NewItem
+from bridge.storage.items import ItemStore, NewItem
+from bridge.storage.metadata import MAX_METADATA_DEPTH
 
 DIM = 8
 

@@ -1,0 +1,118 @@
+"""The jobs table: background jobs (kind, status, progress, params, result), kept across
+restarts; a job a crash interrupted is marked failed on the next start."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import uuid
+from typing import Any
+
+from bridge.errors import InvalidInputError, NotFoundError
+from bridge.storage.database import Database, dump_json, utc_now
+
+logger = logging.getLogger(__name__)
+
+JOB_ACTIVE_STATUSES = ("queued", "running")
+_JOB_FIELDS = ("status", "progress", "message", "result", "error", "params")
+
+
+class JobTable(Database):
+    """The ``jobs`` table (part of ItemStore)."""
+
+    @staticmethod
+    def _job_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+        (job_id, kind, status, progress, message, params, result, error, created, updated) = row
+        return {
+            "id": job_id,
+            "kind": kind,
+            "status": status,
+            "progress": float(progress),
+            "message": message,
+            "params": json.loads(params),
+            "result": None if result is None else json.loads(result),
+            "error": error,
+            "created_at": created,
+            "updated_at": updated,
+        }
+
+    _JOB_COLUMNS = (
+        "id, kind, status, progress, message, params, result, error, created_at, updated_at"
+    )
+
+    def create_job(self, kind: str, params: dict[str, Any]) -> dict[str, Any]:
+        """A new job in status "queued" with progress 0; returns it as a dict."""
+        params_json = dump_json(params, "job params")
+        job_id = uuid.uuid4().hex
+        now = utc_now()
+        with self._write() as conn:
+            conn.execute(
+                f"INSERT INTO jobs ({self._JOB_COLUMNS}) VALUES (?, ?, 'queued', 0, '', ?, NULL,"
+                " NULL, ?, ?)",
+                (job_id, kind, params_json, now, now),
+            )
+        return self.get_job(job_id)
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        """Update some of status, progress, message, result (JSON), error, params (JSON)."""
+        unknown = set(fields) - set(_JOB_FIELDS)
+        if unknown:
+            raise InvalidInputError(
+                f"unknown job field(s) {sorted(unknown)}; allowed: {list(_JOB_FIELDS)}"
+            )
+        if "progress" in fields and not (
+            isinstance(fields["progress"], int | float) and math.isfinite(fields["progress"])
+        ):
+            raise InvalidInputError(f"job progress must be a number, got {fields['progress']!r}")
+        values = {
+            k: (dump_json(v, f"job {k}") if k in ("result", "params") and v is not None else v)
+            for k, v in fields.items()
+        }
+        values["updated_at"] = utc_now()
+        assignments = ", ".join(f"{k}=?" for k in values)
+        with self._write() as conn:
+            cursor = conn.execute(
+                f"UPDATE jobs SET {assignments} WHERE id=?", [*values.values(), job_id]
+            )
+            if cursor.rowcount == 0:
+                raise NotFoundError(f"no job with id {job_id!r}")
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        """One job as a dict; NotFoundError if unknown."""
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {self._JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)
+            ).fetchone()
+        if row is None:
+            raise NotFoundError(f"no job with id {job_id!r}")
+        return self._job_dict(row)
+
+    def list_jobs(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The most recent jobs, newest first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {self._JOB_COLUMNS} FROM jobs ORDER BY created_at DESC, rowid DESC"
+                " LIMIT ?",
+                (int(limit),),
+            ).fetchall()
+        return [self._job_dict(r) for r in rows]
+
+    def fail_interrupted_jobs(self) -> int:
+        """On start: jobs a crash left queued/running become "failed"; returns how many."""
+        marks = ",".join("?" * len(JOB_ACTIVE_STATUSES))
+        with self._write() as conn:
+            cursor = conn.execute(
+                f"UPDATE jobs SET status='failed', error=?, message=?, updated_at=?"
+                f" WHERE status IN ({marks})",
+                (
+                    "interrupted: the service stopped before the job finished",
+                    "interrupted",
+                    utc_now(),
+                    *JOB_ACTIVE_STATUSES,
+                ),
+            )
+            count = int(cursor.rowcount)
+        if count:
+            logger.warning("marked %d interrupted job(s) as failed", count)
+        return count
