@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bridge.errors import ConflictError, InvalidInputError
+from bridge.errors import ConflictError, InvalidInputError, NotFoundError
 
 SCHEMA_VERSION = 1
 
@@ -190,3 +190,28 @@ class Database:
         with self._read() as conn:
             row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return None if row is None else str(row[0])
+
+    # -- shared statements -------------------------------------------------------------------
+
+    def _select_one(self, sql: str, params: tuple[Any, ...], missing: str) -> tuple[Any, ...]:
+        """The one row `sql` selects; NotFoundError(`missing`) when there is none."""
+        with self._read() as conn:
+            row = conn.execute(sql, params).fetchone()
+        if row is None:
+            raise NotFoundError(missing)
+        return tuple(row)
+
+    def _update_row(
+        self, table: str, key_column: str, key: str, values: dict[str, Any], missing: str
+    ) -> None:
+        """Set `values` (column -> value; table and column names are the caller's constants,
+        never user input) and updated_at on the row whose `key_column` is `key`;
+        NotFoundError(`missing`) when there is none."""
+        values = {**values, "updated_at": utc_now()}
+        assignments = ", ".join(f"{column}=?" for column in values)
+        with self._write() as conn:
+            cursor = conn.execute(
+                f"UPDATE {table} SET {assignments} WHERE {key_column}=?", [*values.values(), key]
+            )
+            if cursor.rowcount == 0:
+                raise NotFoundError(missing)

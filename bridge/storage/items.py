@@ -219,12 +219,11 @@ class ItemStore(VersionRegistry, JobTable):
 
     def get(self, item_id: str) -> StoredItem:
         """The item with public id ``item_id``; NotFoundError if there is none."""
-        with self._read() as conn:
-            row = conn.execute(
-                f"SELECT {self._ITEM_COLUMNS} FROM items WHERE id=?", (item_id,)
-            ).fetchone()
-        if row is None:
-            raise NotFoundError(f"no item with id {item_id!r}")
+        row = self._select_one(
+            f"SELECT {self._ITEM_COLUMNS} FROM items WHERE id=?",
+            (item_id,),
+            f"no item with id {item_id!r}",
+        )
         return self._item(row)
 
     def hits(self, rowids: Sequence[int] | np.ndarray) -> dict[int, StoredItem]:

@@ -9,7 +9,7 @@ import math
 import uuid
 from typing import Any
 
-from bridge.errors import InvalidInputError, NotFoundError
+from bridge.errors import InvalidInputError
 from bridge.storage.database import Database, dump_json, utc_now
 
 logger = logging.getLogger(__name__)
@@ -69,23 +69,15 @@ class JobTable(Database):
             k: (dump_json(v, f"job {k}") if k in ("result", "params") and v is not None else v)
             for k, v in fields.items()
         }
-        values["updated_at"] = utc_now()
-        assignments = ", ".join(f"{k}=?" for k in values)
-        with self._write() as conn:
-            cursor = conn.execute(
-                f"UPDATE jobs SET {assignments} WHERE id=?", [*values.values(), job_id]
-            )
-            if cursor.rowcount == 0:
-                raise NotFoundError(f"no job with id {job_id!r}")
+        self._update_row("jobs", "id", job_id, values, f"no job with id {job_id!r}")
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         """One job as a dict; NotFoundError if unknown."""
-        with self._read() as conn:
-            row = conn.execute(
-                f"SELECT {self._JOB_COLUMNS} FROM jobs WHERE id=?", (job_id,)
-            ).fetchone()
-        if row is None:
-            raise NotFoundError(f"no job with id {job_id!r}")
+        row = self._select_one(
+            f"SELECT {self._JOB_COLUMNS} FROM jobs WHERE id=?",
+            (job_id,),
+            f"no job with id {job_id!r}",
+        )
         return self._job_dict(row)
 
     def list_jobs(self, limit: int = 100) -> list[dict[str, Any]]:

@@ -65,14 +65,7 @@ class VersionRegistry(Database):
         values = {
             k: (dump_json(v, "version metrics") if k == "metrics" else v) for k, v in fields.items()
         }
-        values["updated_at"] = utc_now()
-        assignments = ", ".join(f"{k}=?" for k in values)
-        with self._write() as conn:
-            cursor = conn.execute(
-                f"UPDATE versions SET {assignments} WHERE version=?", [*values.values(), version]
-            )
-            if cursor.rowcount == 0:
-                raise NotFoundError(f"no bridge version {version!r}")
+        self._update_row("versions", "version", version, values, f"no bridge version {version!r}")
 
     def list_versions(self) -> list[dict[str, Any]]:
         """Every version, oldest first, each with an ``active`` flag."""
@@ -88,12 +81,11 @@ class VersionRegistry(Database):
 
     def get_version(self, version: str) -> dict[str, Any]:
         """One version as a dict; NotFoundError if unknown."""
-        with self._read() as conn:
-            row = conn.execute(
-                f"SELECT {self._VERSION_COLUMNS} FROM versions WHERE version=?", (version,)
-            ).fetchone()
-        if row is None:
-            raise NotFoundError(f"no bridge version {version!r}")
+        row = self._select_one(
+            f"SELECT {self._VERSION_COLUMNS} FROM versions WHERE version=?",
+            (version,),
+            f"no bridge version {version!r}",
+        )
         return self._version_dict(row)
 
     def get_active(self) -> tuple[str | None, str | None]:
