@@ -218,3 +218,72 @@ def test_precision_auto_resolves_per_device(monkeypatch: pytest.MonkeyPatch) -> 
         devices.resolve_precision("fp8", "cpu")
     with pytest.raises(InvalidInputError, match="precision"):
         TrainConfig(precision="half")  # type: ignore[arg-type]
+
+
+class _RecordingCriterion:
+    """Wraps the real CMCRLoss and records what one training step hands it."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        self.inner = inner
+        self.calls: list[dict[str, object]] = []
+
+    def __call__(self, *args: torch.Tensor | None) -> object:
+        shared, frozen = args[:4], args[5]
+        self.calls.append(
+            {
+                "frozen": None if frozen is None else frozen.clone(),
+                "dtypes": {t.dtype for t in shared if t is not None},
+                "autocast": torch.is_autocast_enabled("cpu"),
+            }
+        )
+        return self.inner(*args)
+
+
+def _one_step(loss: str, precision: str, noise: float = 0.3) -> tuple[_RecordingCriterion, list]:
+    from bridge.model.losses import CMCRLoss
+    from bridge.model.projectors import BridgeModel
+    from bridge.model.trainer import _cwcl_reference, _Optimisation
+
+    torch.manual_seed(0)
+    config = _config(loss=loss)
+    model = BridgeModel(ProjectorConfig(clip_dim=16, clap_dim=12, hidden_dim=32, shared_dim=8))
+    criterion = _RecordingCriterion(CMCRLoss(loss, 0.1))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt = _Optimisation(
+        model=model,
+        criterion=criterion,  # type: ignore[arg-type]
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
+        config=config,
+        noise=noise,
+        generator=torch.Generator().manual_seed(0),
+        max_log_scale=5.0,
+        precision=precision,
+    )
+    g = torch.Generator().manual_seed(1)
+    batch = [
+        torch.nn.functional.normalize(torch.randn(32, d, generator=g), dim=-1)
+        for d in (16, 12, 16, 12)
+    ]
+    opt.step(*batch)
+    return criterion, [_cwcl_reference(batch[0], batch[1], config)]
+
+
+def test_cwcl_weights_come_from_the_clean_caption_embeddings() -> None:
+    """The weights' reference is the frozen embeddings before the step's noise (they were
+    computed from the noised ones, which blurred the weights)."""
+    criterion, (clean,) = _one_step("cwcl", "fp32", noise=0.3)
+    (call,) = criterion.calls
+    assert call["frozen"] is not None
+    torch.testing.assert_close(call["frozen"], clean)
+
+
+def test_cwcl_runs_in_fp32_under_bf16_and_infonce_keeps_bf16() -> None:
+    """CWCL's logits and soft targets are fp32 even when the projectors run in bf16; InfoNCE
+    keeps its bf16 logit products (the speed benchmark's 2x)."""
+    criterion, _ = _one_step("cwcl", "bf16")
+    (call,) = criterion.calls
+    assert call["dtypes"] == {torch.float32} and call["autocast"] is False
+    criterion, _ = _one_step("infonce", "bf16")
+    (call,) = criterion.calls
+    assert call["dtypes"] == {torch.bfloat16} and call["autocast"] is True
