@@ -234,6 +234,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         out_dir=args.out,
         encoders=encoders,
     )
+    for warning in result.report["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     final = result.report["final"]
     shown = ", ".join(f"{k}={final[k]:.4f}" for k in ("loss", "val_mean_r_at_1") if k in final)
     print(f"wrote checkpoint {args.out} ({result.report['steps']} steps, {shown})")

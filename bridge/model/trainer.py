@@ -165,6 +165,28 @@ def _pseudo(
     )
 
 
+def _pseudo_sources(
+    image_memory: np.ndarray | None, audio_memory: np.ndarray | None, config: TrainConfig
+) -> tuple[dict[str, str], list[str]]:
+    """Where the pseudo image / audio vectors come from, and a warning for each side where the
+    captions stand in: then the gap between text and media inside that space is never
+    learned, and media queries through the bridge suffer (docs/method.md)."""
+    sources: dict[str, str] = {}
+    warnings: list[str] = []
+    for modality, memory in (("image", image_memory), ("audio", audio_memory)):
+        if config.use_memory and memory is not None:
+            sources[modality] = "memory"
+            continue
+        sources[modality] = "captions"
+        why = "memory is turned off" if not config.use_memory else f"no {modality} memory given"
+        warnings.append(
+            f"{why}: the {modality} side trains on caption embeddings in place of pseudo "
+            f"{modality} vectors, so the text-{modality} gap is not learned; give unpaired "
+            f"{modality} embeddings as memory"
+        )
+    return sources, warnings
+
+
 def _project_pair(
     projector: torch.nn.Module, text: torch.Tensor, pseudo: torch.Tensor, mode: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -263,6 +285,9 @@ def train_bridge(
             _pseudo(all_clap[idx], audio_memory, config, device),
         )
 
+    pseudo_source, warnings = _pseudo_sources(image_memory, audio_memory, config)
+    for warning in warnings:
+        logger.warning("%s", warning)
     prep_started = time.perf_counter()
     train_t = torch.from_numpy(train_idx).to(device)
     if recompute_memory_each_step:
@@ -340,7 +365,9 @@ def train_bridge(
             "memory_used": bool(
                 config.use_memory and (image_memory is not None or audio_memory is not None)
             ),
+            "pseudo_source": pseudo_source,
         },
+        "warnings": warnings,
         "steps": step,
         "loss_curve": history,
         "final": history[-1] if history else {},

@@ -134,6 +134,7 @@ class RetrainPipeline:
             "wall_seconds": result.report.get("wall_seconds"),
         }
         metrics["memory_source"] = memory_source
+        metrics["warnings"] = result.report.get("warnings", [])
         in_sample = len(eval_idx) == len(plan.captions)
         metrics["held_out_captions"] = 0 if in_sample else int(len(eval_idx))
         metrics["timings_s"] = {k: v / 1000.0 for k, v in timer.timings_ms.items()}

@@ -86,6 +86,18 @@ def test_train_writes_checkpoint(files: dict[str, Path]) -> None:
     assert config["train"]["precision"] == "bf16"
     report = json.loads((files["ckpt"] / "report.json").read_text())
     assert report["precision"] == "bf16"
+    assert report["warnings"] == [] and report["data"]["pseudo_source"]["audio"] == "memory"
+
+
+def test_train_without_memories_warns_on_stderr(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", "--clip-text", str(files["clip_text"]), "--clap-text"]
+    args += [str(files["clap_text"]), "--out", str(tmp_path / "c"), "--epochs", "1"]
+    args += ["--hidden-dim", "32", "--shared-dim", "8", "--device", "cpu", "--quiet"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: no ") == 2 and "gap is not learned" in err
 
 
 def test_project_writes_normalised_shared_vectors(files: dict[str, Path], tmp_path: Path) -> None:

@@ -287,3 +287,34 @@ def test_cwcl_runs_in_fp32_under_bf16_and_infonce_keeps_bf16() -> None:
     criterion, _ = _one_step("infonce", "bf16")
     (call,) = criterion.calls
     assert call["dtypes"] == {torch.bfloat16} and call["autocast"] is True
+
+
+def test_training_without_memory_says_the_captions_stand_in(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No audio memory: the report names the pseudo source of each side and warns that the
+    text-audio gap is not learned (it trained silently before)."""
+    with caplog.at_level("WARNING", logger="bridge.model.trainer"):
+        result = train_bridge(
+            world.clip_text[:256],
+            world.clap_text[:256],
+            world.image_memory,
+            None,
+            _config(epochs=1),
+            PROJECTOR,
+        )
+    data = result.report["data"]
+    assert data["pseudo_source"] == {"image": "memory", "audio": "captions"}
+    (warning,) = result.report["warnings"]
+    assert "no audio memory given" in warning and "text-audio gap is not learned" in warning
+    assert warning in caplog.text
+    off = train_bridge(
+        world.clip_text[:256],
+        world.clap_text[:256],
+        world.image_memory,
+        world.audio_memory,
+        _config(epochs=1, use_memory=False),
+        PROJECTOR,
+    )
+    assert off.report["data"]["pseudo_source"] == {"image": "captions", "audio": "captions"}
+    assert all("memory is turned off" in w for w in off.report["warnings"])
