@@ -30,6 +30,10 @@ class ProjectorConfig:
     hidden_dim: int = 1024
     shared_dim: int = 512
     num_layers: int = 2
+    # BatchNorms of their own for caption text (TrainConfig.batchnorm_mode "separate"): text is
+    # then normalised with text statistics and media with media statistics, in training and
+    # at inference alike. False: one BatchNorm per layer for both (the official C-MCR head).
+    text_norms: bool = False
 
     def __post_init__(self) -> None:
         for name in ("clip_dim", "clap_dim", "hidden_dim", "shared_dim", "num_layers"):
@@ -73,7 +77,9 @@ class TrainConfig:
     cwcl_reverse: CWCLReverse = "infonce"
     cwcl_weight_source: WeightSource = "mean"
     cwcl_sharpen: float = 1.0
-    # Whether text and pseudo vectors share one BatchNorm batch ("joint") or two calls.
+    # "joint": text and pseudo vectors are normalised as one batch by shared BatchNorms.
+    # "separate": each by BatchNorms of its own (ProjectorConfig.text_norms), whose running
+    # statistics then match what training used for that input type.
     batchnorm_mode: BatchNormMode = "joint"
     # Matrix products of the projectors and the contrastive logits: "bf16" runs them under
     # torch.autocast (bfloat16 inputs, float32 accumulation) while log-softmax, losses, BatchNorm

@@ -29,6 +29,9 @@ from bridge.errors import CheckpointError, InvalidInputError, NotFoundError
 from bridge.model.config import ProjectorConfig, TrainConfig, from_dict, to_json_dict
 
 Space = Literal["clip", "clap"]
+# What a projector input is: media embeddings (images, audio, and the pseudo vectors standing
+# for them in training) or caption text; only projectors with text_norms tell them apart.
+InputKind = Literal["media", "text"]
 CHECKPOINT_FORMAT = "modality-bridge/checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
 
@@ -38,9 +41,18 @@ class Projector(nn.Module):
 
     With num_layers=2 this is the official C-MCR projector:
     Linear(in, hidden) -> BN -> ReLU -> Linear(hidden, out) -> BN -> normalise.
+    With `text_norms`, caption text ("text" inputs) goes through BatchNorms of its own
+    (`text_norms.<i>`), media through the main ones (ProjectorConfig.text_norms).
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int,
+        out_dim: int,
+        num_layers: int = 2,
+        text_norms: bool = False,
+    ) -> None:
         super().__init__()
         widths = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
         layers: list[nn.Module] = []
@@ -49,9 +61,17 @@ class Projector(nn.Module):
             if i < num_layers - 1:
                 layers.append(nn.ReLU(inplace=True))
         self.net = nn.Sequential(*layers)
+        self.text_norms = (
+            nn.ModuleList(nn.BatchNorm1d(width) for width in widths[1:]) if text_norms else None
+        )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.net(x), dim=-1)  # (B, out_dim)
+    def forward(self, x: torch.Tensor, kind: InputKind = "media") -> torch.Tensor:
+        if kind == "media" or self.text_norms is None:
+            return F.normalize(self.net(x), dim=-1)  # (B, out_dim)
+        norms = iter(self.text_norms)
+        for layer in self.net:
+            x = next(norms)(x) if isinstance(layer, nn.BatchNorm1d) else layer(x)
+        return F.normalize(x, dim=-1)  # (B, out_dim)
 
 
 class BridgeModel(nn.Module):
@@ -60,12 +80,9 @@ class BridgeModel(nn.Module):
     def __init__(self, config: ProjectorConfig, temperature: float = 0.01) -> None:
         super().__init__()
         self.config = config
-        self.clip = Projector(
-            config.clip_dim, config.hidden_dim, config.shared_dim, config.num_layers
-        )
-        self.clap = Projector(
-            config.clap_dim, config.hidden_dim, config.shared_dim, config.num_layers
-        )
+        shape = (config.hidden_dim, config.shared_dim, config.num_layers, config.text_norms)
+        self.clip = Projector(config.clip_dim, *shape)
+        self.clap = Projector(config.clap_dim, *shape)
         # log(1/tau), CLIP-style; only trained when TrainConfig.learn_temperature is set.
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
 
@@ -94,11 +111,17 @@ class BridgeCheckpoint:
         return self.projector_config.clip_dim if space == "clip" else self.projector_config.clap_dim
 
     @torch.no_grad()
-    def project(self, space: Space, vectors: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    def project(
+        self,
+        space: Space,
+        vectors: np.ndarray,
+        batch_size: int = 8192,
+        kind: InputKind = "media",
+    ) -> np.ndarray:
         """Map raw encoder embeddings (any norm) of `space` into the shared space.
 
         Returns L2-normalised float32 (N, shared_dim). Inputs are L2-normalised first,
-        as in training.
+        as in training. `kind`: "text" for caption embeddings (matters only with text_norms).
         """
         projector = self.model.projector(space)
         vectors = validate_matrix(vectors, f"{space} embeddings", self.input_dim(space))
@@ -106,7 +129,7 @@ class BridgeCheckpoint:
         out = np.empty((len(vectors), self.projector_config.shared_dim), dtype=np.float32)
         for start in range(0, len(vectors), batch_size):
             chunk = torch.from_numpy(vectors[start : start + batch_size]).to(self.device)
-            out[start : start + batch_size] = projector(chunk).float().cpu().numpy()
+            out[start : start + batch_size] = projector(chunk, kind).float().cpu().numpy()
         return out
 
 

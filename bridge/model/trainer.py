@@ -190,11 +190,12 @@ def _pseudo_sources(
 def _project_pair(
     projector: torch.nn.Module, text: torch.Tensor, pseudo: torch.Tensor, mode: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Project text and pseudo vectors; "joint" shares one BatchNorm batch, "separate" two calls."""
+    """Project text and pseudo vectors: "joint" as one batch through shared BatchNorms,
+    "separate" each through its own (the projector has text_norms; TrainConfig.batchnorm_mode)."""
     if mode == "joint":
         out = projector(torch.cat([text, pseudo]))  # (2B, S)
         return out[: len(text)], out[len(text) :]
-    return projector(text), projector(pseudo)
+    return projector(text, "text"), projector(pseudo, "media")
 
 
 def _cosine_schedule(optimizer: torch.optim.Optimizer, total: int, warmup: int) -> Any:
@@ -213,8 +214,8 @@ def _validate(
 ) -> dict[str, float]:
     """Held-out caption-pair retrieval in the shared space (instance level, both directions)."""
     model.eval()
-    shared_clip = model.clip(clip_text).cpu().numpy()
-    shared_clap = model.clap(clap_text).cpu().numpy()
+    shared_clip = model.clip(clip_text, "text").cpu().numpy()
+    shared_clap = model.clap(clap_text, "text").cpu().numpy()
     model.train()
     forward = retrieval_metrics(shared_clip, shared_clap)
     backward = retrieval_metrics(shared_clap, shared_clip)
@@ -265,7 +266,12 @@ def train_bridge(
     projector = projector or ProjectorConfig(
         clip_dim=clip_text.shape[1], clap_dim=clap_text.shape[1]
     )
-    projector = replace(projector, clip_dim=clip_text.shape[1], clap_dim=clap_text.shape[1])
+    projector = replace(
+        projector,
+        clip_dim=clip_text.shape[1],
+        clap_dim=clap_text.shape[1],
+        text_norms=config.batchnorm_mode == "separate",
+    )
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     torch.manual_seed(config.seed)

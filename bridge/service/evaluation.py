@@ -31,8 +31,8 @@ def evaluate_checkpoint(
     from bridge.model.evaluation import cross_modal_metrics, retrieval_metrics
 
     clip_text, clap_text = held_out
-    shared_clip = checkpoint.project("clip", clip_text)
-    shared_clap = checkpoint.project("clap", clap_text)
+    shared_clip = checkpoint.project("clip", clip_text, kind="text")
+    shared_clap = checkpoint.project("clap", clap_text, kind="text")
     metrics: dict[str, Any] = {
         "captions": {
             "clap_to_clip": retrieval_metrics(shared_clap, shared_clip),

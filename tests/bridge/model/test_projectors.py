@@ -82,3 +82,45 @@ def test_save_replaces_existing_folder_atomically(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "ck", model, None, {"v": 2})
     assert load_checkpoint(tmp_path / "ck").report == {"v": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["ck"]  # no temp folders left behind
+
+
+def test_separate_batchnorm_inference_uses_the_statistics_training_used() -> None:
+    """batchnorm_mode "separate": text and pseudo vectors are normalised each by BatchNorms of
+    their own, so eval-mode outputs match what training saw for each input type. (The old
+    separate mode normalised each call with its own batch statistics while one set of running
+    statistics mixed both, so inference used statistics no training forward used.)"""
+    from bridge.model.trainer import _project_pair
+
+    torch.manual_seed(0)
+    projector = Projector(16, 32, 8, text_norms=True)
+    g = torch.Generator().manual_seed(0)
+    text = torch.nn.functional.normalize(torch.randn(512, 16, generator=g), dim=-1)
+    pseudo = torch.nn.functional.normalize(torch.randn(512, 16, generator=g) + 2.0, dim=-1)
+    projector.train()
+    with torch.no_grad():
+        for _ in range(200):  # running statistics converge on the fixed batch
+            seen_text, seen_pseudo = _project_pair(projector, text, pseudo, "separate")
+        projector.eval()
+        torch.testing.assert_close(projector(text, "text"), seen_text, atol=0.02, rtol=0)
+        torch.testing.assert_close(projector(pseudo, "media"), seen_pseudo, atol=0.02, rtol=0)
+        # One shared set of statistics (what the old mode inferred with) is far off for text.
+        assert (projector(text, "media") - seen_text).abs().max() > 0.1
+
+
+def test_text_norms_round_trip_and_joint_checkpoints_keep_their_keys(tmp_path: Path) -> None:
+    """text_norms is recorded in config.json and its BatchNorms in the weights; a joint-mode
+    bridge has exactly the official head's keys (no format change for it)."""
+    joint = BridgeModel(ProjectorConfig(clip_dim=16, clap_dim=12, hidden_dim=32, shared_dim=8))
+    assert not any("text_norms" in key for key in joint.state_dict())
+    config = ProjectorConfig(clip_dim=16, clap_dim=12, hidden_dim=32, shared_dim=8, text_norms=True)
+    model = BridgeModel(config)
+    with torch.no_grad():
+        model.clip.text_norms[0].running_mean.fill_(0.5)  # type: ignore[index]
+    save_checkpoint(tmp_path / "ckpt", model, None, {})
+    loaded = load_checkpoint(tmp_path / "ckpt")
+    assert loaded.projector_config.text_norms
+    vectors = np.random.default_rng(0).standard_normal((5, 16)).astype(np.float32)
+    as_text = loaded.project("clip", vectors, kind="text")
+    as_media = loaded.project("clip", vectors)
+    assert as_text.shape == as_media.shape == (5, 8)
+    assert not np.allclose(as_text, as_media)

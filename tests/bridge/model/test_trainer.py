@@ -136,6 +136,9 @@ def test_options_train_and_report(world: World, overrides: dict[str, object]) ->
         assert 0 < final["target_mass"] < 1
     if overrides.get("learn_temperature"):
         assert final["temperature"] != pytest.approx(0.01)
+    separate = overrides.get("batchnorm_mode") == "separate"
+    assert result.model.config.text_norms is separate
+    assert (result.model.clip.text_norms is not None) is separate
 
 
 def test_memories_are_optional(world: World) -> None:
