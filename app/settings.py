@@ -3,19 +3,24 @@
 Validated once at start (pydantic-settings) with messages that name the variable and what
 was expected. Relative paths are relative to the current directory. `Settings` builds the
 engine's `ServiceConfig`; nothing else in app/ reads the environment.
+
+A setting that configures the engine has the name of its ServiceConfig field and takes its
+default from there; `service_config()` copies every such field by name, and ENGINE_ONLY names
+the ServiceConfig fields that no setting feeds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bridge.types import IndexType, ServiceConfig
+from bridge.types import DEVICE_NAMES, IndexType, ServiceConfig, parse_device
 
 logger = logging.getLogger(__name__)
 
@@ -24,12 +29,26 @@ MB = 1_000_000
 # Room for multipart boundaries, headers and small form fields (metadata, k, filters...)
 # on top of the file bytes themselves.
 FORM_OVERHEAD_BYTES = 1_048_576
-_DEVICES = ("auto", "cpu", "mps")
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+# ServiceConfig's defaults are the engine settings' defaults.
+_ENGINE = ServiceConfig()
+# ServiceConfig fields that no setting feeds, and why.
+ENGINE_ONLY: dict[str, str] = {
+    "max_k": "the HTTP schema caps k + offset at MAX_K (bridge/types.py) itself",
+}
+
+
+def fed_fields() -> list[str]:
+    """The ServiceConfig fields a setting of the same name feeds."""
+    return [f.name for f in dataclasses.fields(ServiceConfig) if f.name not in ENGINE_ONLY]
 
 
 class Settings(BaseSettings):
-    """Every BRIDGE_* variable the service reads; defaults suit `make serve` on a laptop."""
+    """Every BRIDGE_* variable the service reads; defaults suit `make serve` on a laptop.
+
+    Engine settings take their defaults from ServiceConfig (the module docstring says how).
+    """
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, case_sensitive=False, extra="ignore", frozen=True
@@ -38,17 +57,17 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address to bind (loopback by default).")
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     data_dir: Path = Field(
-        default=Path("var"), description="Store, raw embeddings, indexes, versions."
+        default=_ENGINE.data_dir, description="Store, raw embeddings, indexes, versions."
     )
-    clip_model: str = Field(default="models/demo-clip", description="CLIP hub id or HF folder.")
-    clap_model: str = Field(default="models/demo-clap", description="CLAP hub id or HF folder.")
+    clip_model: str = Field(default=_ENGINE.clip_model, description="CLIP hub id or HF folder.")
+    clap_model: str = Field(default=_ENGINE.clap_model, description="CLAP hub id or HF folder.")
     initial_bridge: Path | None = Field(
-        default=Path("models/demo-bridge"),
+        default=_ENGINE.initial_bridge,
         description="Checkpoint registered as the first version; empty or 'none' = none.",
     )
-    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N or mps.")
-    index_type: IndexType = "flat"
-    faiss_gpu: bool = True
+    device: str = Field(default=_ENGINE.device, description=f"{DEVICE_NAMES}.")
+    index_type: IndexType = _ENGINE.index_type
+    faiss_gpu: bool = _ENGINE.faiss_gpu
     admin_key: SecretStr | None = Field(default=None, description="Bearer key for /v1/admin/*.")
     api_key: SecretStr | None = Field(
         default=None, description="Bearer key for item and search endpoints; unset = open."
@@ -57,16 +76,17 @@ class Settings(BaseSettings):
     max_batch: Annotated[int, Field(ge=1, le=10_000)] = 32
     max_request_bytes: Annotated[int, Field(gt=0)] = 200 * MB
     max_admin_upload_bytes: Annotated[int, Field(gt=0)] = 1_000 * MB
-    max_audio_seconds: Annotated[float, Field(gt=0)] = 30.0
+    max_audio_seconds: Annotated[float, Field(gt=0)] = _ENGINE.max_audio_seconds
     seed_samples: bool = True
-    samples_dir: Path = Path("models/samples")
-    encode_threads: Annotated[int, Field(ge=1, le=256)] = 2
+    # ServiceConfig folds seed_samples into samples_dir (None: off); its default is on.
+    samples_dir: Path = cast(Path, _ENGINE.samples_dir)
+    encode_threads: Annotated[int, Field(ge=1, le=256)] = _ENGINE.encode_threads
     faiss_threads: Annotated[int, Field(ge=0, le=1024)] = Field(
-        default=0,
+        default=_ENGINE.faiss_threads,
         description="OpenMP threads for FAISS builds and big query batches (0: one per core).",
     )
     search_threads: Annotated[int, Field(ge=0, le=256)] = Field(
-        default=0,
+        default=_ENGINE.search_threads,
         description="Threads one query's exact scan of a big flat index may use (0: one per core).",
     )
     inline_searches: bool = Field(
@@ -100,12 +120,10 @@ class Settings(BaseSettings):
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:
-        v = value.strip().lower()
-        if v in _DEVICES or v == "cuda":
-            return v
-        if v.startswith("cuda:") and v[5:].isdigit():
-            return v
-        raise ValueError(f"expected auto, cpu, cuda, cuda:N or mps, got {value!r}")
+        device = parse_device(value)  # the list resolve_device knows (bridge/types.py)
+        if device is None:
+            raise ValueError(f"expected {DEVICE_NAMES}, got {value!r}")
+        return device
 
     @field_validator("host")
     @classmethod
@@ -126,21 +144,12 @@ class Settings(BaseSettings):
         return value
 
     def service_config(self) -> ServiceConfig:
-        """The engine's configuration for these settings."""
-        return ServiceConfig(
-            data_dir=self.data_dir,
-            clip_model=self.clip_model,
-            clap_model=self.clap_model,
-            initial_bridge=self.initial_bridge,
-            device=self.device,
-            index_type=self.index_type,
-            faiss_gpu=self.faiss_gpu,
-            max_audio_seconds=self.max_audio_seconds,
-            samples_dir=self.samples_dir if self.seed_samples else None,
-            encode_threads=self.encode_threads,
-            faiss_threads=self.faiss_threads,
-            search_threads=self.search_threads,
-        )
+        """The engine's configuration: each ServiceConfig field from the setting of the same
+        name (samples_dir only while seed_samples is on), ENGINE_ONLY fields at their defaults."""
+        fed = {name: getattr(self, name) for name in fed_fields()}
+        if not self.seed_samples:
+            fed["samples_dir"] = None
+        return ServiceConfig(**fed)
 
     @property
     def upload_body_limit(self) -> int:

@@ -7,6 +7,7 @@ mutated by the service after construction.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,25 +19,43 @@ JobStatus = Literal["queued", "running", "succeeded", "failed"]
 VersionStatus = Literal["training", "ready", "failed"]
 FilterValue = str | int | float | bool
 
+# Largest k + offset one search may ask for (bounds the over-fetch); the HTTP schema's limit
+# and ServiceConfig.max_k's default.
+MAX_K = 1000
+
+# The device names a configuration may carry (BRIDGE_DEVICE, ServiceConfig.device,
+# TrainConfig.device, --device). bridge/model/devices.py resolves them against the machine.
+DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(?::[0-9]+)?")
+
+
+def parse_device(value: str) -> str | None:
+    """The canonical spelling of a device name (" CUDA:1" -> "cuda:1"), or None when `value`
+    names none of DEVICE_NAMES. Whether this machine has the device is resolve_device's call."""
+    name = value.strip().lower()
+    return name if _DEVICE.fullmatch(name) else None
+
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    """Runtime settings of one BridgeService (app/settings.py builds it from BRIDGE_* vars)."""
+    """Runtime settings of one BridgeService. app/settings.py feeds each field from the
+    BRIDGE_* setting of the same name, whose default is the one written here."""
 
     data_dir: Path = Path("var")
     clip_model: str = "models/demo-clip"  # hub id or folder
     clap_model: str = "models/demo-clap"
     # Registered as the first bridge version when the store holds none.
     initial_bridge: Path | None = Path("models/demo-bridge")
-    device: str = "auto"
+    device: str = "auto"  # one of DEVICE_NAMES
     index_type: IndexType = "flat"
     faiss_gpu: bool = True  # used only when faiss.get_num_gpus() > 0
     max_audio_seconds: float = 30.0
     # Seed from samples_dir/manifest.jsonl when the store is empty; None = off.
     samples_dir: Path | None = Path("models/samples")
     encode_threads: int = 2
-    # Largest k + offset a single search may ask for (bounds the over-fetch).
-    max_k: int = 1000
+    # Largest k + offset the engine answers; no setting feeds it, as the HTTP API's schema
+    # caps requests at MAX_K itself.
+    max_k: int = MAX_K
     # OpenMP threads for FAISS index builds and large query batches (0 = one per core).
     # Single-query searches always run on one thread (bridge/index/vectors.py explains why).
     faiss_threads: int = 0

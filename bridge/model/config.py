@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from bridge.errors import InvalidInputError
+from bridge.types import DEVICE_NAMES, parse_device
 
 LossName = Literal["infonce", "cwcl"]
 CWCLReverse = Literal["cwcl", "infonce"]
@@ -112,8 +113,8 @@ class TrainConfig:
             raise InvalidInputError(f"loss must be 'infonce' or 'cwcl', got {self.loss!r}")
         if self.precision not in PRECISIONS:
             raise InvalidInputError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise InvalidInputError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if parse_device(self.device) is None:
+            raise InvalidInputError(f"device must be {DEVICE_NAMES}, got {self.device!r}")
 
 
 def to_json_dict(config: Any) -> dict[str, Any]:

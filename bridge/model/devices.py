@@ -1,22 +1,46 @@
-"""Device selection shared by encoders and the trainer."""
+"""Device selection shared by encoders, the trainer and the service.
+
+The device names a configuration may carry are spelled once, in bridge/types.py
+(DEVICE_NAMES, parse_device), for the BRIDGE_DEVICE check, TrainConfig and resolve_device
+alike; here they are resolved against what torch sees on this machine.
+"""
 
 from __future__ import annotations
 
 from bridge.errors import InvalidInputError
 from bridge.model.config import PRECISIONS
+from bridge.types import DEVICE_NAMES, parse_device
 
 
 def resolve_device(device: str = "auto") -> str:
-    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'. Explicit 'cuda' without a GPU fails."""
+    """The torch device to run on for a device name (DEVICE_NAMES, any case).
+
+    'auto' -> 'cuda' when torch sees a GPU, else 'cpu'. It never picks 'mps': the service is
+    run and measured on CUDA and CPU, so Apple-silicon users opt in with 'mps'. 'cuda',
+    'cuda:N' and 'mps' fail when torch sees no such device here, as does any other name.
+    """
     import torch
 
-    if device == "auto":
+    name = parse_device(device)
+    if name is None:
+        raise InvalidInputError(f"device must be {DEVICE_NAMES}, got {device!r}")
+    if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InvalidInputError(f"device {device!r} requested but torch sees no CUDA device")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise InvalidInputError(f"device must be auto, cpu or cuda[:N], got {device!r}")
-    return device
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InvalidInputError(f"device {device!r} requested but torch sees no CUDA device")
+        count = torch.cuda.device_count()
+        if int(name.partition(":")[2] or 0) >= count:
+            raise InvalidInputError(
+                f"device {device!r} requested but torch sees {count} CUDA device(s): "
+                f"cuda:0 to cuda:{count - 1}"
+            )
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise InvalidInputError(
+            f"device {device!r} requested but torch sees no MPS device "
+            "(Apple silicon with a torch build that has MPS)"
+        )
+    return name
 
 
 def cpu_has_native_bf16() -> bool:
@@ -43,4 +67,6 @@ def resolve_precision(precision: str, device: str) -> str:
         return precision
     if device.startswith("cuda"):
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device == "mps":  # bf16 autocast on MPS depends on the torch and macOS versions
+        return "fp32"
     return "bf16" if cpu_has_native_bf16() else "fp32"

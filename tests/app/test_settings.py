@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import socket
@@ -15,11 +16,16 @@ from pydantic import ValidationError
 
 from app.auth import keys_match
 from app.settings import (
+    ENGINE_ONLY,
     Settings,
     bind_refusal,
+    fed_fields,
     format_validation_error,
     is_loopback_host,
 )
+from bridge.errors import InvalidInputError
+from bridge.model.devices import resolve_device
+from bridge.types import DEVICE_NAMES, ServiceConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,6 +59,89 @@ def test_environment_is_read_with_the_prefix(monkeypatch: pytest.MonkeyPatch) ->
     assert s.initial_bridge is None and s.admin_key is None
     assert s.service_config().samples_dir is None
     assert s.service_config().initial_bridge is None
+
+
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in os.environ:
+        if name.startswith("BRIDGE_"):
+            monkeypatch.delenv(name)
+
+
+def test_every_service_config_field_is_fed_by_the_setting_of_its_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each ServiceConfig field is a setting of the same name with the same default, or is
+    named in ENGINE_ONLY (and then is no setting)."""
+    _clean_environment(monkeypatch)
+    engine = {f.name for f in dataclasses.fields(ServiceConfig)}
+    assert set(ENGINE_ONLY) <= engine and not set(ENGINE_ONLY) & set(Settings.model_fields)
+    assert set(fed_fields()) == engine - set(ENGINE_ONLY)
+    assert set(fed_fields()) <= set(Settings.model_fields)
+    assert Settings().service_config() == ServiceConfig()  # the defaults are ServiceConfig's
+
+
+def test_each_engine_setting_reaches_the_service_config(tmp_path: Path) -> None:
+    """A value other than the default in every fed setting arrives in ServiceConfig."""
+    given: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "clip_model": "org/clip",
+        "clap_model": "org/clap",
+        "initial_bridge": tmp_path / "bridge",
+        "device": "cpu",
+        "index_type": "ivf",
+        "faiss_gpu": False,
+        "max_audio_seconds": 7.5,
+        "samples_dir": tmp_path / "samples",
+        "encode_threads": 5,
+        "faiss_threads": 6,
+        "search_threads": 7,
+    }
+    assert set(given) == set(fed_fields())
+    defaults = ServiceConfig()
+    assert all(getattr(defaults, name) != value for name, value in given.items())
+    config = Settings(**given).service_config()
+    assert {name: getattr(config, name) for name in given} == given
+    assert Settings(**given, seed_samples=False).service_config().samples_dir is None
+
+
+# Accepted spellings, names of devices this service does not know, and near misses.
+DEVICE_SPELLINGS = [
+    "auto", "cpu", " CPU ", "cuda", "CUDA", "cuda:0", "cuda:3", "mps", "MPS",
+    "gpu", "tpu", "xla", "", "cuda:", "cuda:x", "cuda:-1", "cuda:\u00b2", "cudax", "cpu:0",
+    "mps:0", "metal",
+]  # fmt: skip
+
+
+def _resolver_knows(spelling: str) -> bool:
+    """Whether resolve_device takes `spelling` for a device name: it resolves, or refuses only
+    because this machine lacks that device."""
+    try:
+        resolve_device(spelling)
+    except InvalidInputError as exc:
+        return "requested but torch sees" in str(exc)
+    return True
+
+
+@pytest.mark.parametrize("spelling", DEVICE_SPELLINGS)
+def test_settings_accept_exactly_the_devices_the_resolver_knows(spelling: str) -> None:
+    """BRIDGE_DEVICE=mps passed the settings check and then failed in the engine's resolver.
+    Both now read one list (bridge/types.py), so each spelling is taken by both or by neither."""
+    try:
+        device = Settings(device=spelling).device
+    except ValidationError:
+        settings_take_it = False
+    else:
+        assert _resolver_knows(device)  # the canonical spelling the engine receives
+        settings_take_it = True
+    assert _resolver_knows(spelling) == settings_take_it
+
+
+@pytest.mark.parametrize("spelling", ["gpu", "cuda:x", "mps:0"])
+def test_settings_and_the_resolver_refuse_a_device_in_the_same_words(spelling: str) -> None:
+    with pytest.raises(ValidationError, match=f"expected {DEVICE_NAMES}, got {spelling!r}"):
+        Settings(device=spelling)
+    with pytest.raises(InvalidInputError, match=f"must be {DEVICE_NAMES}, got {spelling!r}"):
+        resolve_device(spelling)
 
 
 @pytest.mark.parametrize(

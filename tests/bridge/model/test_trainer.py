@@ -208,21 +208,6 @@ def test_bf16_precision_trains_as_well_as_fp32(world: World, tmp_path: Path) -> 
     assert abs(scores["bf16"] - scores["fp32"]) < 0.1, scores
 
 
-def test_precision_auto_resolves_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bridge.model import devices
-
-    assert devices.resolve_precision("fp32", "cpu") == "fp32"
-    assert devices.resolve_precision("bf16", "cpu") == "bf16"
-    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
-    assert devices.resolve_precision("auto", "cpu") == "bf16"
-    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
-    assert devices.resolve_precision("auto", "cpu") == "fp32"
-    with pytest.raises(InvalidInputError, match="precision"):
-        devices.resolve_precision("fp8", "cpu")
-    with pytest.raises(InvalidInputError, match="precision"):
-        TrainConfig(precision="half")  # type: ignore[arg-type]
-
-
 class _RecordingCriterion:
     """Wraps the real CMCRLoss and records what one training step hands it."""
 
