@@ -21,16 +21,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from app.deps import AdminAuth, ServiceDep, SettingsDep
-from app.schemas import (
-    ActivateIn,
-    JobOut,
-    RetrainIn,
-    VersionOut,
-    VersionsOut,
-    error_responses,
-    parse_json_field,
-    unusable_json,
-)
+from app.schemas.admin import ActivateIn, JobOut, RetrainIn, VersionOut, VersionsOut
+from app.schemas.common import error_responses, parse_json_field, unusable_json
 from app.settings import Settings
 from app.uploads import (
     check_form_fields,

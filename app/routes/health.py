@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import HolderDep
-from app.schemas import HealthOut, ReadyOut
+from app.schemas.health import HealthOut, ReadyOut
 
 router = APIRouter(tags=["health"])
 

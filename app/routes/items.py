@@ -6,11 +6,11 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import APIAuth, ServiceDep, SettingsDep
-from app.schemas import (
+from app.schemas.common import error_responses
+from app.schemas.items import (
     ItemBatchCreated,
     ItemCreated,
     ItemOut,
-    error_responses,
     parse_metadata,
     parse_metadata_list,
 )

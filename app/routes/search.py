@@ -15,15 +15,14 @@ from pydantic import ValidationError
 from app.batcher import SearchBatcher
 from app.deps import APIAuth, ServiceDep, SettingsDep
 from app.offload import offload
-from app.schemas import (
+from app.schemas.common import error_responses, parse_json_field
+from app.schemas.search import (
     SearchBatchRequest,
     SearchBatchResponse,
     SearchParams,
     SearchRequest,
     SearchResponseOut,
-    error_responses,
     params_to_query,
-    parse_json_field,
     search_response_json,
 )
 from app.uploads import (

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from tiny_models import TINY_CLAP_DIM, TINY_CLIP_DIM
 
 from bridge.service.facade import BridgeService
+from bridge.types import MAX_K
 
 
 @pytest.fixture
@@ -152,6 +153,17 @@ def test_bad_json_queries_are_422(client: TestClient, body: dict, words: str) ->
     assert r.status_code == 422, r.text
     detail = r.json()["detail"]
     assert isinstance(detail, str) and words in detail, detail
+
+
+def test_the_widest_page_the_schema_takes_is_one_the_engine_answers(
+    client: TestClient, stocked
+) -> None:
+    """k + offset up to MAX_K passes the HTTP schema and the engine (one limit, bridge/types.py);
+    one more is a 422 that names it."""
+    widest = {"text": "x", "target": "image", "k": 10, "offset": MAX_K - 10}
+    assert client.post("/v1/search", json=widest).status_code == 200
+    r = client.post("/v1/search", json={**widest, "offset": MAX_K - 9})
+    assert r.status_code == 422 and f"at most {MAX_K}" in r.json()["detail"]
 
 
 def test_wrong_vector_dimension_is_422(client: TestClient, stocked) -> None:

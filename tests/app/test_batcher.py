@@ -73,7 +73,7 @@ def test_search_response_json_matches_the_response_model() -> None:
     """The hot path writes the response JSON by hand; it must equal the documented model's."""
     import json
 
-    from app.schemas import SearchResponseOut, search_response_json
+    from app.schemas.search import SearchResponseOut, search_response_json
     from bridge.types import SearchHit, SearchResponse
 
     response = SearchResponse(
