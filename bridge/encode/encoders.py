@@ -216,7 +216,7 @@ ENCODER_MODALITIES: dict[str, tuple[str, ...]] = {
 def load_encoder(kind: str, model: str | Path, device: str = "auto") -> Encoder:
     """Load a CLIP or CLAP encoder from a hub id or a local HF-format folder.
 
-    `device`: "auto" (cuda when available, else cpu), "cpu" or "cuda[:N]". A path that does
+    `device`: "auto" (cuda when available, else cpu), "cpu", "cuda[:N]" or "mps". A path that does
     not exist is an error (no download is attempted for it); a hub id goes through
     huggingface_hub, which honours HF_HUB_OFFLINE. Failures raise ModelLoadError naming the
     id and the cause; the model is put in eval mode on the device, in float32.
