@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.errors import BridgeError, InvalidInputError
+from bridge.types import DEVICE_NAMES
 from bridge.types import ServiceConfig as ServiceDefaults
 
 
@@ -28,7 +29,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--modality", required=True, choices=["text", "image", "audio"])
     p.add_argument("--input", required=True, type=Path, help="captions file, folder, or path list")
     p.add_argument("--output", required=True, type=Path, help="output .npy (float32, N x D)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", default="auto", help=DEVICE_NAMES)
     p.add_argument("--batch-size", type=int, default=None)
     p.set_defaults(func=_cmd_embed)
 
@@ -51,7 +52,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
+    p.add_argument("--device", default=d.device, help=DEVICE_NAMES)
     p.add_argument(
         "--precision",
         choices=PRECISIONS,
@@ -137,15 +138,24 @@ def _add_retrain(sub: argparse._SubParsersAction) -> None:
         default=os.environ.get("BRIDGE_CLAP_MODEL", ServiceDefaults.clap_model),
         help="the CLAP encoder the service runs (default: $BRIDGE_CLAP_MODEL or the demo tower)",
     )
-    p.add_argument("--device", default=os.environ.get("BRIDGE_DEVICE", "auto"))
+    p.add_argument("--device", default=os.environ.get("BRIDGE_DEVICE", "auto"), help=DEVICE_NAMES)
     p.add_argument("--json", type=Path, help="write the version and its metrics here")
     p.set_defaults(func=_cmd_retrain)
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmarks: synthetic, speed, digits")
-    p.add_argument("name", choices=["synthetic", "speed", "digits"])
-    p.add_argument("args", nargs=argparse.REMAINDER, help="options of that benchmark (see --help)")
+    from bridge.bench import BENCHMARKS
+
+    listing = "\n".join(f"  {b.name:<18}{b.summary}" for b in BENCHMARKS.values())
+    p = sub.add_parser(
+        "bench",
+        help="benchmarks: each prints a table and writes JSON with --json",
+        description="Run one benchmark; `mbridge bench NAME --help` shows its options.",
+        epilog="benchmarks:\n" + listing,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", metavar="NAME", choices=list(BENCHMARKS), help="see the list below")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="options of that benchmark")
     p.set_defaults(func=_cmd_bench)
 
 
@@ -316,10 +326,9 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    import importlib
+    from bridge.bench import run
 
-    module = importlib.import_module(f"bridge.bench.{args.name}")
-    return int(module.main(list(args.args)))
+    return run(args.name, args.args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Shared output helpers for benchmark scripts: a printed table and a JSON file."""
+"""Benchmark output: a printed table, the machine it ran on, and the --json report."""
 
 from __future__ import annotations
 
@@ -25,6 +25,19 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def cpu_model() -> str:
+    """The CPU's model name and its widest vector extension (FAISS picks kernels by them)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    lines = info.splitlines()
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if "model name" in ln), "")
+    flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
+    simd = "avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else "sse"
+    return f"{model} ({simd})"
+
+
 def set_threads(threads: int) -> None:
     """Pin torch's intra-op threads; on a loaded machine 1 thread avoids oversubscription."""
     if threads > 0:
@@ -34,6 +47,7 @@ def set_threads(threads: int) -> None:
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain-text table, columns padded to their widest cell (floats to 3 decimals)."""
     cells = [[_fmt(v) for v in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
     lines = [" | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
@@ -48,6 +62,33 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def markdown_row(cells: Sequence[object]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def markdown_table(
+    head: Sequence[str], align: Sequence[str], rows: Sequence[Sequence[object]]
+) -> str:
+    """A Markdown table (``align``: "---" or "---:" per column) of preformatted cells, as
+    docs/ quotes them."""
+    lines = [markdown_row(head), markdown_row(align)]
+    return "\n".join(lines + [markdown_row(r) for r in rows])
+
+
+def command_line(name: str, argv: Sequence[str]) -> str:
+    """The command that makes a report: `mbridge bench NAME ARGS...`."""
+    return " ".join(["mbridge", "bench", name, *argv])
+
+
 def write_json(path: str | Path | None, payload: dict[str, Any]) -> None:
+    """The report of the training benchmarks (keys sorted); nothing when ``path`` is None."""
     if path is not None:
         atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def write_report(path: Path | None, name: str, argv: Sequence[str], **fields: Any) -> None:
+    """A service benchmark's --json report (nothing when ``path`` is None): the command that
+    made it, the CPU, then ``fields``."""
+    if path is not None:
+        report = {"command": command_line(name, argv), "cpu": cpu_model(), **fields}
+        atomic_write_text(path, json.dumps(report, indent=2) + "\n")

@@ -1,0 +1,74 @@
+"""The training benchmarks at tiny size: speed, synthetic and digits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+RunBench = Callable[[str, list[str]], dict[str, Any]]
+
+
+def test_speed(run_bench: RunBench, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--batch-size", "64", "--memory", "256", "--captions", "512", "--epochs", "1"]
+    report = run_bench("speed", argv + ["--dim", "16", "--threads", "1"])
+    assert report["benchmark"] == "speed" and report["args"]["batch_size"] == 64
+    results = report["results"]
+    shipped = results["precomputed memory (shipped)"]
+    naive = results["naive: retrieval every step"]
+    assert shipped["steps"] == naive["steps"] > 0
+    assert report["identical_weights"] is True  # noise off: the two variants agree
+    assert report["speedup"] == pytest.approx(
+        shipped["pairs_per_second"] / naive["pairs_per_second"]
+    )
+    assert set(report["machine"]) >= {"platform", "python", "torch", "torch_threads"}
+    assert "speed-up:" in capsys.readouterr().out
+
+
+def test_synthetic(run_bench: RunBench, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--seeds", "1", "--epochs", "1", "--batch-size", "64", "--captions", "300"]
+    report = run_bench("synthetic", argv + ["--memory", "200", "--test-pairs", "50"])
+    results = report["results"]
+    methods = ["chance", "linear map (caption pairs)", "c-mcr (infonce)", "no memory"]
+    assert set(results) >= {*methods, "oracle (true audio-image pairs)"}
+    assert results["chance"]["a2i_r1"] == {"mean": 1 / 50, "std": 0.0}
+    for row in results.values():
+        assert 0 <= row["a2i_r10"]["mean"] <= 1 and row["seconds"] >= 0
+    assert report["world"]["test_pairs"] == 50 and report["train"]["epochs"] == 1
+    assert "chance R@1 = 0.020" in capsys.readouterr().out
+
+
+def test_digits_scoring_on_labelled_embeddings() -> None:
+    """The digits benchmark's rows: the label oracle is perfect, chance is near 1 / 10, and
+    a row's table cell shows mean and spread over seeds."""
+    from bridge.bench.digits import _aggregate, _chance, _oracle, _table
+    from bridge.bench.digits_world import Split
+
+    labels = np.arange(200) % 10
+    split = Split("t", np.zeros((1, 4)), np.zeros((1, 4)), np.zeros((200, 4)), labels,
+                  np.zeros((100, 4)), labels[:100], "test split")  # fmt: skip
+    oracle = _oracle(split)
+    assert oracle["audio_to_image"]["p_at_1"] == 1.0 == oracle["image_to_audio"]["map"]
+    chance = _aggregate([_chance(split, seed) for seed in range(3)])
+    assert 0.0 < chance["audio_to_image"]["p_at_1"] < 0.3
+    assert chance["audio_to_image"]["p_at_1_std"] > 0 and len(chance["runs"]) == 3
+    table = _table({"rows": {"label oracle": _aggregate([oracle]), "chance": chance}})
+    assert "label oracle | 1.000 " in table and " ±" in table.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_digits_quick_on_the_committed_subset(
+    run_bench: RunBench, shared_dir: Path, tmp_path: Path
+) -> None:
+    data = shared_dir / "data"
+    if not (data / "mnist").is_dir():
+        pytest.skip("no digits data")
+    argv = ["--data-dir", str(data), "--quick", "--epochs", "2", "--cache-dir", str(tmp_path)]
+    report = run_bench("digits", argv)
+    assert set(report["splits"]) >= {"main", "speaker_heldout"}
+    rows = report["splits"]["main"]["rows"]
+    assert rows["label oracle"]["audio_to_image"]["p_at_1"] == 1.0
+    assert rows["c-mcr full (infonce)"]["audio_to_image"]["p_at_1"] > 0.1  # above chance
