@@ -6,7 +6,7 @@
 decoding at 1/2-1/8 scale, others with a box reduce; the shorter side stays at least
 `DECODE_MIN_SIDE`). The baseline is the same function with the reduction off
 (`DECODE_MIN_SIDE` set beyond the image). Each measurement runs in a fresh process, so the
-peak RSS (ru_maxrss) is that of one decode of a file written beforehand: the child's own
+peak RSS (VmHWM) is that of one decode of a file written beforehand: the child's own
 start-up and file read are subtracted.
 """
 
@@ -40,9 +40,21 @@ def write_case(case: str, path: Path, scale: float = 1.0) -> None:
     path.write_bytes(buf.getvalue())
 
 
+def peak_rss_kb() -> int:
+    """This process's own peak RSS in kB: VmHWM, not ru_maxrss, which on Linux starts at the
+    peak of the process that spawned it (a parent that built a 9400^2 image hid a smaller
+    child's whole decode)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return int(status.split("VmHWM:")[1].split()[0])
+
+
 def decode_once(path: Path, reduce: bool) -> dict[str, Any]:
     """In a fresh process: decode the file once; peak RSS above the process's own start-up."""
-    import resource
     import time
 
     import bridge.encode.media as media
@@ -50,11 +62,11 @@ def decode_once(path: Path, reduce: bool) -> dict[str, Any]:
     data = path.read_bytes()
     if not reduce:
         media.DECODE_MIN_SIDE = 10**9
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak_rss_kb()
     started = time.perf_counter()
     out = media.decode_image(data)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = peak_rss_kb()
     return {
         "file_bytes": len(data),
         "decoded": list(out.size),
