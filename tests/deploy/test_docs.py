@@ -2,8 +2,8 @@
 
 - The settings table in docs/configuration.md (its one home) matches app/settings.py exactly:
   a table row is a Markdown row whose first cell is a `BRIDGE_*` variable and whose second
-  cell is its default as the docs show it.
-- Every relative link in docs/*.md reaches a file, and a heading when it names
+  cell is its default as the docs show it; the README keeps no copy.
+- Every relative link in README.md and docs/*.md reaches a file, and a heading when it names
   an anchor.
 - Every "method.md section N" the code cites is a section of docs/method.md, and the
   architecture.md the code cites exists.
@@ -89,7 +89,14 @@ def test_a_drifted_table_is_caught() -> None:
     ]
 
 
-DOCS = sorted((REPO / "docs").glob("*.md"))
+def test_readme_keeps_no_copy_of_the_table() -> None:
+    """One home per fact: the README points to docs/configuration.md instead."""
+    readme = (REPO / "README.md").read_text()
+    assert ROW.findall(readme) == []
+    assert "docs/configuration.md" in readme
+
+
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*$", re.M)
 CODE_BLOCK = re.compile(r"^```.*?^```", re.M | re.S)
