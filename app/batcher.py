@@ -2,14 +2,14 @@
 
 With one engine thread per request, 32 concurrent searches meant 32 threads taking turns on
 the GIL with the event loop, and server CPU per request rose with concurrency instead of
-falling (scripts/bench/server_cpu.py shows the split per thread). Here requests that arrive
+falling (`mbridge bench server-cpu` shows the split per thread). Here requests that arrive
 while a batch runs wait on the event loop, and the next batch takes all of them into one
 executor call (`BridgeService.search_each`), so at most one engine thread runs Python at a
 time. A lone request is dispatched at once. Each query gets its own answer or error.
 
 Lone cheap queries run inline. When traffic is one request at a time, the two thread hops
 (submit to the executor, wake the loop with the answer) were about 0.5 ms of a 10k vector
-search's latency (`scripts/bench/server_cpu.py`, README "Service benchmark"). So a query the
+search's latency (`mbridge bench server-cpu`, docs/benchmarks.md). So a query the
 caller marks cheap (`BridgeService.is_quick`: a vector or stored item, so no encoding, and no
 exact scan over 200,000 vectors) runs on the event loop itself when it is the only search in
 flight and the last few searches were alone too. Under concurrent load batches hold several

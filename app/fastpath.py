@@ -3,7 +3,7 @@
 `POST /v1/search` with a JSON body is most of a search service's traffic, and on it FastAPI's
 own machinery (route matching over every router, dependency solving, request objects, the
 exception wrapper layers) cost about a third of the event loop's time per request, more than
-parsing the body and writing the answer (py-spy on `scripts/bench/server_cpu.py`, README
+parsing the body and writing the answer (py-spy on `mbridge bench server-cpu`, docs/benchmarks.md
 "Service benchmark"). This middleware sits inside the body-limit and metrics middlewares and
 answers those requests itself with the same steps the route would take:
 

@@ -37,7 +37,7 @@ JOBS = Counter("bridge_jobs_total", "Background jobs by kind and final status", 
 JOBS_RUNNING = Gauge("bridge_jobs_running", "Background jobs running now")
 
 # Labelled children, looked up once: `labels()` checks and locks on every call, and on the
-# search path it runs right after a scan, cold (docs/internals.md). Creating a child twice in
+# search path it runs right after a scan, cold (docs/architecture.md). Creating a child twice in
 # a race is harmless: prometheus_client hands back the same one. Label values here come from
 # small fixed sets (stages, modalities, route templates, status codes), so the cache stays
 # small.

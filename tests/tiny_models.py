@@ -1,6 +1,6 @@
 """Tiny, seeded CLIP and CLAP models saved in Hugging Face format, for tests.
 
-Recipe from ../shared/docs/environment.md ("Models"): a byte-level BPE vocabulary with no
+Recipe (docs/development.md): a byte-level BPE vocabulary with no
 merges (every byte is its own token), tiny transformer configs, and `save_pretrained` of the
 model together with its processor. The folders load back through the same `from_pretrained`
 path that real hub checkpoints use, with HF_HUB_OFFLINE=1.

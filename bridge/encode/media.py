@@ -232,8 +232,8 @@ def _shrunk(image: Image.Image) -> Image.Image:
     """``image`` box-reduced by a whole factor while its shorter side stays >= DECODE_MIN_SIDE.
 
     Encoders look at a few hundred pixels; a 9400 x 9400 RGBA PNG (363 KB, under the pixel
-    limit) made three full-size copies on the way to RGB (scripts/bench/image_decode.py:
-    1.69 GB for the decode alone, 0.34 GB reduced).
+    limit) made three full-size copies on the way to RGB (`mbridge bench image-decode`,
+    docs/benchmarks.md: 2.0 GiB and 4.0 s for the full decode, 0.68 GiB and 1.9 s reduced).
     Only the embedding sees the reduced image: the stored original keeps its bytes.
     """
     factor = min(image.size) // DECODE_MIN_SIDE

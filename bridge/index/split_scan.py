@@ -15,7 +15,7 @@ BLAS product, and under load the service batches queries. Slices are at least
 hand-off. `faiss.knn` picks its kernel by FAISS's process-wide BLAS threshold, so the caller
 must set it for one query first (VectorIndex does). The gain needs the other cores free:
 a library thread that busy-waits (OpenBLAS after a NumPy product; `python -m app` gives
-NumPy one OpenBLAS thread for that reason) takes it away. `scripts/bench/split_scan.py`
+NumPy one OpenBLAS thread for that reason) takes it away. `mbridge bench split-scan`
 measures the gain (100k, 2 cores: 1.54x q/s for one client, 1.00x and 1.02x for 8 and 32).
 """
 

@@ -48,7 +48,7 @@ MIN_TRAIN_CAPTIONS = 4
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training hyper-parameters. Defaults are the ones the benchmarks chose (see README)."""
+    """Training hyper-parameters. Defaults are the ones the benchmarks chose (docs/benchmarks.md)."""
 
     loss: LossName = "infonce"
     epochs: int = 30
@@ -60,7 +60,7 @@ class TrainConfig:
     device: str = "auto"
     # Contrastive temperature; learn_temperature turns it into a CLIP-style logit scale.
     # 0.05, not the 0.01 of the reference fork: both benchmarks (synthetic grid, digits dev
-    # split) rank 0.05 above 0.01 (README, "Benchmarks").
+    # split) rank 0.05 above 0.01 (docs/benchmarks.md).
     temperature: float = 0.05
     learn_temperature: bool = False
     # Semantic consistency: softmax(text @ memory.T / memory_temperature) @ memory.

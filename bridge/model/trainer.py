@@ -9,8 +9,8 @@ One step (method.md section 3):
 Precision (TrainConfig.precision): with "bf16", steps 3-4 run under torch.autocast, so the
 projector and logit matrix products take bfloat16 inputs and accumulate in float32, while
 log-softmax, the losses, BatchNorm statistics, AdamW and the master weights stay float32. Step 1
-is always float32. On a CPU with AVX512-BF16 this makes a step about twice as fast at equal
-retrieval metrics (README, "Benchmarks").
+is always float32. On a CPU with AVX512-BF16 this makes a step about 1.6x as fast at equal retrieval
+metrics (docs/benchmarks.md, "Training throughput").
 """
 
 from __future__ import annotations

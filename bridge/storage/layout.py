@@ -13,7 +13,7 @@
 
 Everything else under the data directory belongs to the user (e.g. corpus/ for caption files
 and memories a retrain reads by relative path). Each index directory holds index.faiss,
-ids.npy, tombstones.npy and manifest.json (bridge/index/manifest.py).
+ids.npy, tombstones.npy and manifest.json (bridge/index/files.py).
 """
 
 from __future__ import annotations

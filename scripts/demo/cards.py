@@ -89,7 +89,7 @@ def encoder_card(kind: str, folder: Path) -> str:
         f"**{report['zero_shot_accuracy']:.3f}** on {report['eval_data']} "
         "(nearest class prompt ensemble built from the training templates).",
         "- The digits benchmark (`mbridge bench digits`) also reports zero-shot accuracy with a",
-        "  neutral prompt set; see docs/benchmarks-digits.md.",
+        "  neutral prompt set; see docs/benchmarks.md.",
         "",
         "## Architecture",
         f"- {report['parameters']:,} parameters, {_size(folder)} on disk; "
@@ -164,7 +164,7 @@ def bridge_card(folder: Path) -> str:
         "",
         "Chance P@1 is about 0.10. Tower zero-shot accuracy in their own spaces: "
         + ", ".join(f"{k} {v:.3f}" for k, v in ev["zero_shot"].items())
-        + ". Full ablation grid: docs/benchmarks-digits.md.",
+        + ". Full ablation grid: docs/benchmarks.md.",
         "",
         "## Architecture",
         f"- Per projector: Linear({proj['clip_dim']}, {proj['hidden_dim']}) -> BatchNorm -> ReLU "

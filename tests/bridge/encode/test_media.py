@@ -130,7 +130,7 @@ def test_big_images_are_reduced_to_what_encoders_need(
     fmt: str, mode: str, size: tuple[int, int]
 ) -> None:
     """Shorter side kept >= DECODE_MIN_SIDE, aspect and content kept (the memory and time
-    it saves: scripts/bench/image_decode.py)."""
+    it saves: `mbridge bench image-decode`)."""
     width, height = size
     image = Image.new("RGB", size, (200, 0, 0))
     image.paste((0, 0, 200), (width // 2, 0, width, height))  # right half blue
