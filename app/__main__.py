@@ -11,7 +11,8 @@ import os
 # One OpenBLAS thread for NumPy, set before anything imports it (OpenBLAS reads this once,
 # at load). The service parallelises across requests and splits big scans itself; NumPy's
 # products here are small (audio features), and OpenBLAS's second thread busy-waits after
-# each, taking the core a split scan's second slice needs (docs/benchmarks.md, "OpenBLAS threads and split scans").
+# each, taking the core a split scan's second slice needs (docs/benchmarks.md, "OpenBLAS
+# threads and split scans").
 # A value set in the environment wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 

@@ -3,7 +3,8 @@
 Routes declare what they need (`service: ServiceDep`, `_: AdminAuth`) and never reach into
 app.state themselves. Every dependency here is `async def` although none awaits anything:
 FastAPI runs a plain `def` dependency in the thread pool, and those hops (four per search)
-were most of the event loop's time per request (docs/benchmarks.md, "Service latency and throughput").
+were most of the event loop's time per request (docs/benchmarks.md, "Service latency and
+throughput").
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ MIN_TRAIN_CAPTIONS = 4
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training hyper-parameters. Defaults are the ones the benchmarks chose (docs/benchmarks.md)."""
+    """Training hyper-parameters; the defaults are the benchmarks' choice (docs/benchmarks.md)."""
 
     loss: LossName = "infonce"
     epochs: int = 30
