@@ -22,7 +22,6 @@ layer it lands in. Only the 1,000-item index is searched in the timed calls.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import shutil
@@ -34,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.bench.report import markdown_table, write_report
+from bridge.bench.report import bench_parser, markdown_table, write_report
 from bridge.bench.standins import K, near_queries, synthetic_service, unit_rows
 
 LAYERS = ("app", "fastpath", "engine", "index", "raw")
@@ -182,13 +181,8 @@ def measure_app(app: Any, service: Callable[[], Any], job: dict[str, Any]) -> di
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="mbridge bench cold-path",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = bench_parser("cold-path", __doc__)
     parser.add_argument("--rounds", type=int, default=300)
-    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     from bridge.bench.server import run_job
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from bridge.bench import httpclient as client
 from bridge.bench.floor import FLOOR_PATH
-from bridge.bench.report import markdown_table, write_report
+from bridge.bench.report import bench_parser, markdown_table, write_report
 from bridge.bench.server import server_command, start_server, stop
 from bridge.bench.standins import K, near_queries, synthetic_service
 from bridge.bench.timing import median_ratio
@@ -52,11 +52,7 @@ def one_round(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mbridge bench http-overhead",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = bench_parser("http-overhead", __doc__)
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--queries", type=int, default=128, help="pairs per round")
@@ -76,7 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the baseline from another checkout (e.g. `git worktree add /tmp/base "
         "HEAD~1`): a same-run A/B of two versions of the code",
     )
-    parser.add_argument("--json", type=Path, default=None)
     return parser
 
 

@@ -12,7 +12,6 @@ start-up and file read are subtracted.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import subprocess
@@ -21,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bridge.bench.report import markdown_table, write_report
+from bridge.bench.report import bench_parser, markdown_table, write_report
 
 CASES = {  # name -> (format, mode, width, height)
     "PNG RGBA 9400x9400": ("PNG", "RGBA", 9400, 9400),
@@ -76,10 +75,7 @@ def decode_once(path: Path, reduce: bool) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="mbridge bench image-decode", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--json", type=Path, default=None)
+    parser = bench_parser("image-decode", __doc__)
     parser.add_argument(
         "--scale", type=float, default=1.0, help="scale the images' sides (a quick run: 0.1)"
     )

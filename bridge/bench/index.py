@@ -18,7 +18,6 @@ Prints a table and writes JSON (default bench-out/index_bench.json). The data ar
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -30,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.bench.report import command_line
+from bridge.bench.report import bench_parser, command_line
 from bridge.bench.standins import K
 from bridge.index.locks import ReadWriteLock
 from bridge.index.threads import single_thread_if
@@ -193,11 +192,7 @@ def bench_store_and_catalog(data: np.ndarray, batch: int = 1000) -> dict[str, An
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="mbridge bench index",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = bench_parser("index", __doc__, json=False)
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--queries", type=int, default=1000)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -73,6 +74,19 @@ def markdown_table(
     docs/ quotes them."""
     lines = [markdown_row(head), markdown_row(align)]
     return "\n".join(lines + [markdown_row(r) for r in rows])
+
+
+def bench_parser(name: str, doc: str, json: bool = True) -> argparse.ArgumentParser:
+    """The option parser of `mbridge bench NAME` (its module docstring as the help), with
+    ``--json PATH`` (the report) unless ``json`` is False."""
+    parser = argparse.ArgumentParser(
+        prog=f"mbridge bench {name}",
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    if json:
+        parser.add_argument("--json", type=Path, default=None, help="write the report here")
+    return parser
 
 
 def command_line(name: str, argv: Sequence[str]) -> str:

@@ -32,7 +32,7 @@ import numpy as np
 
 from bridge.bench import httpclient as client
 from bridge.bench.floor import FLOOR_PATH
-from bridge.bench.report import markdown_table, write_report
+from bridge.bench.report import bench_parser, markdown_table, write_report
 from bridge.bench.server import serving
 from bridge.bench.standins import K, near_queries, synthetic_service
 
@@ -181,14 +181,9 @@ def measure(args: argparse.Namespace, work: Path) -> tuple[list[Event], list[tup
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="mbridge bench request-timeline",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = bench_parser("request-timeline", __doc__)
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=256)
-    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="request-timeline-"))
     try:

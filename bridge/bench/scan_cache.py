@@ -13,15 +13,13 @@ request path itself. It runs in the process of `python -m app` (bridge/bench/app
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bridge.bench.report import markdown_table, write_report
+from bridge.bench.report import bench_parser, markdown_table, write_report
 
 
 def measure_app(app: Any, service: Any, job: dict[str, Any]) -> dict[str, Any]:
@@ -65,10 +63,9 @@ def measure_app(app: Any, service: Any, job: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mbridge bench scan-cache", description=__doc__)
+    parser = bench_parser("scan-cache", __doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--rounds", type=int, default=200)
-    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     from bridge.bench.server import run_job
 

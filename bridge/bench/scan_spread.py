@@ -12,27 +12,20 @@ the scan reads (bridge/bench/floor.py takes the floor on the served index for th
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 
-from bridge.bench.report import markdown_table, write_report
+from bridge.bench.report import bench_parser, markdown_table, write_report
 from bridge.bench.standins import K, unit_rows
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="mbridge bench scan-spread",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = bench_parser("scan-spread", __doc__)
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--copies", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=60, help="searches per copy")
-    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     import faiss
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.bench import httpclient as client
-from bridge.bench.report import markdown_table, write_report
+from bridge.bench.report import bench_parser, markdown_table, write_report
 from bridge.bench.server import serving
 from bridge.bench.standins import K, synthetic_service
 
@@ -97,15 +97,10 @@ def measure(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="mbridge bench server-cpu",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = bench_parser("server-cpu", __doc__)
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="server-cpu-"))
     try:

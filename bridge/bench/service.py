@@ -51,7 +51,7 @@ import numpy as np
 
 from bridge.bench import floor as own_floor
 from bridge.bench import httpclient as client
-from bridge.bench.report import command_line, cpu_model
+from bridge.bench.report import bench_parser, command_line, cpu_model
 from bridge.bench.server import start_server, stop
 from bridge.bench.service_report import table, targets, targets_table
 from bridge.bench.standins import (
@@ -312,11 +312,7 @@ def bench_size(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mbridge bench service",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = bench_parser("service", __doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--queries", type=int, default=256, help="queries per measurement")
@@ -332,7 +328,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--retrain-epochs", type=int, default=5)
     parser.add_argument("--no-http", action="store_true")
     parser.add_argument("--no-retrain", action="store_true")
-    parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
         "--table-from", type=Path, default=None, help="print the tables of a saved --json report"
     )

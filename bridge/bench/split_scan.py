@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bridge.bench.report import markdown_table, write_report
+from bridge.bench.report import bench_parser, markdown_table, write_report
 from bridge.bench.standins import K, near_queries, synthetic_service
 from bridge.bench.timing import median_ratio, run_threads
 
@@ -64,16 +64,11 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, dict[int, list[di
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="mbridge bench split-scan",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = bench_parser("split-scan", __doc__)
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--queries", type=int, default=384, help="per cell (1 client: 1/4)")
-    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     from bridge.index.split_scan import default_threads
 
