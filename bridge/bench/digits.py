@@ -63,7 +63,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cwcl instead of infonce": {"loss": "cwcl"},
 }
 # Selection sweep (--sweep), run on the dev split only: the full method's temperature and
-# noise variance were chosen with it (see docs/benchmarks-digits.md).
+# noise variance were chosen with it (see docs/benchmarks.md, "dev_sweep").
 SWEEP: dict[str, dict[str, Any]] = {
     "method.md's settings (temperature 0.01, noise 0.004)": {
         "temperature": 0.01,

@@ -99,12 +99,14 @@ def test_http_overhead_with_a_baseline(run_bench: RunBench) -> None:
 
 @pytest.mark.slow
 def test_server_cpu(run_bench: RunBench) -> None:
-    report = run_bench("server-cpu", ["--items", "300", "--requests", "40", "--clients", "1", "4"])
+    argv = ["--items", "300", "--requests", "200", "--clients", "1", "4"]
+    report = run_bench("server-cpu", argv)
     assert [r["clients"] for r in report["rows"]] == [1, 4]
     for row in report["rows"]:
-        assert row["p50_ms"] > 0 and row["qps"] > 0
-        assert row["event_loop_cpu_ms"] > 0 and row["client_cpu_ms"] > 0
-        assert sum(v for k, v in row["search_batches"].items() if k.startswith("queries")) >= 40
+        assert row["p50_ms"] > 0 and row["qps"] > 0 and row["client_cpu_ms"] > 0
+        # /proc counts CPU in clock ticks (10 ms): 200 requests take several
+        assert row["event_loop_cpu_ms"] + row["other_threads_cpu_ms"] > 0
+        assert sum(v for k, v in row["search_batches"].items() if k.startswith("queries")) >= 200
 
 
 @pytest.mark.slow
