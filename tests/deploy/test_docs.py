@@ -176,3 +176,27 @@ def test_cited_architecture_doc_exists() -> None:
     ]
     assert citing, "no citation found: the pattern no longer matches the code's spelling"
     assert (REPO / "docs" / "architecture.md").is_file()
+
+
+CITED_DOC = re.compile(r"\bdocs/[A-Za-z0-9_-]+\.md\b")
+CITING_FILES = [
+    *(p for root in ("bridge", "app", "tests", "scripts") for p in (REPO / root).rglob("*.py")),
+    *(REPO / "models").glob("*/README.md"),
+    REPO / "pyproject.toml",
+    REPO / ".env.example",
+    REPO / "docker-compose.yml",
+    REPO / "Makefile",
+]
+
+
+def test_every_doc_the_code_cites_exists() -> None:
+    """A doc path named in code, model cards or deployment files is a file of docs/ (four
+    files cited docs that a reorganisation had removed)."""
+    missing = [
+        f"{source.relative_to(REPO)}: {cited}"
+        for source in CITING_FILES
+        if source.is_file()
+        for cited in CITED_DOC.findall(source.read_text())
+        if not (REPO / cited).is_file()
+    ]
+    assert missing == []
