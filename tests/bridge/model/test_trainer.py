@@ -69,21 +69,16 @@ def test_bridge_retrieves_audio_to_image_far_above_chance(world: World, tmp_path
 
 
 def test_training_is_deterministic_on_cpu(world: World) -> None:
-    a = train_bridge(
-        world.clip_text[:512],
-        world.clap_text[:512],
-        world.image_memory,
-        world.audio_memory,
-        _config(epochs=2),
-        PROJECTOR,
-    )
-    b = train_bridge(
-        world.clip_text[:512],
-        world.clap_text[:512],
-        world.image_memory,
-        world.audio_memory,
-        _config(epochs=2),
-        PROJECTOR,
+    a, b = (
+        train_bridge(
+            world.clip_text[:512],
+            world.clap_text[:512],
+            world.image_memory,
+            world.audio_memory,
+            _config(epochs=2),
+            PROJECTOR,
+        )
+        for _ in range(2)
     )
     for (name, pa), pb in zip(
         a.model.state_dict().items(), b.model.state_dict().values(), strict=True

@@ -533,11 +533,17 @@ def test_failed_retrain_marks_job_and_version_failed(
     assert retrain(service).version == "v3"  # the runner is free again
 
 
+@pytest.fixture
+def retrain_argv(tmp_path: Path, tiny_clip_dir: Path, tiny_clap_dir: Path) -> list[str]:
+    """`mbridge retrain` on the make_service data directory with the tiny towers."""
+    argv = ["retrain", "--data-dir", str(tmp_path / "var"), "--device", "cpu"]
+    return argv + ["--clip-model", str(tiny_clip_dir), "--clap-model", str(tiny_clap_dir)]
+
+
 def test_mbridge_retrain_runs_the_same_pipeline_on_a_stopped_services_directory(
     make_service: Callable[..., BridgeService],
+    retrain_argv: list[str],
     tmp_path: Path,
-    tiny_clip_dir: Path,
-    tiny_clap_dir: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`mbridge retrain`: refused while a service holds the directory; once it is stopped,
@@ -547,17 +553,9 @@ def test_mbridge_retrain_runs_the_same_pipeline_on_a_stopped_services_directory(
 
     captions = tmp_path / "corpus.txt"
     captions.write_text("\n".join(CAPTIONS) + "\n", encoding="utf-8")
-    argv = [
-        "retrain",
-        "--data-dir", str(tmp_path / "var"),
-        "--captions", str(captions),
-        "--overrides", '{"epochs": 2, "batch_size": 16, "seed": 1}',
-        "--activate",
-        "--clip-model", str(tiny_clip_dir),
-        "--clap-model", str(tiny_clap_dir),
-        "--device", "cpu",
-        "--json", str(tmp_path / "result.json"),
-    ]  # fmt: skip
+    argv = [*retrain_argv, "--captions", str(captions), "--activate"]
+    argv += ["--overrides", '{"epochs": 2, "batch_size": 16, "seed": 1}']
+    argv += ["--json", str(tmp_path / "result.json")]
     service = make_service()
     populate(service)
     assert main(argv) == 2
@@ -579,9 +577,8 @@ def test_mbridge_retrain_runs_the_same_pipeline_on_a_stopped_services_directory(
 
 def test_mbridge_retrain_reports_bad_input_without_a_version(
     make_service: Callable[..., BridgeService],
+    retrain_argv: list[str],
     tmp_path: Path,
-    tiny_clip_dir: Path,
-    tiny_clap_dir: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from bridge.cli import main
@@ -589,8 +586,7 @@ def test_mbridge_retrain_reports_bad_input_without_a_version(
     make_service().close()
     captions = tmp_path / "three.txt"
     captions.write_text("one\ntwo\nthree\n", encoding="utf-8")
-    base = ["retrain", "--data-dir", str(tmp_path / "var"), "--device", "cpu"]
-    base += ["--clip-model", str(tiny_clip_dir), "--clap-model", str(tiny_clap_dir)]
+    base = retrain_argv
     assert main([*base, "--captions", str(captions)]) == 2
     assert "at least 4 non-blank captions, got 3" in capsys.readouterr().err
     assert main([*base, "--captions", str(tmp_path / "none.txt")]) == 2
