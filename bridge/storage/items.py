@@ -333,12 +333,11 @@ class ItemStore(VersionRegistry, JobTable):
 
     def raw_embedding(self, item_id: str) -> tuple[StoredItem, np.ndarray]:
         """The item and its raw embedding (float32 (D,)); NotFoundError if there is none."""
-        with self._read() as conn:
-            row = conn.execute(
-                f"SELECT {self._ITEM_COLUMNS}, embedding FROM items WHERE id=?", (item_id,)
-            ).fetchone()
-        if row is None:
-            raise NotFoundError(f"no item with id {item_id!r}")
+        row = self._select_one(
+            f"SELECT {self._ITEM_COLUMNS}, embedding FROM items WHERE id=?",
+            (item_id,),
+            f"no item with id {item_id!r}",
+        )
         return self._item(row[:5]), np.frombuffer(row[5], dtype=np.float32).copy()
 
     def encoder(self, modality: str) -> str | None:

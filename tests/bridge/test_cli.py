@@ -25,6 +25,14 @@ WORLD = WorldConfig(
 )
 
 
+def argv(command: str, *switches: str, **options: object) -> list[str]:
+    """`mbridge` arguments: options as --name value (underscores as dashes), then switches."""
+    args = [command]
+    for name, value in options.items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    return args + [f"--{switch}" for switch in switches]
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("cli")
@@ -44,39 +52,24 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths["labels"] = root / "labels.npy"
     np.save(paths["labels"], world.test_concept)
     paths["ckpt"] = root / "ckpt"
-    code = main(
-        [
-            "train",
-            "--clip-text",
-            str(paths["clip_text"]),
-            "--clap-text",
-            str(paths["clap_text"]),
-            "--image-memory",
-            str(paths["image_memory"]),
-            "--audio-memory",
-            str(paths["audio_memory"]),
-            "--out",
-            str(paths["ckpt"]),
-            "--loss",
-            "infonce",
-            "--epochs",
-            "12",
-            "--batch-size",
-            "128",
-            "--seed",
-            "0",
-            "--device",
-            "cpu",
-            "--precision",
-            "bf16",
-            "--hidden-dim",
-            "32",
-            "--shared-dim",
-            "8",
-            "--quiet",
-        ]
+    trained = argv(
+        "train",
+        "quiet",
+        clip_text=paths["clip_text"],
+        clap_text=paths["clap_text"],
+        image_memory=paths["image_memory"],
+        audio_memory=paths["audio_memory"],
+        out=paths["ckpt"],
+        loss="infonce",
+        epochs=12,
+        batch_size=128,
+        seed=0,
+        device="cpu",
+        precision="bf16",
+        hidden_dim=32,
+        shared_dim=8,
     )
-    assert code == 0
+    assert main(trained) == 0
     return paths
 
 
@@ -102,22 +95,10 @@ def test_train_without_memories_warns_on_stderr(
 
 def test_project_writes_normalised_shared_vectors(files: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "shared.npy"
-    assert (
-        main(
-            [
-                "project",
-                "--checkpoint",
-                str(files["ckpt"]),
-                "--space",
-                "clap",
-                "--input",
-                str(files["test_audio"]),
-                "--output",
-                str(out),
-            ]
-        )
-        == 0
+    project = argv(
+        "project", checkpoint=files["ckpt"], space="clap", input=files["test_audio"], output=out
     )
+    assert main(project) == 0
     shared = np.load(out)
     assert shared.dtype == np.float32 and shared.shape == (60, 8)
     np.testing.assert_allclose(np.linalg.norm(shared, axis=1), 1.0, atol=1e-5)
@@ -127,24 +108,15 @@ def test_eval_prints_and_writes_json(
     files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "m.json"
-    assert (
-        main(
-            [
-                "eval",
-                "--checkpoint",
-                str(files["ckpt"]),
-                "--image",
-                str(files["test_image"]),
-                "--audio",
-                str(files["test_audio"]),
-                "--labels",
-                str(files["labels"]),
-                "--json",
-                str(out),
-            ]
-        )
-        == 0
+    evaluate = argv(
+        "eval",
+        checkpoint=files["ckpt"],
+        image=files["test_image"],
+        audio=files["test_audio"],
+        labels=files["labels"],
+        json=out,
     )
+    assert main(evaluate) == 0
     metrics = json.loads(out.read_text())
     assert set(metrics) == {"audio_to_image", "image_to_audio"}
     assert metrics["audio_to_image"]["map"] > 2 / WORLD.concepts  # class level, far above chance
@@ -161,15 +133,7 @@ def test_bad_inputs_exit_nonzero_with_one_line_and_no_output(
     files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out.npy"
-    project = [
-        "project",
-        "--checkpoint",
-        str(files["ckpt"]),
-        "--space",
-        "clip",
-        "--output",
-        str(out),
-    ]
+    project = argv("project", checkpoint=files["ckpt"], space="clip", output=out)
     _fails(project + ["--input", str(tmp_path / "nope.npy")], capsys, "not found")
     np.save(tmp_path / "ints.npy", np.ones((3, 12), dtype=np.int64))
     _fails(project + ["--input", str(tmp_path / "ints.npy")], capsys, "dtype")
@@ -185,20 +149,8 @@ def test_bad_inputs_exit_nonzero_with_one_line_and_no_output(
     _fails(project + ["--input", str(tmp_path / "junk.npy")], capsys, "readable")
     assert not out.exists()
     ckpt = tmp_path / "never"
-    _fails(
-        [
-            "train",
-            "--clip-text",
-            str(files["clip_text"]),
-            "--clap-text",
-            str(files["test_audio"]),
-            "--out",
-            str(ckpt),
-            "--quiet",
-        ],
-        capsys,
-        "rows",
-    )
+    train = argv("train", "quiet", clip_text=files["clip_text"], clap_text=files["test_audio"])
+    _fails([*train, "--out", str(ckpt)], capsys, "rows")
     assert not ckpt.exists()
     assert list(tmp_path.glob(".*")) == []  # no temp files left
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from polling import wait_for_job
 
 from bridge.errors import ConflictError, InvalidInputError
 from bridge.service.jobs import JobContext, JobRunner
@@ -23,14 +24,8 @@ def store(tmp_path: Path) -> Iterator[ItemStore]:
     store.close()
 
 
-def wait_done(runner: JobRunner, job: JobRecord, timeout_s: float = 10.0) -> JobRecord:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        current = runner.get(job.id)
-        if current.status in ("succeeded", "failed"):
-            return current
-        time.sleep(0.01)
-    raise AssertionError("job did not finish")
+def wait_done(runner: JobRunner, job: JobRecord) -> JobRecord:
+    return wait_for_job(runner.get, job, timeout_s=10.0)
 
 
 def test_job_reports_progress_and_result(store: ItemStore) -> None:

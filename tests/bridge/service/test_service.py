@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from media_factory import make_png_bytes, make_wav_bytes
+from polling import wait_for_job
 from tiny_models import TINY_CLAP_DIM, TINY_CLIP_DIM
 
 from bridge.errors import (
@@ -111,20 +112,10 @@ def populate(service: BridgeService) -> tuple[list[str], list[str]]:
     return [r.id for r in records[:N_IMAGES]], [r.id for r in records[N_IMAGES:]]
 
 
-def wait_for(service: BridgeService, job: JobRecord, timeout_s: float = 60.0) -> JobRecord:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        current = service.get_job(job.id)
-        if current.status in ("succeeded", "failed"):
-            return current
-        time.sleep(0.05)
-    raise AssertionError(f"job {job.id} did not finish in {timeout_s} s")
-
-
 def retrain(service: BridgeService, **request: Any) -> JobRecord:
     request.setdefault("captions", CAPTIONS)
     request.setdefault("train_overrides", {"epochs": 2, "batch_size": 16, "seed": 1})
-    return wait_for(service, service.start_retrain(RetrainRequest(**request)))
+    return wait_for_job(service.get_job, service.start_retrain(RetrainRequest(**request)))
 
 
 def ids(response: SearchResponse) -> list[str]:
