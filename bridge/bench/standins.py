@@ -10,7 +10,8 @@ time shows what to scale). The models are seeded, so every run builds the same w
 
 Recipe: a byte-level BPE vocabulary with no merges (every byte is its own token), tiny
 transformer configs, and `save_pretrained` of the model with its processor; the folders load
-through the same `from_pretrained` path as hub checkpoints.
+through the same `from_pretrained` path as hub checkpoints. The test suite's tiny towers
+(tests/tiny_models.py) are these builders at a projection width of 16.
 """
 
 from __future__ import annotations
