@@ -80,7 +80,7 @@ async def add_item(request: Request, service: ServiceDep, settings: SettingsDep)
         meta = parse_metadata(form_text(form, "metadata"))
         upload = await read_upload(form_file(form, "file"), settings.max_upload_bytes)
     (record,) = await run_in_threadpool(service.add_items, [upload], [meta])
-    return ItemCreated(id=record.id, modality=record.modality)
+    return ItemCreated.of(record)
 
 
 @batch_router.post(
@@ -110,7 +110,7 @@ async def add_items(
         metas = parse_metadata_list(form_text(form, "metadata"), len(files))
         uploads = [await read_upload(f, settings.max_upload_bytes, field="files") for f in files]
     records = await run_in_threadpool(service.add_items, uploads, metas)
-    return ItemBatchCreated(items=[ItemCreated(id=r.id, modality=r.modality) for r in records])
+    return ItemBatchCreated(items=[ItemCreated.of(r) for r in records])
 
 
 @router.get(

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
-from bridge.types import (
-    MAX_CAPTIONS,
-    JobRecord,
-    JobStatus,
-    RetrainRequest,
-    VersionRecord,
-    VersionStatus,
-)
+from app.schemas.common import RecordOut
+from bridge.types import MAX_CAPTIONS, JobStatus, RetrainRequest, VersionStatus
 
 
 class RetrainIn(BaseModel):
@@ -53,18 +47,12 @@ class RetrainIn(BaseModel):
         return self
 
     def to_request(self) -> RetrainRequest:
-        return RetrainRequest(
-            captions=self.captions,
-            captions_path=self.captions_path,
-            image_memory_path=self.image_memory_path,
-            audio_memory_path=self.audio_memory_path,
-            train_overrides=dict(self.train_overrides),
-            activate=self.activate,
-        )
+        return RetrainRequest(**vars(self))  # the engine's fields have the body's names
 
 
-class JobOut(BaseModel):
-    job_id: str
+class JobOut(RecordOut):
+    # Read from JobRecord.id; by its own name too, as FastAPI validates the body it dumped.
+    job_id: str = Field(validation_alias=AliasChoices("job_id", "id"))
     kind: str
     status: JobStatus
     progress: float
@@ -75,40 +63,14 @@ class JobOut(BaseModel):
     created_at: str
     updated_at: str
 
-    @classmethod
-    def of(cls, job: JobRecord) -> JobOut:
-        return cls(
-            job_id=job.id,
-            kind=job.kind,
-            status=job.status,
-            progress=job.progress,
-            message=job.message,
-            version=job.version,
-            metrics=job.metrics,
-            error=job.error,
-            created_at=job.created_at,
-            updated_at=job.updated_at,
-        )
 
-
-class VersionOut(BaseModel):
+class VersionOut(RecordOut):
     version: str
     status: VersionStatus
     active: bool
     checkpoint_sha256: str | None
     created_at: str
     metrics: dict[str, Any]
-
-    @classmethod
-    def of(cls, record: VersionRecord) -> VersionOut:
-        return cls(
-            version=record.version,
-            status=record.status,
-            active=record.active,
-            checkpoint_sha256=record.checkpoint_sha256,
-            created_at=record.created_at,
-            metrics=record.metrics,
-        )
 
 
 class VersionsOut(BaseModel):

@@ -1,14 +1,14 @@
-"""What every resource's schemas share: the error body and its OpenAPI entries, and the
-decoding of JSON-valued multipart form fields.
+"""What every resource's schemas share: the error body and its OpenAPI entries, response
+bodies read from the engine's records, and the decoding of JSON-valued multipart form fields.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.errors import InvalidInputError
 
@@ -17,6 +17,17 @@ MAX_JSON_FIELD_CHARS = 65_536
 
 class ErrorOut(BaseModel):
     detail: str = Field(description="What was wrong, in words.", examples=["item 'x' not found"])
+
+
+class RecordOut(BaseModel):
+    """A response body whose fields are read, by name, from the engine record it shows (a
+    dataclass of bridge.types); a field named otherwise says so with a validation alias."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    @classmethod
+    def of(cls, record: object) -> Self:
+        return cls.model_validate(record)
 
 
 _ERROR_TEXT = {

@@ -6,13 +6,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from app.schemas.common import parse_json_field
+from app.schemas.common import RecordOut, parse_json_field
 from bridge.errors import InvalidInputError
 from bridge.modalities import Modality
-from bridge.types import ItemRecord
 
 
-class ItemCreated(BaseModel):
+class ItemCreated(RecordOut):
     id: str
     modality: Modality
 
@@ -25,20 +24,11 @@ class ItemBatchCreated(BaseModel):
     items: list[ItemCreated]
 
 
-class ItemOut(BaseModel):
+class ItemOut(RecordOut):
     id: str
     modality: Modality
     metadata: dict[str, Any]
     created_at: str
-
-    @classmethod
-    def of(cls, record: ItemRecord) -> ItemOut:
-        return cls(
-            id=record.id,
-            modality=record.modality,
-            metadata=record.metadata,
-            created_at=record.created_at,
-        )
 
 
 def parse_metadata(raw: str | None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import to_json
 
+from app.schemas.common import RecordOut
 from bridge.modalities import Modality, SpaceName
 from bridge.types import MAX_K, FilterValue, SearchQuery, SearchResponse, Upload
 
@@ -92,29 +93,12 @@ class SearchRequest(SearchParams):
         return self
 
     def to_query(self) -> SearchQuery:
-        return SearchQuery(
-            target=self.target,
-            text=self.text,
-            vector=self.vector,
-            space=self.space,
-            item_id=self.item_id,
-            k=self.k,
-            offset=self.offset,
-            min_score=self.min_score,
-            filters=dict(self.filters),
-        )
+        return SearchQuery(**vars(self))  # the engine's fields have the body's names
 
 
 def params_to_query(params: SearchParams, media: Upload) -> SearchQuery:
     """A media (file upload) search."""
-    return SearchQuery(
-        target=params.target,
-        media=media,
-        k=params.k,
-        offset=params.offset,
-        min_score=params.min_score,
-        filters=dict(params.filters),
-    )
+    return SearchQuery(media=media, **vars(params))
 
 
 class SearchBatchRequest(BaseModel):
@@ -123,14 +107,14 @@ class SearchBatchRequest(BaseModel):
     queries: list[SearchRequest] = Field(min_length=1)
 
 
-class SearchHitOut(BaseModel):
+class SearchHitOut(RecordOut):
     id: str
     score: float
     modality: Modality
     metadata: dict[str, Any]
 
 
-class SearchResponseOut(BaseModel):
+class SearchResponseOut(RecordOut):
     results: list[SearchHitOut]
     space: SpaceName = Field(description="The space that answered: native clip or clap, or shared.")
     bridge_version: str | None = Field(
@@ -138,19 +122,6 @@ class SearchResponseOut(BaseModel):
     )
     query_modality: str
     timings_ms: dict[str, float]
-
-    @classmethod
-    def of(cls, response: SearchResponse) -> SearchResponseOut:
-        return cls(
-            results=[
-                SearchHitOut(id=h.id, score=h.score, modality=h.modality, metadata=h.metadata)  # type: ignore[arg-type]
-                for h in response.results
-            ],
-            space=response.space,
-            bridge_version=response.bridge_version,
-            query_modality=response.query_modality,
-            timings_ms=dict(response.timings_ms),
-        )
 
 
 def search_response_json(response: SearchResponse) -> bytes:
