@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.datastructures import FormData, UploadFile
 
@@ -19,24 +19,20 @@ from bridge.errors import InvalidInputError, PayloadTooLargeError
 from bridge.types import Upload
 
 CHUNK_BYTES = 1 << 20
+_V = TypeVar("_V", UploadFile, str)
 
 
 async def read_upload(
     file: UploadFile, limit: int, *, field: str = "file", setting: str = "BRIDGE_MAX_UPLOAD_BYTES"
 ) -> Upload:
     """The file's bytes as an engine Upload; 413 past `limit` bytes, 422 when empty."""
-    name = file.filename or field
-    if file.size is not None and file.size > limit:
-        raise _too_large(name, limit, setting)
+    size = _UploadSize(file, limit, field, setting)
+    if file.size is not None:
+        size.check(file.size)
     chunks: list[bytes] = []
-    total = 0
     while chunk := await file.read(CHUNK_BYTES):
-        total += len(chunk)
-        if total > limit:
-            raise _too_large(name, limit, setting)
-        chunks.append(chunk)
-    if total == 0:
-        raise InvalidInputError(f"uploaded file {name!r} (field `{field}`) is empty")
+        chunks.append(size.add(chunk))
+    size.finish()
     return Upload(data=b"".join(chunks), filename=file.filename, content_type=file.content_type)
 
 
@@ -53,33 +49,50 @@ def save_upload(
     Raises PayloadTooLargeError past `limit` and InvalidInputError when empty; the partial
     file is removed in both cases.
     """
-    name = file.filename or field
-    total = 0
+    size = _UploadSize(file, limit, field, setting)
     destination.parent.mkdir(parents=True, exist_ok=True)
     file.file.seek(0)
     try:
         with destination.open("wb") as out:
             while chunk := file.file.read(CHUNK_BYTES):
-                total += len(chunk)
-                if total > limit:
-                    raise _too_large(name, limit, setting)
-                out.write(chunk)
-        if total == 0:
-            raise InvalidInputError(f"uploaded file {name!r} (field `{field}`) is empty")
+                out.write(size.add(chunk))
+        return size.finish()
     except BaseException:
         destination.unlink(missing_ok=True)
         raise
-    return total
+
+
+class _UploadSize:
+    """Counts an upload's bytes as they are read: PayloadTooLargeError (413) as soon as they
+    pass `limit`, InvalidInputError (422) when the file ends empty."""
+
+    def __init__(self, file: UploadFile, limit: int, field: str, setting: str) -> None:
+        self.name = file.filename or field
+        self.field = field
+        self.limit = limit
+        self.setting = setting
+        self.total = 0
+
+    def check(self, total: int) -> None:
+        if total > self.limit:
+            raise PayloadTooLargeError(
+                f"uploaded file {self.name!r} is larger than the limit of {self.limit} bytes "
+                f"({self.setting})"
+            )
+
+    def add(self, chunk: bytes) -> bytes:
+        self.total += len(chunk)
+        self.check(self.total)
+        return chunk
+
+    def finish(self) -> int:
+        if self.total == 0:
+            raise InvalidInputError(f"uploaded file {self.name!r} (field `{self.field}`) is empty")
+        return self.total
 
 
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
-
-
-def _too_large(name: str, limit: int, setting: str) -> PayloadTooLargeError:
-    return PayloadTooLargeError(
-        f"uploaded file {name!r} is larger than the limit of {limit} bytes ({setting})"
-    )
 
 
 # ---------------------------------------------------------------- multipart forms
@@ -114,15 +127,7 @@ def form_file(form: FormData, name: str) -> UploadFile:
 
 def optional_form_file(form: FormData, name: str) -> UploadFile | None:
     """The single file in field `name`, or None when the field is absent."""
-    values = form.getlist(name)
-    if not values:
-        return None
-    if len(values) > 1:
-        raise InvalidInputError(f"give one `{name}` file, not {len(values)}")
-    value = values[0]
-    if not isinstance(value, UploadFile):
-        raise InvalidInputError(f"`{name}` must be an uploaded file, not a text field")
-    return value
+    return _single_value(form, name, UploadFile, "an uploaded file, not a text field")
 
 
 def form_files(form: FormData, name: str) -> list[UploadFile]:
@@ -137,14 +142,19 @@ def form_files(form: FormData, name: str) -> list[UploadFile]:
 
 def form_text(form: FormData, name: str) -> str | None:
     """The text field `name`, or None when absent or empty."""
+    return _single_value(form, name, str, "a text field, not a file") or None
+
+
+def _single_value(form: FormData, name: str, kind: type[_V], what: str) -> _V | None:
+    """The one value of field `name`, which must be a `kind`; None when the field is absent."""
     values = form.getlist(name)
-    if not values or values[0] == "":
+    if not values:
         return None
     if len(values) > 1:
         raise InvalidInputError(f"give `{name}` once, not {len(values)} times")
     value = values[0]
-    if not isinstance(value, str):
-        raise InvalidInputError(f"`{name}` must be a text field, not a file")
+    if not isinstance(value, kind):
+        raise InvalidInputError(f"`{name}` must be {what}")
     return value
 
 

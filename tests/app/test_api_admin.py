@@ -204,10 +204,11 @@ def test_failed_multipart_retrain_leaves_no_uploads(
         ({"captions": ("c.txt", CAPS4, "text/plain")}, {"train_overrides": '{"epochs": -1}'},
          "epochs"),
         ({"captions": ("c.txt", CAPS4, "text/plain")}, {"what": "x"}, "unknown form field"),
+        ([("captions", ("c.txt", CAPS4, "text/plain"))] * 2, {}, "give `captions` once"),
     ],
 )  # fmt: skip
 def test_bad_multipart_retrain_is_422_and_leaves_no_files(
-    client: TestClient, service: BridgeService, files: dict, form: dict, words: str
+    client: TestClient, service: BridgeService, files: dict | list, form: dict, words: str
 ) -> None:
     r = client.post("/v1/admin/retrain", files=files, data=form, headers=ADMIN)
     assert r.status_code == 422, r.text

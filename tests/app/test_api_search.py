@@ -198,6 +198,8 @@ def test_other_content_types_are_415(client: TestClient) -> None:
         ({"target": "image", "k": "many"}, "png", 422, "form.k"),
         ({"target": "image", "filters": "{oops"}, "png", 422, "filters"),
         ({"target": "image", "text": "dog"}, "png", 422, "unknown form field"),
+        ({"target": "image", "k": ["2", "3"]}, "png", 422, "give `k` once, not 2 times"),
+        ({"target": "image", "k": ["", "3"]}, "png", 422, "give `k` once, not 2 times"),
         ({}, "png", 422, "form.target"),
         ({"target": "image"}, "txt", 415, ""),
     ],
