@@ -187,32 +187,19 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _train_config(args: argparse.Namespace) -> Any:
-    from bridge.model.config import TrainConfig
+    from bridge.model.config import TrainConfig, from_dict
 
-    return TrainConfig(
-        loss=args.loss,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        seed=args.seed,
-        device=args.device,
-        precision=args.precision,
-        temperature=args.temperature,
-        learn_temperature=args.learn_temperature,
-        use_memory=not args.no_memory,
-        memory_temperature=args.memory_temperature,
-        memory_top_k=args.memory_top_k,
-        use_noise=not args.no_noise,
-        noise_variance=args.noise_variance,
-        use_intra=not args.no_intra,
-        intra_weight=args.intra_weight,
-        cwcl_reverse=args.cwcl_reverse,
-        cwcl_weight_source=args.cwcl_weights,
-        cwcl_sharpen=args.cwcl_sharpen,
-        batchnorm_mode=args.batchnorm_mode,
-        val_fraction=args.val_fraction,
-        progress=not args.quiet,
+    # A flag named as a TrainConfig field sets that field; these five are spelled otherwise.
+    return from_dict(
+        TrainConfig,
+        {
+            **vars(args),
+            "use_memory": not args.no_memory,
+            "use_noise": not args.no_noise,
+            "use_intra": not args.no_intra,
+            "cwcl_weight_source": args.cwcl_weights,
+            "progress": not args.quiet,
+        },
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -10,19 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bridge.bench.synthetic_world import WorldConfig, make_world
+from bridge.bench.synthetic_world import World, WorldConfig
 from bridge.cli import main
-
-WORLD = WorldConfig(
-    latent_dim=8,
-    concepts=8,
-    space_dim=12,
-    hidden_dim=24,
-    captions=600,
-    memory=300,
-    test_pairs=60,
-    seed=1,
-)
 
 
 def argv(command: str, *switches: str, **options: object) -> list[str]:
@@ -34,23 +24,22 @@ def argv(command: str, *switches: str, **options: object) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def files(tmp_path_factory: pytest.TempPathFactory, small_world: World) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("cli")
-    world = make_world(WORLD)
     arrays = {
-        "clip_text": world.clip_text,
-        "clap_text": world.clap_text,
-        "image_memory": world.image_memory,
-        "audio_memory": world.audio_memory,
-        "test_image": world.test_image,
-        "test_audio": world.test_audio,
+        "clip_text": small_world.clip_text,
+        "clap_text": small_world.clap_text,
+        "image_memory": small_world.image_memory,
+        "audio_memory": small_world.audio_memory,
+        "test_image": small_world.test_image,
+        "test_audio": small_world.test_audio,
     }
     paths = {}
     for name, array in arrays.items():
         paths[name] = root / f"{name}.npy"
         np.save(paths[name], array)
     paths["labels"] = root / "labels.npy"
-    np.save(paths["labels"], world.test_concept)
+    np.save(paths["labels"], small_world.test_concept)
     paths["ckpt"] = root / "ckpt"
     trained = argv(
         "train",
@@ -93,19 +82,24 @@ def test_train_without_memories_warns_on_stderr(
     assert err.count("warning: no ") == 2 and "gap is not learned" in err
 
 
-def test_project_writes_normalised_shared_vectors(files: dict[str, Path], tmp_path: Path) -> None:
+def test_project_writes_normalised_shared_vectors(
+    files: dict[str, Path], small_world_config: WorldConfig, tmp_path: Path
+) -> None:
     out = tmp_path / "shared.npy"
     project = argv(
         "project", checkpoint=files["ckpt"], space="clap", input=files["test_audio"], output=out
     )
     assert main(project) == 0
     shared = np.load(out)
-    assert shared.dtype == np.float32 and shared.shape == (60, 8)
+    assert shared.dtype == np.float32 and shared.shape == (small_world_config.test_pairs, 8)
     np.testing.assert_allclose(np.linalg.norm(shared, axis=1), 1.0, atol=1e-5)
 
 
 def test_eval_prints_and_writes_json(
-    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    files: dict[str, Path],
+    small_world_config: WorldConfig,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "m.json"
     evaluate = argv(
@@ -119,8 +113,37 @@ def test_eval_prints_and_writes_json(
     assert main(evaluate) == 0
     metrics = json.loads(out.read_text())
     assert set(metrics) == {"audio_to_image", "image_to_audio"}
-    assert metrics["audio_to_image"]["map"] > 2 / WORLD.concepts  # class level, far above chance
+    # class level, far above chance
+    assert metrics["audio_to_image"]["map"] > 2 / small_world_config.concepts
     assert "audio_to_image" in capsys.readouterr().out
+
+
+def test_every_train_option_reaches_the_train_config() -> None:
+    """`mbridge train` sets a TrainConfig field from the flag of the same name; a flag whose
+    name drifted from its field would be dropped without a word."""
+    import dataclasses
+
+    from bridge.cli import _train_config, build_parser
+    from bridge.model.config import TrainConfig
+
+    parser = build_parser()
+    (subcommands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    train = subcommands.choices["train"]
+    flags = {a.dest for a in train._actions} - {"help"}
+    files = {"clip_text", "clap_text", "image_memory", "audio_memory", "out"}
+    projector_and_ids = {"hidden_dim", "shared_dim", "layers", "clip_model", "clap_model"}
+    renamed = {"no_memory", "no_noise", "no_intra", "cwcl_weights", "quiet"}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert flags - files - projector_and_ids - renamed <= fields
+    switches = ("no-memory", "no-intra", "quiet", "learn-temperature")
+    options = dict(epochs=3, cwcl_weights="clip", memory_top_k=5)
+    args = parser.parse_args(
+        argv("train", *switches, clip_text="a", clap_text="b", out="o", **options)
+    )
+    config = _train_config(args)
+    assert (config.use_memory, config.use_noise, config.use_intra) == (False, True, False)
+    assert config.progress is False and config.learn_temperature is True
+    assert (config.epochs, config.cwcl_weight_source, config.memory_top_k) == (3, "clip", 5)
 
 
 def _fails(argv: list[str], capsys: pytest.CaptureFixture[str], message: str) -> None:
@@ -130,21 +153,25 @@ def _fails(argv: list[str], capsys: pytest.CaptureFixture[str], message: str) ->
 
 
 def test_bad_inputs_exit_nonzero_with_one_line_and_no_output(
-    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    files: dict[str, Path],
+    small_world_config: WorldConfig,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    dim = small_world_config.space_dim  # the checkpoint's CLIP input width
     out = tmp_path / "out.npy"
     project = argv("project", checkpoint=files["ckpt"], space="clip", output=out)
     _fails(project + ["--input", str(tmp_path / "nope.npy")], capsys, "not found")
-    np.save(tmp_path / "ints.npy", np.ones((3, 12), dtype=np.int64))
+    np.save(tmp_path / "ints.npy", np.ones((3, dim), dtype=np.int64))
     _fails(project + ["--input", str(tmp_path / "ints.npy")], capsys, "dtype")
-    np.save(tmp_path / "rank1.npy", np.ones(12, dtype=np.float32))
+    np.save(tmp_path / "rank1.npy", np.ones(dim, dtype=np.float32))
     _fails(project + ["--input", str(tmp_path / "rank1.npy")], capsys, "2-D")
-    nan = np.ones((3, 12), dtype=np.float32)
+    nan = np.ones((3, dim), dtype=np.float32)
     nan[1, 1] = np.inf
     np.save(tmp_path / "nan.npy", nan)
     _fails(project + ["--input", str(tmp_path / "nan.npy")], capsys, "NaN or Inf")
-    np.save(tmp_path / "wide.npy", np.ones((3, 13), dtype=np.float32))
-    _fails(project + ["--input", str(tmp_path / "wide.npy")], capsys, "expected dimension 12")
+    np.save(tmp_path / "wide.npy", np.ones((3, dim + 1), dtype=np.float32))
+    _fails(project + ["--input", str(tmp_path / "wide.npy")], capsys, f"expected dimension {dim}")
     (tmp_path / "junk.npy").write_bytes(b"not numpy")
     _fails(project + ["--input", str(tmp_path / "junk.npy")], capsys, "readable")
     assert not out.exists()

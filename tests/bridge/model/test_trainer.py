@@ -9,29 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from bridge.bench.synthetic_world import World, WorldConfig, make_world
+from bridge.bench.synthetic_world import World, WorldConfig
 from bridge.errors import InvalidInputError
 from bridge.model.config import ProjectorConfig, TrainConfig
 from bridge.model.evaluation import retrieval_metrics
 from bridge.model.projectors import load_checkpoint
 from bridge.model.trainer import train_bridge
 
-SMALL = WorldConfig(
-    latent_dim=8,
-    concepts=16,
-    space_dim=16,
-    hidden_dim=32,
-    captions=2000,
-    memory=1000,
-    test_pairs=200,
-    seed=0,
-)
 PROJECTOR = ProjectorConfig(hidden_dim=64, shared_dim=16)
-
-
-@pytest.fixture(scope="module")
-def world() -> World:
-    return make_world(SMALL)
 
 
 def _config(**overrides: object) -> TrainConfig:
@@ -47,34 +32,37 @@ def _audio_to_image_r10(world: World, checkpoint_dir: Path) -> float:
     return retrieval_metrics(shared_audio, shared_image)["r_at_10"]
 
 
-def test_bridge_retrieves_audio_to_image_far_above_chance(world: World, tmp_path: Path) -> None:
+def test_bridge_retrieves_audio_to_image_far_above_chance(
+    small_world: World, small_world_config: WorldConfig, tmp_path: Path
+) -> None:
     result = train_bridge(
-        world.clip_text,
-        world.clap_text,
-        world.image_memory,
-        world.audio_memory,
+        small_world.clip_text,
+        small_world.clap_text,
+        small_world.image_memory,
+        small_world.audio_memory,
         _config(),
         PROJECTOR,
         out_dir=tmp_path / "ckpt",
     )
-    r10 = _audio_to_image_r10(world, tmp_path / "ckpt")
-    chance = 10 / SMALL.test_pairs
+    r10 = _audio_to_image_r10(small_world, tmp_path / "ckpt")
+    chance = 10 / small_world_config.test_pairs
     assert r10 > 5 * chance, r10
     report = json.loads((tmp_path / "ckpt" / "report.json").read_text())
-    assert report["data"]["caption_pairs"] == 2000 and report["data"]["image_memory"] == 1000
+    assert report["data"]["caption_pairs"] == small_world_config.captions
+    assert report["data"]["image_memory"] == small_world_config.memory
     assert len(report["loss_curve"]) == 6
     assert report["loss_curve"][-1]["loss"] < report["loss_curve"][0]["loss"]
     assert "val_mean_r_at_1" in report["final"] and "torch" in report["versions"]
     assert result.checkpoint_dir == tmp_path / "ckpt"
 
 
-def test_training_is_deterministic_on_cpu(world: World) -> None:
+def test_training_is_deterministic_on_cpu(small_world: World) -> None:
     a, b = (
         train_bridge(
-            world.clip_text[:512],
-            world.clap_text[:512],
-            world.image_memory,
-            world.audio_memory,
+            small_world.clip_text[:512],
+            small_world.clap_text[:512],
+            small_world.image_memory,
+            small_world.audio_memory,
             _config(epochs=2),
             PROJECTOR,
         )
@@ -86,20 +74,20 @@ def test_training_is_deterministic_on_cpu(world: World) -> None:
         assert torch.equal(pa, pb), name
 
 
-def test_naive_memory_recompute_gives_the_same_model(world: World) -> None:
+def test_naive_memory_recompute_gives_the_same_model(small_world: World) -> None:
     kwargs = dict(config=_config(epochs=1, use_noise=False), projector=PROJECTOR)
     fast = train_bridge(
-        world.clip_text[:512],
-        world.clap_text[:512],
-        world.image_memory,
-        world.audio_memory,
+        small_world.clip_text[:512],
+        small_world.clap_text[:512],
+        small_world.image_memory,
+        small_world.audio_memory,
         **kwargs,
     )  # type: ignore[arg-type]
     naive = train_bridge(
-        world.clip_text[:512],
-        world.clap_text[:512],
-        world.image_memory,
-        world.audio_memory,
+        small_world.clip_text[:512],
+        small_world.clap_text[:512],
+        small_world.image_memory,
+        small_world.audio_memory,
         recompute_memory_each_step=True,
         **kwargs,
     )  # type: ignore[arg-type]
@@ -116,12 +104,12 @@ def test_naive_memory_recompute_gives_the_same_model(world: World) -> None:
         {"batchnorm_mode": "separate", "memory_top_k": 32},
     ],
 )
-def test_options_train_and_report(world: World, overrides: dict[str, object]) -> None:
+def test_options_train_and_report(small_world: World, overrides: dict[str, object]) -> None:
     result = train_bridge(
-        world.clip_text[:512],
-        world.clap_text[:512],
-        world.image_memory,
-        world.audio_memory,
+        small_world.clip_text[:512],
+        small_world.clap_text[:512],
+        small_world.image_memory,
+        small_world.audio_memory,
         _config(epochs=2, **overrides),
         PROJECTOR,
     )
@@ -136,23 +124,28 @@ def test_options_train_and_report(world: World, overrides: dict[str, object]) ->
     assert (result.model.clip.text_norms is not None) is separate
 
 
-def test_memories_are_optional(world: World) -> None:
+def test_memories_are_optional(small_world: World) -> None:
     result = train_bridge(
-        world.clip_text[:256], world.clap_text[:256], config=_config(epochs=1), projector=PROJECTOR
+        small_world.clip_text[:256],
+        small_world.clap_text[:256],
+        config=_config(epochs=1),
+        projector=PROJECTOR,
     )
     assert result.report["data"]["memory_used"] is False
 
 
-def test_bad_inputs_are_rejected(world: World) -> None:
+def test_bad_inputs_are_rejected(small_world: World) -> None:
     with pytest.raises(InvalidInputError, match="row i"):
-        train_bridge(world.clip_text[:10], world.clap_text[:11], config=_config())
-    bad = world.clip_text[:10].copy()
+        train_bridge(small_world.clip_text[:10], small_world.clap_text[:11], config=_config())
+    bad = small_world.clip_text[:10].copy()
     bad[3, 0] = np.nan
     with pytest.raises(InvalidInputError, match="NaN"):
-        train_bridge(bad, world.clap_text[:10], config=_config())
+        train_bridge(bad, small_world.clap_text[:10], config=_config())
     with pytest.raises(InvalidInputError, match="dimension"):
         train_bridge(
-            world.clip_text[:10], world.clap_text[:10], image_memory=np.ones((5, 3), np.float32)
+            small_world.clip_text[:10],
+            small_world.clap_text[:10],
+            image_memory=np.ones((5, 3), np.float32),
         )
     with pytest.raises(InvalidInputError, match="epochs"):
         TrainConfig(epochs=0)
@@ -161,45 +154,47 @@ def test_bad_inputs_are_rejected(world: World) -> None:
 
 
 @pytest.mark.gpu
-def test_training_on_cuda(world: World) -> None:
+def test_training_on_cuda(small_world: World) -> None:
     result = train_bridge(
-        world.clip_text[:512],
-        world.clap_text[:512],
-        world.image_memory,
-        world.audio_memory,
+        small_world.clip_text[:512],
+        small_world.clap_text[:512],
+        small_world.image_memory,
+        small_world.audio_memory,
         _config(epochs=1, device="cuda"),
         PROJECTOR,
     )
     assert result.report["device"] == "cuda"
 
 
-def test_fixed_temperature_below_clip_clamp_is_honoured(world: World) -> None:
+def test_fixed_temperature_below_clip_clamp_is_honoured(small_world: World) -> None:
     result = train_bridge(
-        world.clip_text[:256],
-        world.clap_text[:256],
+        small_world.clip_text[:256],
+        small_world.clap_text[:256],
         config=_config(epochs=1, temperature=0.001),
         projector=PROJECTOR,
     )
     assert result.report["final"]["temperature"] == pytest.approx(0.001, rel=1e-4)
 
 
-def test_bf16_precision_trains_as_well_as_fp32(world: World, tmp_path: Path) -> None:
+def test_bf16_precision_trains_as_well_as_fp32(
+    small_world: World, small_world_config: WorldConfig, tmp_path: Path
+) -> None:
     """The bf16 path (autocast matmuls, fp32 softmax/optimizer) must reach the fp32 metric."""
     scores = {}
     for precision in ("fp32", "bf16"):
         result = train_bridge(
-            world.clip_text,
-            world.clap_text,
-            world.image_memory,
-            world.audio_memory,
+            small_world.clip_text,
+            small_world.clap_text,
+            small_world.image_memory,
+            small_world.audio_memory,
             _config(precision=precision),
             PROJECTOR,
             out_dir=tmp_path / precision,
         )
         assert result.report["precision"] == precision
         assert all(p.dtype == torch.float32 for p in result.model.parameters())
-        scores[precision] = _audio_to_image_r10(world, tmp_path / precision)
-    assert scores["bf16"] > 5 * 10 / SMALL.test_pairs, scores
+        scores[precision] = _audio_to_image_r10(small_world, tmp_path / precision)
+    assert scores["bf16"] > 5 * 10 / small_world_config.test_pairs, scores
     assert abs(scores["bf16"] - scores["fp32"]) < 0.1, scores
 
 
@@ -273,15 +268,15 @@ def test_cwcl_runs_in_fp32_under_bf16_and_infonce_keeps_bf16() -> None:
 
 
 def test_training_without_memory_says_the_captions_stand_in(
-    world: World, caplog: pytest.LogCaptureFixture
+    small_world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     """No audio memory: the report names the pseudo source of each side and warns that the
     text-audio gap is not learned (it trained silently before)."""
     with caplog.at_level("WARNING", logger="bridge.model.trainer"):
         result = train_bridge(
-            world.clip_text[:256],
-            world.clap_text[:256],
-            world.image_memory,
+            small_world.clip_text[:256],
+            small_world.clap_text[:256],
+            small_world.image_memory,
             None,
             _config(epochs=1),
             PROJECTOR,
@@ -292,10 +287,10 @@ def test_training_without_memory_says_the_captions_stand_in(
     assert "no audio memory given" in warning and "text-audio gap is not learned" in warning
     assert warning in caplog.text
     off = train_bridge(
-        world.clip_text[:256],
-        world.clap_text[:256],
-        world.image_memory,
-        world.audio_memory,
+        small_world.clip_text[:256],
+        small_world.clap_text[:256],
+        small_world.image_memory,
+        small_world.audio_memory,
         _config(epochs=1, use_memory=False),
         PROJECTOR,
     )
