@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from bridge.encode.encoders import Encoder
     from bridge.service.facade import BridgeService
 
@@ -81,23 +84,22 @@ def service(
 
 
 @pytest.fixture
+def open_client() -> Iterator[Callable[[FastAPI], TestClient]]:
+    """open_client(app) -> a started TestClient (lifespan run) over `app`, closed after the test."""
+    with ExitStack() as stack:
+        yield lambda app: stack.enter_context(TestClient(app))
+
+
+@pytest.fixture
 def make_client(
-    service: BridgeService, make_settings: Callable[..., Any]
-) -> Iterator[Callable[..., TestClient]]:
+    service: BridgeService,
+    make_settings: Callable[..., Any],
+    open_client: Callable[[FastAPI], TestClient],
+) -> Callable[..., TestClient]:
     """make_client(**settings_overrides) -> TestClient over create_app(settings, service)."""
     from app.main import create_app
 
-    clients: list[TestClient] = []
-
-    def make(**overrides: Any) -> TestClient:
-        client = TestClient(create_app(make_settings(**overrides), service=service))
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+    return lambda **overrides: open_client(create_app(make_settings(**overrides), service=service))
 
 
 @pytest.fixture

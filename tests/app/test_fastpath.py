@@ -19,15 +19,18 @@ from app.fastpath import JSONSearchFastPath
 from app.main import create_app
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from bridge.service.facade import BridgeService
 
 
 @pytest.fixture
 def clients(
-    service: BridgeService, make_settings: Callable[..., Any]
+    service: BridgeService,
+    make_settings: Callable[..., Any],
+    open_client: Callable[[FastAPI], TestClient],
 ) -> Callable[..., tuple[TestClient, TestClient]]:
     """clients(**settings) -> (with the fast path, route only)."""
-    opened: list[TestClient] = []
 
     def make(**overrides: Any) -> tuple[TestClient, TestClient]:
         settings = make_settings(**overrides)
@@ -37,15 +40,9 @@ def clients(
             m for m in plain.user_middleware if m.cls is not JSONSearchFastPath
         ]
         assert len(plain.user_middleware) == len(fast.user_middleware) - 1
-        pair = (TestClient(fast), TestClient(plain))
-        for client in pair:
-            client.__enter__()
-            opened.append(client)
-        return pair
+        return open_client(fast), open_client(plain)
 
-    yield make
-    for client in opened:
-        client.__exit__(None, None, None)
+    return make
 
 
 def _seed(service: BridgeService, make_png_bytes: Callable[..., bytes]) -> str:
