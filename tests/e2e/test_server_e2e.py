@@ -21,33 +21,18 @@ from typing import Any
 
 import httpx
 import pytest
+from apikit import ADMIN_KEY, CAPTIONS, admin_headers, train_tiny_bridge
 from media_factory import make_png_bytes, make_wav_bytes
 
 REPO = Path(__file__).resolve().parents[2]
-ADMIN_KEY = "e2e-admin-key-0123456789abcdef"
-ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-CAPTIONS = [
-    f"{adj} {noun}" for adj in ("a loud", "a soft", "a bright", "a dark")
-    for noun in ("dog", "bell", "car", "bird", "drum", "piano", "train", "voice")
-]  # fmt: skip
+ADMIN = admin_headers()
 
 
 @pytest.fixture(scope="module")
 def bridge_dir(tiny_clip_encoder: Any, tiny_clap_encoder: Any, tmp_path_factory) -> Path:
     """A small trained bridge between the tiny encoders (the server's initial version)."""
-    from bridge.model.config import ProjectorConfig, TrainConfig
-    from bridge.model.trainer import train_bridge
-
     out = tmp_path_factory.mktemp("e2e-bridge") / "ckpt"
-    train_bridge(
-        tiny_clip_encoder.encode_text(CAPTIONS),
-        tiny_clap_encoder.encode_text(CAPTIONS),
-        config=TrainConfig(epochs=2, batch_size=16, device="cpu", progress=False, seed=0),
-        projector=ProjectorConfig(hidden_dim=32, shared_dim=16),
-        out_dir=out,
-        encoders={"clip": tiny_clip_encoder.model_id, "clap": tiny_clap_encoder.model_id},
-    )
-    return out
+    return train_tiny_bridge(tiny_clip_encoder, tiny_clap_encoder, out)
 
 
 def _free_port() -> int:

@@ -1,4 +1,5 @@
-"""Helpers of the API tests (a module, not conftest, so that test files can import it)."""
+"""Helpers of the API tests, in-process (tests/app) and through a real server (tests/e2e): a
+module, not a conftest, so that test files can import it."""
 
 from __future__ import annotations
 
