@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,35 +57,26 @@ def check_metadata_list(uploads: list[Upload], metadata: list[dict[str, Any]]) -
             raise InvalidInputError(f"item {i}: metadata key {CONTENT_KEY!r} is reserved")
 
 
+@dataclass(frozen=True)
 class Ingest:
     """Adds and deletes items under the service's writer lock (module docstring)."""
 
-    def __init__(
-        self,
-        store: ItemStore,
-        catalog: IndexCatalog,
-        blobs: BlobStore,
-        encoders: EncoderPair,
-        versions: Versions,
-        write_lock: threading.RLock,
-        is_closed: Callable[[], bool],
-    ) -> None:
-        self.store = store
-        self.catalog = catalog
-        self.blobs = blobs
-        self.encoders = encoders
-        self.versions = versions
-        self._write_lock = write_lock
-        self._is_closed = is_closed
+    store: ItemStore
+    catalog: IndexCatalog
+    blobs: BlobStore
+    encoders: EncoderPair
+    versions: Versions
+    write_lock: threading.RLock
+    is_closed: Callable[[], bool]
 
     def add(self, uploads: list[Upload], metadata: list[dict[str, Any]]) -> list[ItemRecord]:
         """Decode, encode and commit the uploads in one transaction (all or nothing)."""
         check_metadata_list(uploads, metadata)
         timer = StageTimer()
         new_items = self._new_items(uploads, metadata, timer)
-        with self._write_lock:
+        with self.write_lock:
             try:
-                if self._is_closed():
+                if self.is_closed():
                     raise ConflictError("the service is shut down")
                 stored = self.store.add_items(new_items)
             except BaseException:
@@ -151,7 +143,7 @@ class Ingest:
             self.catalog.reconcile_shared(version, projector(checkpoint), checkpoint.sha256)
 
     def delete(self, item_id: str) -> None:
-        with self._write_lock:
+        with self.write_lock:
             item = self.store.delete(check_item_id(item_id))
             self.catalog.on_item_deleted(item.modality, item.rowid)
         content = content_ref(item.metadata)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,22 +48,15 @@ logger = logging.getLogger(__name__)
 RetrainProgress = Callable[..., None]
 
 
+@dataclass(frozen=True)
 class RetrainPipeline:
     """Plan, run and clean up retrains of one data directory (module docstring)."""
 
-    def __init__(
-        self,
-        layout: DataLayout,
-        store: ItemStore,
-        towers: EncoderPair,
-        versions: Versions,
-        device: str,
-    ) -> None:
-        self.layout = layout
-        self.store = store
-        self.towers = towers
-        self.versions = versions
-        self.device = device
+    layout: DataLayout
+    store: ItemStore
+    towers: EncoderPair
+    versions: Versions
+    device: str
 
     def plan(self, request: RetrainRequest) -> RetrainPlan:
         """Check the request (4xx errors) and name the version it will train."""

@@ -135,16 +135,14 @@ def check_vector(
     return vector
 
 
+@dataclass(frozen=True)
 class Searcher:
     """Answers SearchQuery objects against the store, the catalog's indexes and the towers."""
 
-    def __init__(
-        self, store: ItemStore, catalog: IndexCatalog, towers: EncoderPair, max_k: int
-    ) -> None:
-        self.store = store
-        self.catalog = catalog
-        self.towers = towers
-        self.max_k = max_k
+    store: ItemStore
+    catalog: IndexCatalog
+    towers: EncoderPair
+    max_k: int
 
     def search(self, query: SearchQuery, active: ActiveBridge | None) -> SearchResponse:
         """Answer `query` with the `active` snapshot (taken once by the caller)."""

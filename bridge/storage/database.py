@@ -193,10 +193,15 @@ class Database:
 
     # -- shared statements -------------------------------------------------------------------
 
-    def _select_one(self, sql: str, params: tuple[Any, ...], missing: str) -> tuple[Any, ...]:
-        """The one row `sql` selects; NotFoundError(`missing`) when there is none."""
+    def _select_one(
+        self, table: str, columns: str, key_column: str, key: str, missing: str
+    ) -> tuple[Any, ...]:
+        """`columns` of the row whose `key_column` is `key` (table and column names are the
+        caller's constants, never user input); NotFoundError(`missing`) when there is none."""
         with self._read() as conn:
-            row = conn.execute(sql, params).fetchone()
+            row = conn.execute(
+                f"SELECT {columns} FROM {table} WHERE {key_column}=?", (key,)
+            ).fetchone()
         if row is None:
             raise NotFoundError(missing)
         return tuple(row)

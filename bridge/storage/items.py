@@ -92,6 +92,10 @@ def _check_embedding(embedding: Any, index: int) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
+def _no_item(item_id: str) -> str:
+    return f"no item with id {item_id!r}"
+
+
 HIT_CACHE_ITEMS = 100_000  # items kept for search hydration (about 70 MB at most)
 
 
@@ -219,11 +223,7 @@ class ItemStore(VersionRegistry, JobTable):
 
     def get(self, item_id: str) -> StoredItem:
         """The item with public id ``item_id``; NotFoundError if there is none."""
-        row = self._select_one(
-            f"SELECT {self._ITEM_COLUMNS} FROM items WHERE id=?",
-            (item_id,),
-            f"no item with id {item_id!r}",
-        )
+        row = self._select_one("items", self._ITEM_COLUMNS, "id", item_id, _no_item(item_id))
         return self._item(row)
 
     def hits(self, rowids: Sequence[int] | np.ndarray) -> dict[int, StoredItem]:
@@ -270,7 +270,7 @@ class ItemStore(VersionRegistry, JobTable):
                 f"SELECT {self._ITEM_COLUMNS} FROM items WHERE id=?", (item_id,)
             ).fetchone()
             if row is None:
-                raise NotFoundError(f"no item with id {item_id!r}")
+                raise NotFoundError(_no_item(item_id))
             item = self._item(row)
             conn.execute("DELETE FROM items WHERE rowid=?", (item.rowid,))
             conn.execute(
@@ -333,11 +333,8 @@ class ItemStore(VersionRegistry, JobTable):
 
     def raw_embedding(self, item_id: str) -> tuple[StoredItem, np.ndarray]:
         """The item and its raw embedding (float32 (D,)); NotFoundError if there is none."""
-        row = self._select_one(
-            f"SELECT {self._ITEM_COLUMNS}, embedding FROM items WHERE id=?",
-            (item_id,),
-            f"no item with id {item_id!r}",
-        )
+        columns = f"{self._ITEM_COLUMNS}, embedding"
+        row = self._select_one("items", columns, "id", item_id, _no_item(item_id))
         return self._item(row[:5]), np.frombuffer(row[5], dtype=np.float32).copy()
 
     def encoder(self, modality: str) -> str | None:

@@ -73,11 +73,8 @@ class JobTable(Database):
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         """One job as a dict; NotFoundError if unknown."""
-        row = self._select_one(
-            f"SELECT {self._JOB_COLUMNS} FROM jobs WHERE id=?",
-            (job_id,),
-            f"no job with id {job_id!r}",
-        )
+        missing = f"no job with id {job_id!r}"
+        row = self._select_one("jobs", self._JOB_COLUMNS, "id", job_id, missing)
         return self._job_dict(row)
 
     def list_jobs(self, limit: int = 100) -> list[dict[str, Any]]:

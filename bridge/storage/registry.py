@@ -81,11 +81,8 @@ class VersionRegistry(Database):
 
     def get_version(self, version: str) -> dict[str, Any]:
         """One version as a dict; NotFoundError if unknown."""
-        row = self._select_one(
-            f"SELECT {self._VERSION_COLUMNS} FROM versions WHERE version=?",
-            (version,),
-            f"no bridge version {version!r}",
-        )
+        missing = f"no bridge version {version!r}"
+        row = self._select_one("versions", self._VERSION_COLUMNS, "version", version, missing)
         return self._version_dict(row)
 
     def get_active(self) -> tuple[str | None, str | None]:
