@@ -24,6 +24,7 @@ import logging
 import shutil
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,16 @@ def project_in_chunks(project: ProjectFn, space: str, raw: np.ndarray) -> np.nda
             f"projector for {space!r} returned shape {out.shape} for {raw.shape[0]} rows"
         )
     return out
+
+
+@dataclass(frozen=True)
+class Origin:
+    """What an index's vectors were made by, as its manifest records it: the encoder of the
+    raw embeddings and, for a shared index, the checkpoint that projected them (None: not
+    checked when syncing)."""
+
+    encoder: str | None = None
+    checkpoint_sha256: str | None = None
 
 
 class IndexCatalog:
@@ -143,13 +154,7 @@ class IndexCatalog:
     # -- building and syncing ----------------------------------------------------------------
 
     def _build(
-        self,
-        name: str,
-        rowids: np.ndarray,
-        vectors: np.ndarray,
-        fingerprint: str,
-        encoder: str | None,
-        checkpoint_sha256: str | None,
+        self, name: str, rowids: np.ndarray, vectors: np.ndarray, fingerprint: str, origin: Origin
     ) -> VectorIndex:
         return VectorIndex.build(
             name,
@@ -157,8 +162,8 @@ class IndexCatalog:
             vectors,
             self.index_type,
             fingerprint=fingerprint,
-            encoder=encoder,
-            checkpoint_sha256=checkpoint_sha256,
+            encoder=origin.encoder,
+            checkpoint_sha256=origin.checkpoint_sha256,
             use_gpu=self.use_gpu,
             **self.index_options,
         )
@@ -172,21 +177,16 @@ class IndexCatalog:
             logger.warning("discarding unreadable index %s: %s", directory, exc)
             return None
 
-    def _full_reason(
-        self,
-        index: VectorIndex | None,
-        encoder: str | None,
-        checkpoint_sha256: str | None,
-    ) -> str | None:
+    def _full_reason(self, index: VectorIndex | None, origin: Origin) -> str | None:
         """Why ``index`` cannot be synced incrementally and must be rebuilt (None: it can)."""
         if index is None:
             return "no index"
         m = index.manifest
         if m.fingerprint.split("/")[0] != self.store.store_id:
             return "built from another store file"
-        if encoder is not None and m.encoder != encoder:
-            return f"encoder {m.encoder!r} != {encoder!r}"
-        if checkpoint_sha256 is not None and m.checkpoint_sha256 != checkpoint_sha256:
+        if origin.encoder is not None and m.encoder != origin.encoder:
+            return f"encoder {m.encoder!r} != {origin.encoder!r}"
+        if origin.checkpoint_sha256 is not None and m.checkpoint_sha256 != origin.checkpoint_sha256:
             return "checkpoint hash differs"
         if m.requested_kind != self.index_type:
             return f"index type {m.requested_kind!r} != configured {self.index_type!r}"
@@ -198,11 +198,10 @@ class IndexCatalog:
         modality: str,
         index: VectorIndex | None,
         transform: Callable[[np.ndarray], np.ndarray],
-        encoder: str | None,
-        checkpoint_sha256: str | None,
+        origin: Origin,
     ) -> tuple[VectorIndex | None, str | None]:
         """Bring ``index`` in line with the store. Returns (index, what changed or None)."""
-        reason = self._full_reason(index, encoder, checkpoint_sha256)
+        reason = self._full_reason(index, origin)
         if reason is None:
             assert index is not None
             snap = self.store.snapshot(modality, with_embeddings=False)
@@ -232,9 +231,8 @@ class IndexCatalog:
             # next add build it with whatever dimension the items then have.
             return None, (None if index is None else f"dropped ({reason})")
         vectors = transform(full.embeddings)
-        built = self._build(
-            name, full.rowids, vectors, full.fingerprint, encoder or full.encoder, checkpoint_sha256
-        )
+        origin = Origin(origin.encoder or full.encoder, origin.checkpoint_sha256)
+        built = self._build(name, full.rowids, vectors, full.fingerprint, origin)
         return built, f"rebuilt ({reason})"
 
     def reconcile_native(self, encoders: dict[str, str]) -> list[str]:
@@ -256,7 +254,7 @@ class IndexCatalog:
                     )
                 name = NATIVE_NAMES[modality]
                 index = self._native[modality] or self._load(self.native_dir(modality))
-                index, what = self._sync(name, modality, index, lambda raw: raw, encoder, None)
+                index, what = self._sync(name, modality, index, lambda raw: raw, Origin(encoder))
                 self._native[modality] = index
                 if what is not None:
                     logger.info("native index %s %s", name, what)
@@ -283,14 +281,9 @@ class IndexCatalog:
                 built[modality] = None
                 continue
             vectors = project_in_chunks(project, MODALITY_SPACE[modality], snap.embeddings)
-            built[modality] = self._build(
-                SHARED_NAMES[modality],
-                snap.rowids,
-                vectors,
-                snap.fingerprint,
-                snap.encoder,
-                checkpoint_sha256,
-            )
+            origin = Origin(snap.encoder, checkpoint_sha256)
+            name = SHARED_NAMES[modality]
+            built[modality] = self._build(name, snap.rowids, vectors, snap.fingerprint, origin)
         with self._lock:
             self._register_version(version, project, checkpoint_sha256, built, force_save=True)
 
@@ -328,8 +321,7 @@ class IndexCatalog:
                 modality,
                 indexes[modality],
                 lambda raw, space=space: project_in_chunks(project, space, raw),  # type: ignore[misc]
-                None,
-                checkpoint_sha256,
+                Origin(checkpoint_sha256=checkpoint_sha256),
             )
             key = (version, modality)
             self._shared[key] = index
@@ -367,14 +359,11 @@ class IndexCatalog:
             return
         with self._lock:
             fingerprint = self.store.fingerprint(modality)
+            encoder = self.store.encoder(modality)
+            name = NATIVE_NAMES[modality]
+            native = self._native[modality]
             self._native[modality] = self._add_to(
-                self._native[modality],
-                NATIVE_NAMES[modality],
-                rowids,
-                raw,
-                fingerprint,
-                self.store.encoder(modality),
-                None,
+                native, name, rowids, raw, fingerprint, Origin(encoder)
             )
             self._dirty.add(("", modality))
             for version, project in self._projectors.items():
@@ -382,14 +371,14 @@ class IndexCatalog:
                 if vectors is None:
                     vectors = project_in_chunks(project, MODALITY_SPACE[modality], raw)
                 key = (version, modality)
+                origin = Origin(encoder, self._checkpoints[version])
                 self._shared[key] = self._add_to(
                     self._shared.get(key),
                     SHARED_NAMES[modality],
                     rowids,
-                    np.asarray(vectors),
+                    vectors,
                     fingerprint,
-                    self.store.encoder(modality),
-                    self._checkpoints[version],
+                    origin,
                 )
                 self._dirty.add(key)
 
@@ -400,15 +389,15 @@ class IndexCatalog:
         rowids: np.ndarray,
         vectors: np.ndarray,
         fingerprint: str,
-        encoder: str | None,
-        checkpoint_sha256: str | None,
+        origin: Origin,
     ) -> VectorIndex:
+        vectors = np.asarray(vectors)
         if vectors.ndim != 2 or vectors.shape[0] != rowids.shape[0]:
             raise InvalidInputError(
                 f"{name}: {rowids.shape[0]} rowids for vectors of shape {vectors.shape}"
             )
         if index is None:
-            return self._build(name, rowids, vectors, fingerprint, encoder, checkpoint_sha256)
+            return self._build(name, rowids, vectors, fingerprint, origin)
         new = ~index.contains(rowids)
         index.add(rowids[new], vectors[new], fingerprint)
         return index
