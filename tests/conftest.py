@@ -10,11 +10,10 @@ Fixtures:
                        (text + audio at 48 kHz, dim TINY_CLAP_DIM = 16).
     tiny_clip_encoder  (session) bridge.encode.encoders.load_encoder("clip", tiny_clip_dir, "cpu").
     tiny_clap_encoder  (session) bridge.encode.encoders.load_encoder("clap", tiny_clap_dir, "cpu").
-    small_world_config (session) the WorldConfig of a small synthetic world (bridge/bench/
-                       synthetic_world.py: 16 concepts, 16-d spaces, 2,000 caption pairs,
-                       1,000-entry memories, 200 test pairs, seed 0).
-    small_world        (session) make_world(small_world_config), the world the trainer and
-                       `mbridge` tests learn on (shared: do not mutate its arrays).
+    small_world        (session) a small synthetic world (bridge/bench/synthetic_world.py:
+                       16 concepts, 16-d spaces, 2,000 caption pairs, 1,000-entry memories,
+                       200 test pairs, seed 0; its WorldConfig is small_world.config), the
+                       world the trainer and `mbridge` tests learn on (do not mutate it).
     make_wav_bytes     the function media_factory.make_wav_bytes(seconds, rate, freq, channels)
     make_audio_bytes   media_factory.make_audio_bytes(seconds, rate, freq, *, channels, fmt, ...)
     make_png_bytes     media_factory.make_png_bytes(width, height, color=None, seed=0)
@@ -39,7 +38,7 @@ import media_factory  # noqa: E402  (after the offline switch on purpose)
 import tiny_models  # noqa: E402
 
 if TYPE_CHECKING:
-    from bridge.bench.synthetic_world import World, WorldConfig
+    from bridge.bench.synthetic_world import World
     from bridge.encode.encoders import Encoder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -75,29 +74,23 @@ def tiny_clap_encoder(tiny_clap_dir: Path) -> Encoder:
 
 
 @pytest.fixture(scope="session")
-def small_world_config() -> WorldConfig:
+def small_world() -> World:
     """A synthetic world small enough to train on in a second, large enough that a trained
-    bridge's recall stands far above chance."""
-    from bridge.bench.synthetic_world import WorldConfig
+    bridge's recall stands far above chance (built once per session; shared: do not mutate)."""
+    from bridge.bench.synthetic_world import WorldConfig, make_world
 
-    return WorldConfig(
-        latent_dim=8,
-        concepts=16,
-        space_dim=16,
-        hidden_dim=32,
-        captions=2000,
-        memory=1000,
-        test_pairs=200,
-        seed=0,
+    return make_world(
+        WorldConfig(
+            latent_dim=8,
+            concepts=16,
+            space_dim=16,
+            hidden_dim=32,
+            captions=2000,
+            memory=1000,
+            test_pairs=200,
+            seed=0,
+        )
     )
-
-
-@pytest.fixture(scope="session")
-def small_world(small_world_config: WorldConfig) -> World:
-    """The small synthetic world (built once per session; shared: do not mutate)."""
-    from bridge.bench.synthetic_world import make_world
-
-    return make_world(small_world_config)
 
 
 @pytest.fixture

@@ -44,6 +44,7 @@ class World:
     test_concept: np.ndarray
     train_image: np.ndarray  # paired image/audio, for the oracle only
     train_audio: np.ndarray
+    config: WorldConfig  # what it was made from
 
 
 class _Space:
@@ -95,4 +96,5 @@ def make_world(cfg: WorldConfig = WorldConfig()) -> World:
         test_concept=test_concept,
         train_image=clip.other(z_pair, rng),
         train_audio=clap.other(z_pair, rng),
+        config=cfg,
     )

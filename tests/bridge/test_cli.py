@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bridge.bench.synthetic_world import World, WorldConfig
+from bridge.bench.synthetic_world import World
 from bridge.cli import main
 
 
@@ -83,7 +83,7 @@ def test_train_without_memories_warns_on_stderr(
 
 
 def test_project_writes_normalised_shared_vectors(
-    files: dict[str, Path], small_world_config: WorldConfig, tmp_path: Path
+    files: dict[str, Path], small_world: World, tmp_path: Path
 ) -> None:
     out = tmp_path / "shared.npy"
     project = argv(
@@ -91,15 +91,12 @@ def test_project_writes_normalised_shared_vectors(
     )
     assert main(project) == 0
     shared = np.load(out)
-    assert shared.dtype == np.float32 and shared.shape == (small_world_config.test_pairs, 8)
+    assert shared.dtype == np.float32 and shared.shape == (small_world.config.test_pairs, 8)
     np.testing.assert_allclose(np.linalg.norm(shared, axis=1), 1.0, atol=1e-5)
 
 
 def test_eval_prints_and_writes_json(
-    files: dict[str, Path],
-    small_world_config: WorldConfig,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    files: dict[str, Path], small_world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "m.json"
     evaluate = argv(
@@ -114,7 +111,7 @@ def test_eval_prints_and_writes_json(
     metrics = json.loads(out.read_text())
     assert set(metrics) == {"audio_to_image", "image_to_audio"}
     # class level, far above chance
-    assert metrics["audio_to_image"]["map"] > 2 / small_world_config.concepts
+    assert metrics["audio_to_image"]["map"] > 2 / small_world.config.concepts
     assert "audio_to_image" in capsys.readouterr().out
 
 
@@ -153,12 +150,9 @@ def _fails(argv: list[str], capsys: pytest.CaptureFixture[str], message: str) ->
 
 
 def test_bad_inputs_exit_nonzero_with_one_line_and_no_output(
-    files: dict[str, Path],
-    small_world_config: WorldConfig,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    files: dict[str, Path], small_world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    dim = small_world_config.space_dim  # the checkpoint's CLIP input width
+    dim = small_world.config.space_dim  # the checkpoint's CLIP input width
     out = tmp_path / "out.npy"
     project = argv("project", checkpoint=files["ckpt"], space="clip", output=out)
     _fails(project + ["--input", str(tmp_path / "nope.npy")], capsys, "not found")

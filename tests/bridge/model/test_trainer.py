@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bridge.bench.synthetic_world import World, WorldConfig
+from bridge.bench.synthetic_world import World
 from bridge.errors import InvalidInputError
 from bridge.model.config import ProjectorConfig, TrainConfig
 from bridge.model.evaluation import retrieval_metrics
@@ -33,7 +33,7 @@ def _audio_to_image_r10(world: World, checkpoint_dir: Path) -> float:
 
 
 def test_bridge_retrieves_audio_to_image_far_above_chance(
-    small_world: World, small_world_config: WorldConfig, tmp_path: Path
+    small_world: World, tmp_path: Path
 ) -> None:
     result = train_bridge(
         small_world.clip_text,
@@ -45,11 +45,11 @@ def test_bridge_retrieves_audio_to_image_far_above_chance(
         out_dir=tmp_path / "ckpt",
     )
     r10 = _audio_to_image_r10(small_world, tmp_path / "ckpt")
-    chance = 10 / small_world_config.test_pairs
+    chance = 10 / small_world.config.test_pairs
     assert r10 > 5 * chance, r10
     report = json.loads((tmp_path / "ckpt" / "report.json").read_text())
-    assert report["data"]["caption_pairs"] == small_world_config.captions
-    assert report["data"]["image_memory"] == small_world_config.memory
+    assert report["data"]["caption_pairs"] == small_world.config.captions
+    assert report["data"]["image_memory"] == small_world.config.memory
     assert len(report["loss_curve"]) == 6
     assert report["loss_curve"][-1]["loss"] < report["loss_curve"][0]["loss"]
     assert "val_mean_r_at_1" in report["final"] and "torch" in report["versions"]
@@ -176,9 +176,7 @@ def test_fixed_temperature_below_clip_clamp_is_honoured(small_world: World) -> N
     assert result.report["final"]["temperature"] == pytest.approx(0.001, rel=1e-4)
 
 
-def test_bf16_precision_trains_as_well_as_fp32(
-    small_world: World, small_world_config: WorldConfig, tmp_path: Path
-) -> None:
+def test_bf16_precision_trains_as_well_as_fp32(small_world: World, tmp_path: Path) -> None:
     """The bf16 path (autocast matmuls, fp32 softmax/optimizer) must reach the fp32 metric."""
     scores = {}
     for precision in ("fp32", "bf16"):
@@ -194,7 +192,7 @@ def test_bf16_precision_trains_as_well_as_fp32(
         assert result.report["precision"] == precision
         assert all(p.dtype == torch.float32 for p in result.model.parameters())
         scores[precision] = _audio_to_image_r10(small_world, tmp_path / precision)
-    assert scores["bf16"] > 5 * 10 / small_world_config.test_pairs, scores
+    assert scores["bf16"] > 5 * 10 / small_world.config.test_pairs, scores
     assert abs(scores["bf16"] - scores["fp32"]) < 0.1, scores
 
 
