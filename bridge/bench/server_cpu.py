@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -102,11 +101,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 32])
     args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="server-cpu-"))
-    try:
-        rows = measure(args, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="server-cpu-", ignore_cleanup_errors=True) as work:
+        rows = measure(args, Path(work))
 
     print(f"{args.items:,} items, {args.requests} vector queries per row, CPU ms per request")
     head = ["clients", "p50 ms", "q/s", "event loop", "engine + other threads", "client"]

@@ -15,7 +15,6 @@ faster; with many, queries are batched anyway and splitting should cost nothing.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -72,11 +71,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from bridge.index.split_scan import default_threads
 
-    work = Path(tempfile.mkdtemp(prefix="split-scan-"))
-    try:
-        cells = measure(args, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="split-scan-", ignore_cleanup_errors=True) as work:
+        cells = measure(args, Path(work))
 
     summary: dict[int, dict[str, Any]] = {}
     rows = []
