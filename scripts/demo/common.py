@@ -17,8 +17,10 @@ import json
 import logging
 import random
 import re
-from collections.abc import Iterable, Sequence
+import shutil
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -188,44 +190,61 @@ def caption_words(texts: Iterable[str]) -> list[str]:
     return sorted(found)
 
 
+def template_words(templates: Sequence[str]) -> list[str]:
+    """The word pieces of `templates` filled in for every digit, and of the filler words."""
+    return caption_words([fill(t, d) for t in templates for d in range(10)] + list(FILLER_WORDS))
+
+
+def word_tokenizer(
+    cls: Any, write_vocab: Callable[[Path, Sequence[str]], None], words: Sequence[str], out: Path
+) -> Any:
+    """A `cls` tokenizer (at most 32 tokens) over the vocabulary `write_vocab` makes of `words`;
+    the files are written to out/_tokenizer_src and removed once loaded (the processor saves
+    its own copy)."""
+    scratch = out / "_tokenizer_src"
+    write_vocab(scratch, words)
+    tokenizer = cls.from_pretrained(str(scratch), model_max_length=32)
+    shutil.rmtree(scratch)
+    return tokenizer
+
+
 def write_clip_vocab(out_dir: Path, words: Sequence[str]) -> None:
     """CLIP-format vocab.json + merges.txt: 256 bytes, their `</w>` forms, words, specials."""
     byte_chars = list(bytes_to_unicode().values())
-    vocab: list[str] = byte_chars + [c + "</w>" for c in byte_chars]
     seqs = []
     for word in words:
         chars = [bytes_to_unicode()[b] for b in word.encode("utf-8")]
         chars[-1] = chars[-1] + "</w>"
         seqs.append(chars)
-    merges, new_tokens = word_merges(seqs)
-    seen = set(vocab)
-    for tok in new_tokens:
-        if tok not in seen:
-            vocab.append(tok)
-            seen.add(tok)
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
-    lines = ["#version: 0.2"] + [f"{a} {b}" for a, b in merges]
-    (out_dir / "merges.txt").write_text("\n".join(lines) + "\n")
+    head = byte_chars + [c + "</w>" for c in byte_chars]
+    _write_word_vocab(out_dir, head, seqs, ["<|startoftext|>", "<|endoftext|>"])
 
 
 def write_roberta_vocab(out_dir: Path, words: Sequence[str]) -> None:
     """RoBERTa/GPT-2-format vocab.json + merges.txt: specials, 256 bytes, words with and
     without the leading-space marker."""
     b2u = bytes_to_unicode()
-    vocab: list[str] = ["<s>", "<pad>", "</s>", "<unk>"] + list(b2u.values())
     seqs = []
     for word in words:
         for prefix in ("", " "):
             seqs.append([b2u[b] for b in (prefix + word).encode("utf-8")])
+    head = ["<s>", "<pad>", "</s>", "<unk>"] + list(b2u.values())
+    _write_word_vocab(out_dir, head, seqs, ["<mask>"])
+
+
+def _write_word_vocab(
+    out_dir: Path, head: list[str], seqs: list[list[str]], tail: list[str]
+) -> None:
+    """vocab.json + merges.txt of `head`, then the tokens of the merge chains that make each
+    symbol sequence in `seqs` one token (those not already listed), then `tail`."""
     merges, new_tokens = word_merges(seqs)
+    vocab = list(head)
     seen = set(vocab)
     for tok in new_tokens:
         if tok not in seen:
             vocab.append(tok)
             seen.add(tok)
-    vocab.append("<mask>")
+    vocab += tail
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
     lines = ["#version: 0.2"] + [f"{a} {b}" for a, b in merges]

@@ -16,16 +16,15 @@ ClapModel.from_pretrained / ClapProcessor.from_pretrained, plus training_report.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
@@ -43,15 +42,9 @@ def capitalize_some(rng: random.Random, text: str, p: float = 0.3) -> str:
 def build_processor(out_dir: Path) -> object:
     from transformers import ClapFeatureExtractor, ClapProcessor, RobertaTokenizer
 
-    texts = [common.fill(t, d) for t in common.CLAP_TEMPLATES for d in range(10)]
-    words = common.caption_words(texts + list(common.FILLER_WORDS))
+    words = common.template_words(common.CLAP_TEMPLATES)
     words = sorted(set(words) | {w.capitalize() for w in words})
-    tok_dir = out_dir / "_tokenizer_src"
-    common.write_roberta_vocab(tok_dir, words)
-    tokenizer = RobertaTokenizer.from_pretrained(str(tok_dir), model_max_length=32)
-    for f in tok_dir.iterdir():
-        f.unlink()
-    tok_dir.rmdir()
+    tokenizer = common.word_tokenizer(RobertaTokenizer, common.write_roberta_vocab, words, out_dir)
     extractor = ClapFeatureExtractor(
         feature_size=32,
         sampling_rate=48000,
@@ -66,20 +59,20 @@ def build_processor(out_dir: Path) -> object:
     return ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer)
 
 
-def build_model(vocab_size: int, pad: int, bos: int, eos: int) -> torch.nn.Module:
+def build_model(tokenizer: Any) -> torch.nn.Module:
     from transformers import ClapAudioConfig, ClapConfig, ClapModel, ClapTextConfig
 
     text = ClapTextConfig(
-        vocab_size=vocab_size,
+        vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=256,
         num_hidden_layers=2,
         num_attention_heads=4,
         max_position_embeddings=40,
         type_vocab_size=1,
-        pad_token_id=pad,
-        bos_token_id=bos,
-        eos_token_id=eos,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         projection_dim=64,
     )
     audio = ClapAudioConfig(
@@ -144,7 +137,6 @@ def spec_augment(feats: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
-@torch.no_grad()
 def zero_shot(
     model: torch.nn.Module,
     processor: object,
@@ -153,28 +145,23 @@ def zero_shot(
     labels: np.ndarray,
 ) -> float:
     """Text->audio zero-shot accuracy with a prompt ensemble per digit."""
-    model.eval()
-    class_emb = []
-    for prompts in common.class_prompts(common.CLAP_TEMPLATES):
-        enc = processor.tokenizer(prompts, padding=True, return_tensors="pt")  # type: ignore[attr-defined]
-        t = model.get_text_features(**enc).pooler_output
-        class_emb.append(F.normalize(F.normalize(t, dim=-1).mean(0), dim=-1))
-    classes = torch.stack(class_emb)
-    preds = []
-    for start in range(0, len(feats), 100):
-        a = model.get_audio_features(
-            input_features=feats[start : start + 100], is_longer=longer[start : start + 100]
-        ).pooler_output
-        preds.append((F.normalize(a, dim=-1) @ classes.T).argmax(1))
-    model.train()
-    return float((torch.cat(preds).numpy() == labels).mean())
+    return training.zero_shot(
+        model,
+        processor.tokenizer,  # type: ignore[attr-defined]
+        common.CLAP_TEMPLATES,
+        lambda rows: (
+            model.get_audio_features(
+                input_features=feats[rows], is_longer=longer[rows]
+            ).pooler_output
+        ),
+        len(feats),
+        100,
+        labels,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    training.add_training_args(parser, out="models/demo-clap", epochs=25, batch_size=128)
+    parser = training.training_parser(__doc__, out="models/demo-clap", epochs=25, batch_size=128)
     parser.add_argument(
         "--exclude-speakers",
         nargs="*",
@@ -184,11 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = training.start_run(args)
 
-    processor = build_processor(args.out)
-    tok = processor.tokenizer  # type: ignore[attr-defined]
-    model = build_model(len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
-    n_params = sum(p.numel() for p in model.parameters())
-    logger.info("ClapModel with %d parameters, vocab %d", n_params, len(tok))
+    processor, tok, model = training.build_towers(args.out, build_processor, build_model)
 
     rate = processor.feature_extractor.sampling_rate  # type: ignore[attr-defined]
     unknown = set(args.exclude_speakers) - set(common.FSDD_SPEAKERS)

@@ -16,11 +16,11 @@ model card README.md with the measured numbers.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,11 +37,8 @@ logger = logging.getLogger("train_demo_clip")
 def build_processor(out_dir: Path) -> object:
     from transformers import CLIPImageProcessor, CLIPProcessor, CLIPTokenizer
 
-    texts = [common.fill(t, d) for t in common.CLIP_TEMPLATES for d in range(10)]
-    words = common.caption_words(texts + list(common.FILLER_WORDS))
-    tok_dir = out_dir / "_tokenizer_src"
-    common.write_clip_vocab(tok_dir, words)
-    tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir), model_max_length=32)
+    words = common.template_words(common.CLIP_TEMPLATES)
+    tokenizer = common.word_tokenizer(CLIPTokenizer, common.write_clip_vocab, words, out_dir)
     image_processor = CLIPImageProcessor(
         do_resize=True,
         size={"shortest_edge": 28},
@@ -53,26 +50,22 @@ def build_processor(out_dir: Path) -> object:
         image_std=[0.3081, 0.3081, 0.3081],
         do_convert_rgb=True,
     )
-    processor = CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
-    for f in tok_dir.iterdir():
-        f.unlink()
-    tok_dir.rmdir()
-    return processor
+    return CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
-def build_model(vocab_size: int, bos: int, eos: int, pad: int) -> torch.nn.Module:
+def build_model(tokenizer: Any) -> torch.nn.Module:
     from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 
     text = CLIPTextConfig(
-        vocab_size=vocab_size,
+        vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=256,
         num_hidden_layers=2,
         num_attention_heads=4,
         max_position_embeddings=32,
-        bos_token_id=bos,
-        eos_token_id=eos,
-        pad_token_id=pad,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
         projection_dim=64,
     )
     vision = CLIPVisionConfig(
@@ -104,39 +97,27 @@ def shift_augment(pixels: torch.Tensor, gen: torch.Generator, max_shift: int = 2
     return out
 
 
-@torch.no_grad()
 def zero_shot(
     model: torch.nn.Module, processor: object, pixels: torch.Tensor, labels: np.ndarray
 ) -> float:
     """Text->image zero-shot accuracy: each image gets the class of the nearest prompt ensemble."""
-    model.eval()
-    class_emb = []
-    for prompts in common.class_prompts(common.CLIP_TEMPLATES):
-        enc = processor.tokenizer(prompts, padding=True, return_tensors="pt")  # type: ignore[attr-defined]
-        t = model.get_text_features(**enc).pooler_output
-        class_emb.append(F.normalize(F.normalize(t, dim=-1).mean(0), dim=-1))
-    classes = torch.stack(class_emb)  # (10, D)
-    preds = []
-    for start in range(0, len(pixels), 500):
-        v = model.get_image_features(pixel_values=pixels[start : start + 500]).pooler_output
-        preds.append((F.normalize(v, dim=-1) @ classes.T).argmax(1))
-    model.train()
-    return float((torch.cat(preds).numpy() == labels).mean())
+    return training.zero_shot(
+        model,
+        processor.tokenizer,  # type: ignore[attr-defined]
+        common.CLIP_TEMPLATES,
+        lambda rows: model.get_image_features(pixel_values=pixels[rows]).pooler_output,
+        len(pixels),
+        500,
+        labels,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    training.add_training_args(parser, out="models/demo-clip", epochs=40, batch_size=256)
+    parser = training.training_parser(__doc__, out="models/demo-clip", epochs=40, batch_size=256)
     args = parser.parse_args(argv)
     started = training.start_run(args)
 
-    processor = build_processor(args.out)
-    tok = processor.tokenizer  # type: ignore[attr-defined]
-    model = build_model(len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
-    n_params = sum(p.numel() for p in model.parameters())
-    logger.info("CLIPModel with %d parameters, vocab %d", n_params, len(tok))
+    processor, tok, model = training.build_towers(args.out, build_processor, build_model)
 
     images, labels = common.load_mnist(args.data_dir)
     train_idx = np.array(common.MNIST_TRAIN)

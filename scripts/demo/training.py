@@ -6,7 +6,9 @@ Both scripts train a two-tower transformers model (CLIPModel / ClapModel) the sa
 - AdamW (weight decay 0.05, none on the logit scale), linear warm-up over the first 5% of
   steps then cosine decay to 0;
 - one `torch.randperm` order per epoch from a seeded generator, captions drawn from a seeded
-  `random.Random`, augmentation drawn from the same generator as the order.
+  `random.Random`, augmentation drawn from the same generator as the order;
+- the same command-line options, set-up and zero-shot evaluation (a prompt ensemble per
+  digit, the nearest one wins).
 
 Only the media side (pixels or log-mel features, their augmentation and tower) and the
 caption sampler differ; the scripts pass those in as callables.
@@ -21,11 +23,12 @@ import math
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -71,10 +74,14 @@ def anchor_weight(step: int, total: int, fraction: float = 1.0) -> float:
     return max(0.0, 1.0 - step / max(1.0, fraction * total))
 
 
-def add_training_args(
-    parser: argparse.ArgumentParser, out: str, epochs: int, batch_size: int
-) -> None:
-    """The command-line options both training scripts share, with per-script defaults."""
+def training_parser(
+    doc: str | None, out: str, epochs: int, batch_size: int
+) -> argparse.ArgumentParser:
+    """A training script's parser (its module docstring as the description) with the options
+    both scripts share, at the script's defaults."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out", type=Path, default=Path(out))
     parser.add_argument("--epochs", type=int, default=epochs)
@@ -88,6 +95,7 @@ def add_training_args(
         help="the anchor warm-up weight decays linearly from 1 to 0 over this fraction of steps",
     )
     parser.add_argument("--threads", type=int, default=1)
+    return parser
 
 
 def start_run(args: argparse.Namespace) -> float:
@@ -96,6 +104,19 @@ def start_run(args: argparse.Namespace) -> float:
     torch.set_num_threads(args.threads)
     common.seed_everything(args.seed)
     return time.time()
+
+
+def build_towers(
+    out: Path, build_processor: Callable[[Path], Any], build_model: Callable[[Any], Any]
+) -> tuple[Any, Any, Any]:
+    """(processor, its tokenizer, the untrained model built for that tokenizer); logs the
+    model's size."""
+    processor = build_processor(out)
+    tokenizer = processor.tokenizer
+    model = build_model(tokenizer)
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info("%s with %d parameters, vocab %d", type(model).__name__, n_params, len(tokenizer))
+    return processor, tokenizer, model
 
 
 @dataclass
@@ -180,6 +201,37 @@ def train_contrastive(
         if (epoch + 1) % recipe.eval_every == 0 and epoch + 1 < args.epochs:
             logger.info(recipe.eval_message, recipe.evaluate())
     return time.time() - started
+
+
+@torch.no_grad()
+def zero_shot(
+    model: Any,
+    tokenizer: Any,
+    templates: Sequence[str],
+    media_features: Callable[[slice], torch.Tensor],
+    n: int,
+    batch: int,
+    labels: np.ndarray,
+) -> float:
+    """Text->media zero-shot accuracy over `n` items: each gets the digit whose prompt
+    ensemble (the mean of its normalised template embeddings) is nearest.
+
+    media_features(rows): the media tower's unnormalised features of items `rows` (B, D),
+    called for `batch` items at a time. The model is left in training mode.
+    """
+    model.eval()
+    class_emb = []
+    for prompts in common.class_prompts(templates):
+        enc = tokenizer(prompts, padding=True, return_tensors="pt")
+        t = model.get_text_features(**enc).pooler_output
+        class_emb.append(F.normalize(F.normalize(t, dim=-1).mean(0), dim=-1))
+    classes = torch.stack(class_emb)  # (10, D)
+    preds = []
+    for start in range(0, n, batch):
+        media = media_features(slice(start, start + batch))
+        preds.append((F.normalize(media, dim=-1) @ classes.T).argmax(1))
+    model.train()
+    return float((torch.cat(preds).numpy() == labels).mean())
 
 
 def save_run(
