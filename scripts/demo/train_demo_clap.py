@@ -63,17 +63,7 @@ def build_model(tokenizer: Any) -> torch.nn.Module:
     from transformers import ClapAudioConfig, ClapConfig, ClapModel, ClapTextConfig
 
     text = ClapTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=40,
-        type_vocab_size=1,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        projection_dim=64,
+        **training.text_tower(tokenizer), max_position_embeddings=40, type_vocab_size=1
     )
     audio = ClapAudioConfig(
         window_size=8,

@@ -56,18 +56,7 @@ def build_processor(out_dir: Path) -> object:
 def build_model(tokenizer: Any) -> torch.nn.Module:
     from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 
-    text = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=32,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        projection_dim=64,
-    )
+    text = CLIPTextConfig(**training.text_tower(tokenizer), max_position_embeddings=32)
     vision = CLIPVisionConfig(
         hidden_size=128,
         intermediate_size=256,

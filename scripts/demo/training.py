@@ -106,6 +106,22 @@ def start_run(args: argparse.Namespace) -> float:
     return time.time()
 
 
+def text_tower(tokenizer: Any) -> dict[str, Any]:
+    """The text transformer both demo towers use: hidden 64, MLP 256, 2 layers, 4 heads, a
+    64-d projection; vocabulary size and special tokens from the tokenizer."""
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "projection_dim": 64,
+    }
+
+
 def build_towers(
     out: Path, build_processor: Callable[[Path], Any], build_model: Callable[[Any], Any]
 ) -> tuple[Any, Any, Any]:
