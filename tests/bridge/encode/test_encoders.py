@@ -44,24 +44,29 @@ def test_offline_mode_is_on_for_tests() -> None:
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
 
 
-def test_load_clip_attributes(tiny_clip_encoder: Encoder, tiny_clip_dir: Path) -> None:
-    enc = tiny_clip_encoder
-    assert isinstance(enc, CLIPEncoder)
-    assert (enc.kind, enc.model_id, enc.device) == ("clip", str(tiny_clip_dir), "cpu")
-    assert enc.dim == tiny_models.TINY_CLIP_DIM
-    assert enc.modalities == ("text", "image")
-    assert enc.sample_rate is None
-    assert not enc.model.training
-    assert enc.describe()["dim"] == tiny_models.TINY_CLIP_DIM
-
-
-def test_load_clap_attributes(tiny_clap_encoder: Encoder, tiny_clap_dir: Path) -> None:
-    enc = tiny_clap_encoder
-    assert isinstance(enc, CLAPEncoder)
-    assert (enc.kind, enc.model_id, enc.device) == ("clap", str(tiny_clap_dir), "cpu")
-    assert enc.dim == tiny_models.TINY_CLAP_DIM
-    assert enc.modalities == ("text", "audio")
-    assert enc.sample_rate == tiny_models.TINY_CLAP_SAMPLE_RATE == 48_000
+@pytest.mark.parametrize(
+    ("kind", "cls", "dim", "modalities", "rate"),
+    [
+        ("clip", CLIPEncoder, tiny_models.TINY_CLIP_DIM, ("text", "image"), None),
+        ("clap", CLAPEncoder, tiny_models.TINY_CLAP_DIM, ("text", "audio"), 48_000),
+    ],
+)
+def test_loaded_encoder_attributes(
+    request: pytest.FixtureRequest,
+    kind: str,
+    cls: type,
+    dim: int,
+    modalities: tuple[str, ...],
+    rate: int | None,
+) -> None:
+    enc = request.getfixturevalue(f"tiny_{kind}_encoder")
+    folder = request.getfixturevalue(f"tiny_{kind}_dir")
+    assert isinstance(enc, cls)
+    assert (enc.kind, enc.model_id, enc.device) == (kind, str(folder), "cpu")
+    assert enc.dim == dim and enc.describe()["dim"] == dim
+    assert enc.modalities == modalities
+    assert enc.sample_rate == rate
+    assert rate is None or rate == tiny_models.TINY_CLAP_SAMPLE_RATE
     assert not enc.model.training
 
 
