@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -93,28 +93,21 @@ def small_world() -> World:
     )
 
 
-@pytest.fixture
-def make_wav_bytes() -> Callable[..., bytes]:
-    """make_wav_bytes(seconds=1.0, rate=16000, freq=440.0, channels=1) -> WAV bytes."""
-    return media_factory.make_wav_bytes
+def _media_fixture(factory: Callable[..., bytes]) -> Any:
+    """A fixture named like `factory` that hands it to the test (its docstring says the
+    arguments)."""
+
+    def fixture() -> Callable[..., bytes]:
+        return factory
+
+    fixture.__doc__ = factory.__doc__
+    return pytest.fixture(name=factory.__name__)(fixture)
 
 
-@pytest.fixture
-def make_audio_bytes() -> Callable[..., bytes]:
-    """make_audio_bytes(seconds, rate, freq, *, channels=1, fmt="WAV"|"FLAC"|"OGG") -> bytes."""
-    return media_factory.make_audio_bytes
-
-
-@pytest.fixture
-def make_png_bytes() -> Callable[..., bytes]:
-    """make_png_bytes(width=48, height=40, color=None, seed=0) -> PNG bytes."""
-    return media_factory.make_png_bytes
-
-
-@pytest.fixture
-def make_image_bytes() -> Callable[..., bytes]:
-    """make_image_bytes(width, height, color=None, fmt="PNG", seed=0, mode="RGB") -> bytes."""
-    return media_factory.make_image_bytes
+make_wav_bytes = _media_fixture(media_factory.make_wav_bytes)
+make_audio_bytes = _media_fixture(media_factory.make_audio_bytes)
+make_png_bytes = _media_fixture(media_factory.make_png_bytes)
+make_image_bytes = _media_fixture(media_factory.make_image_bytes)
 
 
 @pytest.fixture(scope="session")

@@ -566,26 +566,33 @@ def test_mbridge_retrain_runs_the_same_pipeline_on_a_stopped_services_directory(
     assert answer.bridge_version == "v2" and len(answer.results) == N_IMAGES
 
 
-def test_mbridge_retrain_reports_bad_input_without_a_version(
+@pytest.mark.parametrize(
+    ("captions", "extra", "message"),
+    [
+        ("three.txt", [], "at least 4 non-blank captions, got 3"),
+        ("none.txt", [], "--captions: no file"),
+        ("three.txt", ["--overrides", "[1]"], "--overrides must be a JSON object"),
+        ("three.txt", ["--overrides", "{"], "--overrides is not JSON"),
+    ],
+)
+def test_mbridge_retrain_refuses_bad_input_and_registers_nothing(
     make_service: Callable[..., BridgeService],
     retrain_argv: list[str],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    captions: str,
+    extra: list[str],
+    message: str,
 ) -> None:
     from bridge.cli import main
 
     make_service().close()
-    captions = tmp_path / "three.txt"
-    captions.write_text("one\ntwo\nthree\n", encoding="utf-8")
-    base = retrain_argv
-    assert main([*base, "--captions", str(captions)]) == 2
-    assert "at least 4 non-blank captions, got 3" in capsys.readouterr().err
-    assert main([*base, "--captions", str(tmp_path / "none.txt")]) == 2
-    assert "--captions: no file" in capsys.readouterr().err
-    assert main([*base, "--captions", str(captions), "--overrides", "[1]"]) == 2
-    assert "JSON object" in capsys.readouterr().err
+    (tmp_path / "three.txt").write_text("one\ntwo\nthree\n", encoding="utf-8")
+    assert main([*retrain_argv, "--captions", str(tmp_path / captions), *extra]) == 2
+    assert message in capsys.readouterr().err
     assert [v.version for v in make_service().list_versions()] == ["v1"]
-    assert list((tmp_path / "var" / "uploads").iterdir()) == []
+    uploads = tmp_path / "var" / "uploads"  # refused before the directory was opened, or after
+    assert not uploads.exists() or list(uploads.iterdir()) == []
 
 
 @pytest.mark.parametrize(
