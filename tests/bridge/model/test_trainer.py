@@ -54,6 +54,12 @@ def test_bridge_retrieves_audio_to_image_far_above_chance(
     assert report["loss_curve"][-1]["loss"] < report["loss_curve"][0]["loss"]
     assert "val_mean_r_at_1" in report["final"] and "torch" in report["versions"]
     assert result.checkpoint_dir == tmp_path / "ckpt"
+    # The pseudo-pair signal: every epoch, in [0, 1], and far above chance once trained.
+    curve = [epoch["val_pseudo_audio_to_image_r_at_1"] for epoch in report["loss_curve"]]
+    assert all(0.0 <= value <= 1.0 for value in curve)
+    val_pairs = report["data"]["val_pairs"]
+    assert curve[-1] > 5 / val_pairs, curve
+    assert 0.0 < report["final"]["val_pseudo_audio_to_image_map"] <= 1.0
 
 
 def test_training_is_deterministic_on_cpu(small_world: World) -> None:
@@ -281,6 +287,7 @@ def test_training_without_memory_says_the_captions_stand_in(
         )
     data = result.report["data"]
     assert data["pseudo_source"] == {"image": "memory", "audio": "captions"}
+    assert "val_pseudo_audio_to_image_r_at_1" not in result.report["final"]  # text stands in
     (warning,) = result.report["warnings"]
     assert "no audio memory given" in warning and "text-audio gap is not learned" in warning
     assert warning in caplog.text
