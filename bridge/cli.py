@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from bridge.errors import BridgeError, InvalidInputError
 from bridge.types import DEVICE_NAMES
@@ -35,7 +35,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from bridge.model.config import PRECISIONS, TrainConfig
+    from bridge.model.config import PRECISIONS, SelectEpoch, TrainConfig
 
     d = TrainConfig()  # the CLI's defaults are the library's defaults
     p = sub.add_parser(
@@ -82,6 +82,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shared-dim", type=int, default=512)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    p.add_argument(
+        "--select-epoch",
+        choices=list(get_args(SelectEpoch)),
+        default=d.select_epoch,
+        help="keep the last epoch, or the best by this validation signal",
+    )
     p.add_argument("--clip-model", default="", help="recorded in config.json: CLIP encoder id")
     p.add_argument("--clap-model", default="", help="recorded in config.json: CLAP encoder id")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -16,6 +16,9 @@ CWCLReverse = Literal["cwcl", "infonce"]
 WeightSource = Literal["clip", "clap", "mean"]
 BatchNormMode = Literal["joint", "separate"]
 Precision = Literal["auto", "fp32", "bf16"]
+# Which epoch's weights training keeps: the last, or the best by a validation signal
+# (bridge/model/validation.py).
+SelectEpoch = Literal["last", "val_mean_r_at_1", "val_pseudo_audio_to_image_map"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
@@ -89,6 +92,7 @@ class TrainConfig:
     # The memory soft retrieval is always float32 (its temperature of 0.01 needs the precision).
     precision: Precision = "auto"
     val_fraction: float = 0.05
+    select_epoch: SelectEpoch = "last"
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -111,6 +115,11 @@ class TrainConfig:
             raise InvalidInputError(f"invalid training option(s): {values}")
         if self.loss not in ("infonce", "cwcl"):
             raise InvalidInputError(f"loss must be 'infonce' or 'cwcl', got {self.loss!r}")
+        if self.select_epoch not in get_args(SelectEpoch):
+            raise InvalidInputError(
+                f"select_epoch must be one of {list(get_args(SelectEpoch))}, "
+                f"got {self.select_epoch!r}"
+            )
         if self.precision not in PRECISIONS:
             raise InvalidInputError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if parse_device(self.device) is None:

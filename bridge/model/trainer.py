@@ -33,10 +33,10 @@ from bridge.arrays import validate_matrix
 from bridge.errors import InvalidInputError
 from bridge.model.config import MIN_TRAIN_CAPTIONS, ProjectorConfig, TrainConfig, to_json_dict
 from bridge.model.devices import resolve_device, resolve_precision
-from bridge.model.evaluation import retrieval_metrics
 from bridge.model.losses import CMCRLoss, LossParts
 from bridge.model.memory_retrieval import add_noise, soft_retrieve
 from bridge.model.projectors import BridgeModel, save_checkpoint
+from bridge.model.validation import EpochSelector, validate_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -208,46 +208,6 @@ def _cosine_schedule(optimizer: torch.optim.Optimizer, total: int, warmup: int) 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-@torch.no_grad()
-def _validate(
-    model: BridgeModel,
-    clip_text: torch.Tensor,
-    clap_text: torch.Tensor,
-    pseudo: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> dict[str, float]:
-    """Held-out caption-pair retrieval in the shared space (instance level, both directions).
-
-    With `pseudo` (the held-out captions' memory-retrieved image and audio vectors): the same
-    captions retrieved through them, CLAP-side pseudo audio of caption i against the CLIP-side
-    pseudo images of all held-out captions. Text-to-text R@1 saturates early; this pair goes
-    through the media side of both projectors, the path an audio->image search takes.
-    """
-    model.eval()
-    shared_clip = model.clip(clip_text, "text").cpu().numpy()
-    shared_clap = model.clap(clap_text, "text").cpu().numpy()
-    shared_pseudo = None
-    if pseudo is not None:
-        shared_pseudo = (
-            model.clip(pseudo[0], "media").cpu().numpy(),
-            model.clap(pseudo[1], "media").cpu().numpy(),
-        )
-    model.train()
-    forward = retrieval_metrics(shared_clip, shared_clap)
-    backward = retrieval_metrics(shared_clap, shared_clip)
-    out = {
-        "clip_to_clap_r_at_1": forward["r_at_1"],
-        "clap_to_clip_r_at_1": backward["r_at_1"],
-        "mean_r_at_1": (forward["r_at_1"] + backward["r_at_1"]) / 2,
-        "mean_r_at_10": (forward["r_at_10"] + backward["r_at_10"]) / 2,
-    }
-    if shared_pseudo is not None:
-        pseudo_image, pseudo_audio = shared_pseudo
-        audio_to_image = retrieval_metrics(pseudo_audio, pseudo_image)
-        out["pseudo_audio_to_image_r_at_1"] = audio_to_image["r_at_1"]
-        out["pseudo_audio_to_image_map"] = audio_to_image["map"]
-    return out
-
-
 def library_versions() -> dict[str, str]:
     versions = {
         "python": platform.python_version(),
@@ -353,6 +313,7 @@ def train_bridge(
         precision=precision,
     )
     history: list[dict[str, float]] = []
+    selector = EpochSelector(config.select_epoch)
     step = 0
     train_seconds = 0.0
     epochs = _progress(range(config.epochs), config.progress)
@@ -375,15 +336,17 @@ def train_bridge(
         record["lr"] = float(opt.scheduler.get_last_lr()[0])
         record["temperature"] = float(1.0 / opt.scale().detach())
         if n_val >= 2:
-            validation = _validate(model, all_clip[val_t], all_clap[val_t], val_pseudo)
+            validation = validate_epoch(model, all_clip[val_t], all_clap[val_t], val_pseudo)
             record.update({f"val_{k}": v for k, v in validation.items()})
         history.append(record)
+        selector.offer(model, record)
         _set_postfix(epochs, record)
         if progress_callback is not None:
             progress_callback(
                 (epoch + 1) / config.epochs,
                 f"epoch {epoch + 1}/{config.epochs} loss {record['loss']:.4f}",
             )
+    selected = selector.restore(model, config.epochs)
     model.eval()
     wall = time.perf_counter() - started
     report = {
@@ -402,6 +365,7 @@ def train_bridge(
         "steps": step,
         "loss_curve": history,
         "final": history[-1] if history else {},
+        "selected_epoch": selected,
         "wall_seconds": wall,
         "memory_prep_seconds": prep_seconds,
         "train_seconds": train_seconds,

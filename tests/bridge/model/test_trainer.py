@@ -301,3 +301,44 @@ def test_training_without_memory_says_the_captions_stand_in(
     )
     assert off.report["data"]["pseudo_source"] == {"image": "captions", "audio": "captions"}
     assert all("memory is turned off" in w for w in off.report["warnings"])
+
+
+def test_select_epoch_keeps_the_best_epoch_by_the_chosen_signal(small_world: World) -> None:
+    """select_epoch names a validation signal; the returned model is the epoch where it
+    peaked (re-measured on the same held-out captions), and the report says which."""
+    from bridge.model.trainer import _pseudo, _to_unit_tensor
+    from bridge.model.validation import validate_epoch
+
+    signal = "val_pseudo_audio_to_image_map"
+    config = _config(epochs=6, select_epoch=signal, val_fraction=0.1, lr=3e-2)
+    world = small_world
+    result = train_bridge(
+        world.clip_text, world.clap_text, world.image_memory, world.audio_memory, config, PROJECTOR
+    )
+    curve = [epoch[signal] for epoch in result.report["loss_curve"]]
+    best = max(range(len(curve)), key=lambda i: (curve[i], -i))
+    selected = result.report["selected_epoch"]
+    assert selected == {"by": signal, "epoch": best + 1, "value": curve[best]}
+    assert best + 1 < config.epochs  # the signal peaks before the end in this world
+    # The same held-out captions as the trainer's split, through the returned model.
+    order = np.random.default_rng(config.seed).permutation(len(world.clip_text))
+    val = torch.from_numpy(order[: int(round(len(order) * config.val_fraction))])
+    clip, clap = _to_unit_tensor(world.clip_text, "cpu"), _to_unit_tensor(world.clap_text, "cpu")
+    pseudo = (
+        _pseudo(clip[val], world.image_memory, config, "cpu"),
+        _pseudo(clap[val], world.audio_memory, config, "cpu"),
+    )
+    again = validate_epoch(result.model, clip[val], clap[val], pseudo)
+    assert again["pseudo_audio_to_image_map"] == pytest.approx(curve[best], abs=1e-6)
+
+
+def test_select_epoch_falls_back_to_the_last_without_the_signal(small_world: World) -> None:
+    config = _config(epochs=2, select_epoch="val_pseudo_audio_to_image_map")
+    world = small_world
+    result = train_bridge(
+        world.clip_text[:256], world.clap_text[:256], world.image_memory, None, config, PROJECTOR
+    )
+    selected = result.report["selected_epoch"]
+    assert selected["by"] == "last" and selected["epoch"] == 2 and "fallback" in selected
+    with pytest.raises(InvalidInputError, match="select_epoch"):
+        _config(select_epoch="best")
