@@ -82,6 +82,8 @@ SWEEP: dict[str, dict[str, Any]] = {
 }
 METRICS = ("p_at_1", "map", "r_at_5", "r_at_10")
 FULL = "c-mcr full (infonce)"
+# Validation signals the trainer reports at every epoch (bridge/model/validation.py).
+SIGNALS = ("val_mean_r_at_1", "val_pseudo_audio_to_image_map", "val_pseudo_audio_to_image_r_at_1")
 
 
 # --------------------------------------------------------------------------- methods
@@ -102,10 +104,9 @@ def _train(world: World, split: Split, config: TrainConfig, projector: Projector
     from bridge.model.trainer import train_bridge
 
     clap_text = getattr(split, "clap_text", world.clap_text)
-    result = train_bridge(
+    return train_bridge(
         world.clip_text, clap_text, split.image_memory, split.audio_memory, config, projector
     )
-    return result.model
 
 
 def _project(model: Any, split: Split) -> tuple[np.ndarray, np.ndarray]:
@@ -178,9 +179,12 @@ def run_split(
         runs = []
         for seed in range(seeds):
             started = time.perf_counter()
-            model = _train(world, split, replace(base, seed=seed, **overrides), projector)
-            audio, image = _project(model, split)
-            runs.append(_both_directions(audio, image, split.audio_labels, split.image_labels))
+            trained = _train(world, split, replace(base, seed=seed, **overrides), projector)
+            audio, image = _project(trained.model, split)
+            run = _both_directions(audio, image, split.audio_labels, split.image_labels)
+            final = trained.report["final"]
+            run["validation"] = {k: float(final[k]) for k in SIGNALS if k in final}
+            runs.append(run)
             logger.info(
                 "%s / %s seed %d: a2i P@1 %.3f, i2a P@1 %.3f (%.1fs)",
                 split.name,
@@ -205,6 +209,27 @@ def run_split(
     )
     rows["label oracle"] = _aggregate([_oracle(split)])
     return {"description": split.description, "rows": rows}
+
+
+def signal_agreement(splits: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Spearman rank correlation, over every trained run (each variant and seed of every
+    split), between each validation signal at the last epoch and the run's true
+    audio->image P@1 on the split's test items. A signal that ranks runs as the test does
+    can choose between them (and between epochs: TrainConfig.select_epoch) without labels."""
+    from scipy.stats import spearmanr
+
+    pairs: dict[str, list[tuple[float, float]]] = {signal: [] for signal in SIGNALS}
+    for result in splits.values():
+        for row in result["rows"].values():
+            for run in row["runs"]:
+                for signal, value in run.get("validation", {}).items():
+                    pairs[signal].append((value, run["audio_to_image"]["p_at_1"]))
+    out: dict[str, dict[str, float]] = {}
+    for signal, values in pairs.items():
+        if len(values) >= 3:
+            rho = spearmanr([v for v, _ in values], [p for _, p in values]).statistic
+            out[signal] = {"spearman_rho": float(rho), "runs": float(len(values))}
+    return out
 
 
 # --------------------------------------------------------------------------- output
@@ -319,12 +344,14 @@ def main(argv: list[str]) -> int:
         dev = dev_split(world, args.data_dir)
         splits["dev_sweep"] = run_split(world, dev, base, projector, seeds, SWEEP, None)
     full = splits["main"]["rows"][FULL]
+    agreement = signal_agreement(splits)
     payload: dict[str, Any] = {
         "benchmark": "digits",
         "audio_to_image": {k: full["audio_to_image"][k] for k in METRICS},
         "image_to_audio": {k: full["image_to_audio"][k] for k in METRICS},
         "zero_shot": world.zero_shot,
         "splits": splits,
+        "signal_agreement": agreement,
         "settings": {
             "seeds": seeds,
             "epochs": epochs,
@@ -347,6 +374,9 @@ def main(argv: list[str]) -> int:
     for name, result in splits.items():
         print(f"\n[{name}] {result['description']}")
         print(_table(result))
+    print("\nvalidation signal (last epoch) vs true audio->image P@1, over every trained run:")
+    rows = [[s, f"{v['spearman_rho']:.3f}", f"{v['runs']:.0f}"] for s, v in agreement.items()]
+    print(format_table(["signal", "Spearman rho", "runs"], rows))
     print(f"\n{seeds} seed(s), {epochs} epochs; wall {payload['wall_seconds']:.0f}s")
     write_json(args.json, payload)
     return 0

@@ -72,3 +72,23 @@ def test_digits_quick_on_the_committed_subset(
     rows = report["splits"]["main"]["rows"]
     assert rows["label oracle"]["audio_to_image"]["p_at_1"] == 1.0
     assert rows["c-mcr full (infonce)"]["audio_to_image"]["p_at_1"] > 0.1  # above chance
+
+
+def test_signal_agreement_is_the_rank_correlation_with_true_audio_to_image() -> None:
+    """Each validation signal is ranked against the runs' true audio->image P@1: a signal
+    that orders runs as the test does scores 1, the reverse order -1."""
+    from bridge.bench.digits import signal_agreement
+
+    def run(p_at_1: float, text: float, pseudo: float) -> dict:
+        return {
+            "audio_to_image": {"p_at_1": p_at_1},
+            "validation": {"val_mean_r_at_1": text, "val_pseudo_audio_to_image_map": pseudo},
+        }
+
+    splits = {
+        "main": {"rows": {"a": {"runs": [run(0.9, 0.2, 0.8), run(0.5, 0.4, 0.3)]}}},
+        "dev": {"rows": {"b": {"runs": [run(0.7, 0.1, 0.6), run(0.1, 0.9, 0.05)]}}},
+    }
+    agreement = signal_agreement(splits)
+    assert agreement["val_pseudo_audio_to_image_map"] == {"spearman_rho": 1.0, "runs": 4.0}
+    assert agreement["val_mean_r_at_1"]["spearman_rho"] == pytest.approx(-0.8)
