@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
+from bridge.errors import InvalidInputError
+
 Modality = Literal["image", "audio"]
 NativeSpace = Literal["clip", "clap"]
 SpaceName = Literal["clip", "clap", "shared"]
@@ -32,3 +34,10 @@ def native_index_name(modality: str) -> str:
 def shared_index_name(modality: str) -> str:
     """A bridge version's shared index of a modality's items: "shared_image", "shared_audio"."""
     return f"shared_{modality}"
+
+
+def check_modality(modality: str) -> str:
+    """`modality` itself, or InvalidInputError unless it is one of MODALITIES."""
+    if modality not in MODALITIES:
+        raise InvalidInputError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    return modality

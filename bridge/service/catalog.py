@@ -32,7 +32,13 @@ import numpy as np
 
 from bridge.errors import ConflictError, InvalidInputError, NotFoundError
 from bridge.index.vectors import INDEX_KINDS, IndexCorruptError, VectorIndex
-from bridge.modalities import MODALITIES, MODALITY_SPACE, native_index_name, shared_index_name
+from bridge.modalities import (
+    MODALITIES,
+    MODALITY_SPACE,
+    check_modality,
+    native_index_name,
+    shared_index_name,
+)
 from bridge.storage.items import ItemStore
 from bridge.storage.layout import DataLayout, check_version_name
 
@@ -110,19 +116,13 @@ class IndexCatalog:
     def shared_dir(self, version: str, modality: str) -> Path:
         return self.layout.shared_dir(version, modality)
 
-    @staticmethod
-    def _modality(modality: str) -> str:
-        if modality not in MODALITIES:
-            raise InvalidInputError(f"modality must be one of {MODALITIES}, got {modality!r}")
-        return modality
-
     def native(self, modality: str) -> VectorIndex | None:
         """The native index of ``modality`` ("image" -> clip_image, "audio" -> clap_audio)."""
-        return self._native[self._modality(modality)]
+        return self._native[check_modality(modality)]
 
     def shared(self, version: str, modality: str) -> VectorIndex | None:
         """The shared-space index of ``modality`` for a loaded ``version`` (None otherwise)."""
-        return self._shared.get((version, self._modality(modality)))
+        return self._shared.get((version, check_modality(modality)))
 
     def loaded_versions(self) -> list[str]:
         """Versions whose shared indexes are in memory (kept current by ``on_items_added``)."""
@@ -350,7 +350,7 @@ class IndexCatalog:
         (``shared``: version -> (N, D)) to each loaded version's shared index. A loaded version
         missing from ``shared`` is projected here with the projector it was loaded with; ids
         already in an index are skipped (so a concurrent sync never duplicates them)."""
-        self._modality(modality)
+        check_modality(modality)
         rowids = np.asarray(rowids, dtype=np.int64)
         raw = np.asarray(raw)
         if raw.ndim != 2 or raw.shape[0] != rowids.shape[0]:
@@ -404,7 +404,7 @@ class IndexCatalog:
 
     def on_item_deleted(self, modality: str, rowid: int) -> None:
         """Remove a deleted item from the native index and every loaded shared index."""
-        self._modality(modality)
+        check_modality(modality)
         ids = np.array([int(rowid)], dtype=np.int64)
         with self._lock:
             fingerprint = self.store.fingerprint(modality)

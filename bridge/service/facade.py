@@ -239,10 +239,6 @@ class BridgeService:
     def encoder_ids(self) -> dict[str, str]:
         return self._encoders.encoder_ids()
 
-    def memory_dims(self) -> tuple[int, int]:
-        """Widths of the CLIP and CLAP embeddings (image and audio memories must match)."""
-        return self._encoders.dims()
-
     # -- items (bridge/service/ingest.py) ----------------------------------------------------
 
     def _decode(self, upload: Upload, label: str) -> Decoded:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from bridge.errors import ConflictError, InvalidInputError, NotFoundError
-from bridge.modalities import MODALITIES
+from bridge.modalities import MODALITIES, check_modality
 from bridge.storage.database import utc_now
 from bridge.storage.jobs import JobTable
 from bridge.storage.metadata import check_metadata, json_equal
@@ -70,11 +70,6 @@ class ModalitySnapshot:
     rowids: np.ndarray  # (N,) int64, ascending
     embeddings: np.ndarray | None  # (N, D) float32, or None when not requested
     encoder: str | None  # the encoder of every item of the modality (None when empty)
-
-
-def _check_modality(modality: str) -> None:
-    if modality not in MODALITIES:
-        raise InvalidInputError(f"modality must be one of {MODALITIES}, got {modality!r}")
 
 
 def _check_embedding(embedding: Any, index: int) -> np.ndarray:
@@ -164,7 +159,7 @@ class ItemStore(VersionRegistry, JobTable):
             return []
         prepared = []
         for i, item in enumerate(items):
-            _check_modality(item.modality)
+            check_modality(item.modality)
             if not isinstance(item.encoder, str) or not item.encoder:
                 raise InvalidInputError(f"item {i}: encoder must be a non-empty string")
             metadata_json = check_metadata(item.metadata, i)
@@ -282,7 +277,7 @@ class ItemStore(VersionRegistry, JobTable):
 
     def snapshot(self, modality: str, with_embeddings: bool = True) -> ModalitySnapshot:
         """Fingerprint, rowids (ascending) and optionally the raw embeddings, read consistently."""
-        _check_modality(modality)
+        check_modality(modality)
         with self._read() as conn:
             fingerprint = self._fingerprint(conn, modality)
             columns = "rowid, embedding, dim, encoder" if with_embeddings else "rowid"
@@ -312,7 +307,7 @@ class ItemStore(VersionRegistry, JobTable):
 
     def raw_embeddings_for(self, modality: str, rowids: Sequence[int] | np.ndarray) -> np.ndarray:
         """Raw embeddings of the given rowids, in the given order; NotFoundError if one is gone."""
-        _check_modality(modality)
+        check_modality(modality)
         wanted = [int(r) for r in rowids]
         found: dict[int, np.ndarray] = {}
         with self._read() as conn:
@@ -339,7 +334,7 @@ class ItemStore(VersionRegistry, JobTable):
 
     def encoder(self, modality: str) -> str | None:
         """The encoder id every stored item of ``modality`` was embedded with (None if empty)."""
-        _check_modality(modality)
+        check_modality(modality)
         with self._read() as conn:
             row = conn.execute(
                 "SELECT encoder FROM items WHERE modality=? LIMIT 1", (modality,)
@@ -358,7 +353,7 @@ class ItemStore(VersionRegistry, JobTable):
     def fingerprint(self, modality: str) -> str:
         """``store_id/modality/changes/count/last_rowid``: one row read; changes on every add or
         delete of that modality, and differs between two store files (random store_id)."""
-        _check_modality(modality)
+        check_modality(modality)
         with self._read() as conn:
             return self._fingerprint(conn, modality)
 
@@ -368,7 +363,7 @@ class ItemStore(VersionRegistry, JobTable):
             if modality is None:
                 row = conn.execute("SELECT COALESCE(SUM(count), 0) FROM modality_state").fetchone()
             else:
-                _check_modality(modality)
+                check_modality(modality)
                 row = conn.execute(
                     "SELECT count FROM modality_state WHERE modality=?", (modality,)
                 ).fetchone()

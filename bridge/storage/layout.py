@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO
 
 from bridge.errors import ConflictError, InvalidInputError, NotFoundError
-from bridge.modalities import MODALITIES, native_index_name, shared_index_name
+from bridge.modalities import check_modality, native_index_name, shared_index_name
 
 STORE_FILE = "store.sqlite"  # and its -wal, -shm and -journal files
 LOCK_FILE = ".lock"
@@ -57,12 +57,6 @@ def check_version_name(version: str) -> str:
     return version
 
 
-def _check_modality(modality: str) -> str:
-    if modality not in MODALITIES:
-        raise InvalidInputError(f"modality must be one of {MODALITIES}, got {modality!r}")
-    return modality
-
-
 @dataclass(frozen=True)
 class DataLayout:
     """Paths of one data directory (module docstring)."""
@@ -82,7 +76,7 @@ class DataLayout:
         return self.root / UPLOADS_DIR
 
     def native_dir(self, modality: str) -> Path:
-        return self.root / NATIVE_DIR / native_index_name(_check_modality(modality))
+        return self.root / NATIVE_DIR / native_index_name(check_modality(modality))
 
     def version_dir(self, version: str) -> Path:
         """``<data_dir>/versions/<version>`` (the name is validated: no path tricks)."""
@@ -100,7 +94,7 @@ class DataLayout:
         return path if path.is_absolute() else self.root / path
 
     def shared_dir(self, version: str, modality: str) -> Path:
-        return self.version_dir(version) / shared_index_name(_check_modality(modality))
+        return self.version_dir(version) / shared_index_name(check_modality(modality))
 
     def remove_version(self, version: str) -> None:
         """Remove a version's folder (checkpoint and indexes), e.g. after a failed retrain."""
