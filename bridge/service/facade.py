@@ -318,22 +318,14 @@ class BridgeService:
         def work(ctx: JobContext) -> dict[str, Any]:
             return self._retrain.run(plan, ctx.progress)
 
-        def on_failure(exc: BaseException) -> None:
-            self._retrain.fail(plan, exc)
-
-        return self._jobs.submit("retrain", plan.params, work, on_failure)
+        return self._jobs.submit("retrain", plan.params, work)
 
     def retrain(self, request: RetrainRequest, progress: RetrainProgress) -> dict[str, Any]:
         """The same pipeline in the caller's thread (`mbridge retrain`); returns
         {"version", "metrics"}. A failure marks the version failed and is raised."""
         if self._jobs.busy():
             raise ConflictError("a job is already running (one at a time); retry when it ends")
-        plan = self._retrain.plan(request)
-        try:
-            return self._retrain.run(plan, progress)
-        except BaseException as exc:
-            self._retrain.fail(plan, exc)
-            raise
+        return self._retrain.run(self._retrain.plan(request), progress)
 
     def retrain_upload_dir(self) -> Path:
         """A fresh folder for one multipart retrain's uploaded files (not yet created); give

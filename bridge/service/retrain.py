@@ -9,7 +9,7 @@
                  them live (bridge/service/versions.py -> catalog.py)
               -> evaluate (bridge/service/evaluation.py) -> version "ready"
               -> activate, when the request asked (one atomic swap)
-    fail      a failure anywhere: the version is unloaded, marked failed with the message,
+              a failure anywhere: the version is unloaded, marked failed with the message,
               and its folder removed; only a "ready" version can ever become active.
 
 The admin route runs it in the background through the job runner (BridgeService.start_retrain);
@@ -71,20 +71,21 @@ class RetrainPipeline:
         )
 
     def run(self, plan: RetrainPlan, progress: RetrainProgress) -> dict[str, Any]:
-        """The whole retrain (module docstring); returns {"version", "metrics"}. Uploaded
-        inputs are removed at the end whatever happens (the corpus stays in the checkpoint)."""
+        """The whole retrain (module docstring); returns {"version", "metrics"}. On failure
+        the version is unloaded, marked failed and its folder removed before the error
+        propagates. Uploaded inputs are removed at the end whatever happens (the corpus
+        stays in the checkpoint)."""
         try:
             self.store.add_version(
                 plan.version, self.layout.checkpoint_ref(plan.version), "training", None, {}
             )
             return self._train_and_install(plan, progress)
+        except BaseException as exc:
+            self.versions.fail_training(plan.version, exc)
+            raise
         finally:
             if plan.inputs_dir is not None:
                 shutil.rmtree(plan.inputs_dir, ignore_errors=True)
-
-    def fail(self, plan: RetrainPlan, exc: BaseException) -> None:
-        """After a failure of `run`: unload the version, mark it failed, remove its folder."""
-        self.versions.fail_training(plan.version, exc)
 
     def _train_and_install(self, plan: RetrainPlan, progress: RetrainProgress) -> dict[str, Any]:
         from bridge.model.trainer import train_bridge
