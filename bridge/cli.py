@@ -88,6 +88,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default=d.select_epoch,
         help="keep the last epoch, or the best by this validation signal",
     )
+    dev = p.add_argument_group(
+        "labelled dev set",
+        "images and clips with labels, never trained on: the trainer reports their class-level "
+        "audio->image and image->audio P@1 across the bridge every epoch (val_dev_p_at_1, "
+        "usable with --select-epoch); give all four",
+    )
+    dev.add_argument("--dev-image", type=Path, help="CLIP image embeddings (N, D_clip) .npy")
+    dev.add_argument("--dev-image-labels", type=Path, help="one label per line, row i = line i")
+    dev.add_argument("--dev-audio", type=Path, help="CLAP audio embeddings (M, D_clap) .npy")
+    dev.add_argument("--dev-audio-labels", type=Path, help="one label per line, row i = line i")
     p.add_argument("--clip-model", default="", help="recorded in config.json: CLIP encoder id")
     p.add_argument("--clap-model", default="", help="recorded in config.json: CLAP encoder id")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -209,6 +219,29 @@ def _train_config(args: argparse.Namespace) -> Any:
     )
 
 
+def _dev_set(args: argparse.Namespace) -> Any:
+    """The labelled dev set of `mbridge train`, or None when no --dev-* flag is given."""
+    import numpy as np
+
+    from bridge.arrays import load_matrix
+    from bridge.io import read_captions
+    from bridge.model.validation import DevSet
+
+    flags = ("dev_image", "dev_image_labels", "dev_audio", "dev_audio_labels")
+    given = [f for f in flags if getattr(args, f) is not None]
+    if not given:
+        return None
+    if len(given) != len(flags):
+        missing = ", ".join("--" + f.replace("_", "-") for f in flags if f not in given)
+        raise InvalidInputError(f"a dev set needs all four --dev-* flags; missing {missing}")
+    return DevSet(
+        image=load_matrix(args.dev_image, "--dev-image"),
+        image_labels=np.array(read_captions(args.dev_image_labels, what="--dev-image-labels")),
+        audio=load_matrix(args.dev_audio, "--dev-audio"),
+        audio_labels=np.array(read_captions(args.dev_audio_labels, what="--dev-audio-labels")),
+    )
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from bridge.arrays import load_matrix
     from bridge.model.config import ProjectorConfig
@@ -236,11 +269,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         projector,
         out_dir=args.out,
         encoders=encoders,
+        dev=_dev_set(args),
     )
     for warning in result.report["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     final = result.report["final"]
-    shown = ", ".join(f"{k}={final[k]:.4f}" for k in ("loss", "val_mean_r_at_1") if k in final)
+    keys = ("loss", "val_mean_r_at_1", "val_pseudo_audio_to_image_map", "val_dev_p_at_1")
+    shown = ", ".join(f"{k}={final[k]:.4f}" for k in keys if k in final)
     print(f"wrote checkpoint {args.out} ({result.report['steps']} steps, {shown})")
     return 0
 

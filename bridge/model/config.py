@@ -17,8 +17,8 @@ WeightSource = Literal["clip", "clap", "mean"]
 BatchNormMode = Literal["joint", "separate"]
 Precision = Literal["auto", "fp32", "bf16"]
 # Which epoch's weights training keeps: the last, or the best by a validation signal
-# (bridge/model/validation.py).
-SelectEpoch = Literal["last", "val_mean_r_at_1", "val_pseudo_audio_to_image_map"]
+# (bridge/model/validation.py; val_dev_p_at_1 needs a labelled dev set).
+SelectEpoch = Literal["last", "val_mean_r_at_1", "val_pseudo_audio_to_image_map", "val_dev_p_at_1"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 

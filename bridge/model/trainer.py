@@ -36,7 +36,7 @@ from bridge.model.devices import resolve_device, resolve_precision
 from bridge.model.losses import CMCRLoss, LossParts
 from bridge.model.memory_retrieval import add_noise, soft_retrieve
 from bridge.model.projectors import BridgeModel, save_checkpoint
-from bridge.model.validation import EpochSelector, validate_epoch
+from bridge.model.validation import DevSet, EpochSelector, validate_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -234,8 +234,12 @@ def train_bridge(
     progress_callback: ProgressCallback | None = None,
     encoders: dict[str, str] | None = None,
     recompute_memory_each_step: bool = False,
+    dev: DevSet | None = None,
 ) -> TrainResult:
     """Train the two C-MCR projectors; optionally write a checkpoint folder to `out_dir`.
+
+    `dev`: labelled images and clips (never trained on) whose class-level retrieval across
+    the bridge is measured every epoch (bridge/model/validation.py).
 
     `recompute_memory_each_step` is the naive baseline of the speed benchmark: it redoes the
     memory soft retrieval for every batch instead of once per corpus. Results are identical.
@@ -253,6 +257,8 @@ def train_bridge(
         clap_dim=clap_text.shape[1],
         text_norms=config.batchnorm_mode == "separate",
     )
+    if dev is not None:
+        dev.check_dims(clip_text.shape[1], clap_text.shape[1])
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     torch.manual_seed(config.seed)
@@ -288,6 +294,9 @@ def train_bridge(
     # would only repeat the text-to-text metric).
     both_memories = set(pseudo_source.values()) == {"memory"}
     val_pseudo = memory_for(val_t) if n_val >= 2 and both_memories else None
+    val_dev = None
+    if dev is not None:
+        val_dev = (_to_unit_tensor(dev.image, device), _to_unit_tensor(dev.audio, device), dev)
 
     model = BridgeModel(projector, config.temperature).to(device)
     model.logit_scale.requires_grad_(config.learn_temperature)
@@ -335,8 +344,10 @@ def train_bridge(
         record["epoch"] = epoch + 1
         record["lr"] = float(opt.scheduler.get_last_lr()[0])
         record["temperature"] = float(1.0 / opt.scale().detach())
-        if n_val >= 2:
-            validation = validate_epoch(model, all_clip[val_t], all_clap[val_t], val_pseudo)
+        if n_val >= 2 or val_dev is not None:
+            validation = validate_epoch(
+                model, all_clip[val_t], all_clap[val_t], val_pseudo, val_dev
+            )
             record.update({f"val_{k}": v for k, v in validation.items()})
         history.append(record)
         selector.offer(model, record)
@@ -360,6 +371,8 @@ def train_bridge(
                 config.use_memory and (image_memory is not None or audio_memory is not None)
             ),
             "pseudo_source": pseudo_source,
+            "dev_images": int(len(dev.image)) if dev is not None else 0,
+            "dev_audio": int(len(dev.audio)) if dev is not None else 0,
         },
         "warnings": warnings,
         "steps": step,

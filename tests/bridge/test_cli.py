@@ -82,6 +82,28 @@ def test_train_without_memories_warns_on_stderr(
     assert err.count("warning: no ") == 2 and "gap is not learned" in err
 
 
+def test_train_with_a_labelled_dev_set_reports_its_p_at_1(
+    files: dict[str, Path],
+    small_world: World,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"concept-{c}\n" for c in small_world.test_concept))
+    dev = dict(dev_image=files["test_image"], dev_image_labels=labels)
+    dev |= dict(dev_audio=files["test_audio"], dev_audio_labels=labels)
+    base = dict(clip_text=files["clip_text"], clap_text=files["clap_text"], epochs=2)
+    base |= dict(hidden_dim=32, shared_dim=8, device="cpu", select_epoch="val_dev_p_at_1")
+    out = tmp_path / "c"
+    assert main(argv("train", "quiet", out=out, **base, **dev)) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["selected_epoch"]["by"] == "val_dev_p_at_1"
+    assert "val_dev_p_at_1=" in capsys.readouterr().out
+    partial = {k: v for k, v in dev.items() if k != "dev_audio_labels"}
+    _fails(argv("train", out=tmp_path / "d", **base, **partial), capsys, "--dev-audio-labels")
+    assert not (tmp_path / "d").exists()
+
+
 def test_project_writes_normalised_shared_vectors(
     files: dict[str, Path], small_world: World, tmp_path: Path
 ) -> None:
@@ -128,6 +150,7 @@ def test_every_train_option_reaches_the_train_config() -> None:
     train = subcommands.choices["train"]
     flags = {a.dest for a in train._actions} - {"help"}
     files = {"clip_text", "clap_text", "image_memory", "audio_memory", "out"}
+    files |= {"dev_image", "dev_image_labels", "dev_audio", "dev_audio_labels"}
     projector_and_ids = {"hidden_dim", "shared_dim", "layers", "clip_model", "clap_model"}
     renamed = {"no_memory", "no_noise", "no_intra", "cwcl_weights", "quiet"}
     fields = {f.name for f in dataclasses.fields(TrainConfig)}

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from bridge.arrays import l2_normalize
 from bridge.bench.synthetic_world import World
 from bridge.errors import InvalidInputError
 from bridge.model.config import ProjectorConfig, TrainConfig
 from bridge.model.evaluation import retrieval_metrics
 from bridge.model.projectors import load_checkpoint
 from bridge.model.trainer import train_bridge
+from bridge.model.validation import DevSet
 
 PROJECTOR = ProjectorConfig(hidden_dim=64, shared_dim=16)
 
@@ -342,3 +344,58 @@ def test_select_epoch_falls_back_to_the_last_without_the_signal(small_world: Wor
     assert selected["by"] == "last" and selected["epoch"] == 2 and "fallback" in selected
     with pytest.raises(InvalidInputError, match="select_epoch"):
         _config(select_epoch="best")
+
+
+def _dev_set(world: World, rows: slice = slice(0, 200)) -> DevSet:
+    labels = world.test_concept[rows]
+    return DevSet(world.test_image[rows], labels, world.test_audio[rows], labels)
+
+
+def test_dev_set_signal_is_class_level_retrieval_of_the_dev_media(small_world: World) -> None:
+    """With a labelled dev set the report carries its class-level P@1 both ways every epoch;
+    the last epoch's value is what the returned model gives on those items, and
+    select_epoch="val_dev_p_at_1" keeps the epoch where it peaked."""
+    world, dev = small_world, _dev_set(small_world)
+    config = _config(epochs=5, lr=3e-2, select_epoch="val_dev_p_at_1")
+    result = train_bridge(
+        world.clip_text,
+        world.clap_text,
+        world.image_memory,
+        world.audio_memory,
+        config,
+        PROJECTOR,
+        dev=dev,
+    )
+    curve = result.report["loss_curve"]
+    assert all({"val_dev_audio_to_image_p_at_1", "val_dev_p_at_1"} <= set(e) for e in curve)
+    assert result.report["data"]["dev_images"] == 200
+    best = max(range(len(curve)), key=lambda i: (curve[i]["val_dev_p_at_1"], -i))
+    assert result.report["selected_epoch"]["epoch"] == best + 1
+    # Re-measured through the returned (selected) model, as a search would see it.
+    shared_image = result.model.clip(torch.from_numpy(l2_normalize(dev.image))).detach().numpy()
+    shared_audio = result.model.clap(torch.from_numpy(l2_normalize(dev.audio))).detach().numpy()
+    a2i = retrieval_metrics(shared_audio, shared_image, dev.audio_labels, dev.image_labels)
+    assert a2i["p_at_1"] == pytest.approx(curve[best]["val_dev_audio_to_image_p_at_1"])
+    assert a2i["p_at_1"] > 3 / world.config.concepts  # far above chance
+
+
+def test_dev_set_alone_validates_without_held_out_captions(small_world: World) -> None:
+    world = small_world
+    config = _config(epochs=1, val_fraction=0.0)
+    result = train_bridge(
+        world.clip_text, world.clap_text, None, None, config, PROJECTOR, dev=_dev_set(world)
+    )
+    final = result.report["final"]
+    assert "val_dev_p_at_1" in final and "val_mean_r_at_1" not in final
+
+
+def test_bad_dev_sets_are_rejected(small_world: World) -> None:
+    world = small_world
+    labels = world.test_concept[:50]
+    with pytest.raises(InvalidInputError, match="one label per row"):
+        DevSet(world.test_image[:50], labels[:10], world.test_audio[:50], labels)
+    with pytest.raises(InvalidInputError, match="no value in common"):
+        DevSet(world.test_image[:50], labels, world.test_audio[:50], labels + 1000)
+    dev = DevSet(world.test_image[:50, :8], labels, world.test_audio[:50], labels)
+    with pytest.raises(InvalidInputError, match="dev image embeddings"):
+        train_bridge(world.clip_text, world.clap_text, None, None, _config(epochs=1), dev=dev)
