@@ -4,7 +4,8 @@ Two signals, stored in the version's metrics and the job's result:
 - caption pairs: the held-out captions, CLAP-side projections retrieving the CLIP-side ones of
   the same caption (and back); R@K, mAP, median rank;
 - stored items by label: class-level audio<->image retrieval through the new projectors, when
-  stored images and audio carry a `label` metadata key with labels in common.
+  stored images and audio carry a `label` metadata key with labels in common (the same items
+  are the trainer's dev set: `stored_dev_set`).
 """
 
 from __future__ import annotations
@@ -14,20 +15,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bridge.errors import NotFoundError
-from bridge.modalities import MODALITIES
 
 if TYPE_CHECKING:
+    from bridge.model.validation import DevSet
     from bridge.storage.items import ItemStore
+
+# stored_dev_set's answer: the dev set, or None and why not (None: nothing to say).
+StoredDev = tuple["DevSet | None", "str | None"]
 
 EVAL_LABEL_KEY = "label"
 LABEL_EVAL_MAX_ITEMS = {"image": 5000, "audio": 500}  # gallery and queries
 
 
 def evaluate_checkpoint(
-    store: ItemStore, checkpoint: Any, held_out: tuple[np.ndarray, np.ndarray]
+    checkpoint: Any, held_out: tuple[np.ndarray, np.ndarray], labelled: StoredDev
 ) -> dict[str, Any]:
-    """Caption-pair retrieval on the held-out captions; class-level audio<->image on stored
-    items when both modalities carry a `label` metadata key."""
+    """Caption-pair retrieval on the held-out captions; class-level audio<->image on the
+    stored items with a `label` metadata key (`labelled`: stored_dev_set's answer)."""
     from bridge.model.evaluation import cross_modal_metrics, retrieval_metrics
 
     clip_text, clap_text = held_out
@@ -39,24 +43,38 @@ def evaluate_checkpoint(
             "clip_to_clap": retrieval_metrics(shared_clip, shared_clap),
         }
     }
-    labelled = {m: _labelled_sample(store, m) for m in MODALITIES}
-    image, audio = labelled["image"], labelled["audio"]
-    if image is not None and audio is not None:
-        # Only items whose label the other side has too: a query with nothing relevant has
-        # no rank (labels 3 and 9 against 0 and 0 gave an infinite median rank, which the
-        # store refuses as metrics, and the job failed).
-        common = set(image[1]) & set(audio[1])
-        if not common:
-            metrics["stored_items_by_label"] = {"skipped": "no label common to images and audio"}
-            return metrics
-        image, audio = _with_labels(image, common), _with_labels(audio, common)
-        metrics["stored_items_by_label"] = cross_modal_metrics(
-            checkpoint.project("clip", image[0]),
-            checkpoint.project("clap", audio[0]),
-            image[1],
-            audio[1],
-        )
+    dev, skipped = labelled
+    if skipped is not None:
+        metrics["stored_items_by_label"] = {"skipped": skipped}
+    if dev is None:
+        return metrics
+    metrics["stored_items_by_label"] = cross_modal_metrics(
+        checkpoint.project("clip", dev.image),
+        checkpoint.project("clap", dev.audio),
+        dev.image_labels,
+        dev.audio_labels,
+    )
     return metrics
+
+
+def stored_dev_set(store: ItemStore) -> StoredDev:
+    """Stored images and audio that carry a `label` metadata key, as a labelled dev set (a
+    sample: LABEL_EVAL_MAX_ITEMS), keeping only labels both sides have. (None, None) when
+    either side has fewer than 2 labelled items; (None, why) when no label is common. The
+    trainer measures it every epoch (val_dev_p_at_1), the evaluation after training."""
+    from bridge.model.validation import DevSet
+
+    image, audio = _labelled_sample(store, "image"), _labelled_sample(store, "audio")
+    if image is None or audio is None:
+        return None, None
+    # Only items whose label the other side has too: a query with nothing relevant has no
+    # rank (labels 3 and 9 against 0 and 0 gave an infinite median rank, which the store
+    # refuses as metrics, and the job failed).
+    common = set(image[1]) & set(audio[1])
+    if not common:
+        return None, "no label common to images and audio"
+    image, audio = _with_labels(image, common), _with_labels(audio, common)
+    return DevSet(image[0], np.array(image[1]), audio[0], np.array(audio[1])), None
 
 
 def _labelled_sample(

@@ -31,7 +31,7 @@ import numpy as np
 
 from bridge.arrays import load_matrix
 from bridge.io import atomic_write_text
-from bridge.service.evaluation import evaluate_checkpoint
+from bridge.service.evaluation import evaluate_checkpoint, stored_dev_set
 from bridge.service.retrain_plan import RetrainPlan, holdout_split, plan_retrain
 from bridge.storage.layout import CAPTIONS_FILE, DataLayout
 from bridge.telemetry import StageTimer
@@ -95,6 +95,8 @@ class RetrainPipeline:
         with timer.stage("encode"):
             clip_text, clap_text = self.towers.encode_captions(plan.captions)
         image_memory, audio_memory, memory_source = self._memories(plan)
+        # Stored items with a `label`: measured every epoch (val_dev_p_at_1) and after training.
+        labelled = stored_dev_set(self.store)
         train_idx, eval_idx = holdout_split(len(plan.captions), plan.train_config.seed)
         progress(0.05, "training", force=True)
 
@@ -113,6 +115,7 @@ class RetrainPipeline:
                 out_dir=checkpoint_dir,
                 progress_callback=on_epoch,
                 encoders=self.towers.encoder_ids(),
+                dev=labelled[0],
             )
         lines = (" ".join(caption.splitlines()) for caption in plan.captions)
         atomic_write_text(checkpoint_dir / CAPTIONS_FILE, "\n".join(lines) + "\n")
@@ -122,9 +125,10 @@ class RetrainPipeline:
         progress(0.95, "evaluating", force=True)
         with timer.stage("evaluate"):
             held_out = (clip_text[eval_idx], clap_text[eval_idx])
-            metrics = evaluate_checkpoint(self.store, checkpoint, held_out)
+            metrics = evaluate_checkpoint(checkpoint, held_out, labelled)
         metrics["train"] = {
             "final": result.report.get("final", {}),
+            "selected_epoch": result.report.get("selected_epoch", {}),
             "data": result.report.get("data", {}),
             "wall_seconds": result.report.get("wall_seconds"),
         }

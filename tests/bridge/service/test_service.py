@@ -494,6 +494,27 @@ def test_retrain_evaluates_only_labels_both_modalities_have(service: BridgeServi
     assert by_label["audio_to_image"]["gallery"] == 2.0
 
 
+def test_retrain_measures_the_labelled_stored_items_every_epoch(service: BridgeService) -> None:
+    """Stored items with a `label` are the trainer's dev set: class-level P@1 across the new
+    bridge at every epoch, usable to keep the best epoch (select_epoch)."""
+    populate(service)
+    overrides = {"epochs": 3, "batch_size": 16, "seed": 1, "select_epoch": "val_dev_p_at_1"}
+    job = retrain(service, train_overrides=overrides)
+    assert job.status == "succeeded", job.error
+    train = job.metrics["train"]
+    assert (train["data"]["dev_images"], train["data"]["dev_audio"]) == (N_IMAGES, N_AUDIO)
+    assert train["selected_epoch"]["by"] == "val_dev_p_at_1"
+    final = train["final"]
+    assert 0.0 <= final["val_dev_p_at_1"] <= 1.0
+    assert final["val_dev_p_at_1"] == pytest.approx(
+        (final["val_dev_audio_to_image_p_at_1"] + final["val_dev_image_to_audio_p_at_1"]) / 2
+    )
+    service.add_items([png(90), wav(90)], [{"label": "x"}, {"label": "y"}])  # unshared labels
+    job = retrain(service)
+    assert job.status == "succeeded", job.error
+    assert job.metrics["train"]["data"]["dev_audio"] == N_AUDIO  # only shared labels count
+
+
 def test_startup_removes_retrain_uploads_a_crash_left(
     make_service: Callable[..., BridgeService], tmp_path: Path
 ) -> None:
