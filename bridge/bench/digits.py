@@ -33,7 +33,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,8 @@ from bridge.bench.report import format_table, machine_info, write_json
 from bridge.errors import InvalidInputError
 from bridge.model.config import ProjectorConfig, TrainConfig
 from bridge.model.evaluation import retrieval_metrics
+from bridge.model.relative import RelativeConfig, relative_pair
+from bridge.model.validation import DevSet
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +82,30 @@ SWEEP: dict[str, dict[str, Any]] = {
     "temperature 0.1, noise 0.06": {"temperature": 0.1},
     "intra weight 1.0": {"intra_weight": 1.0},
 }
+# Variant keys that shape the projectors (ProjectorConfig) rather than the training.
+PROJECTOR_KEYS = frozenset(f.name for f in fields(ProjectorConfig))
 METRICS = ("p_at_1", "map", "r_at_5", "r_at_10")
 FULL = "c-mcr full (infonce)"
 # Validation signals the trainer reports at every epoch (bridge/model/validation.py).
-SIGNALS = ("val_mean_r_at_1", "val_pseudo_audio_to_image_map", "val_pseudo_audio_to_image_r_at_1")
+SIGNALS = (
+    "val_mean_r_at_1",
+    "val_pseudo_audio_to_image_map",
+    "val_pseudo_audio_to_image_r_at_1",
+    "val_dev_p_at_1",
+)
+# The labelled dev set of a trained run: a seeded sample of the memories' items (training
+# halves, as a service's labelled stored items would be), never an evaluation item.
+DEV_SIZES = {"image": 500, "audio": 300}
+# Relative representations (bridge/model/relative.py), the training-free competitor: ASIF's
+# top-k and power, chosen on the dev split like the bridge's settings (--sweep shows the rest).
+RELATIVE = RelativeConfig(top_k=800, power=8.0)
+RELATIVE_ROW = "relative representations (asif top-800, power 8), no training"
+RELATIVE_SWEEP: dict[str, RelativeConfig] = {
+    "relative representations (all captions, power 1)": RelativeConfig(),
+    "relative representations (top-100, power 8)": RelativeConfig(top_k=100, power=8.0),
+    "relative representations (softmax, temperature 0.01)": RelativeConfig(temperature=0.01),
+    "relative representations (softmax, temperature 0.05)": RelativeConfig(temperature=0.05),
+}
 
 
 # --------------------------------------------------------------------------- methods
@@ -100,13 +122,41 @@ def _both_directions(
     }
 
 
+def _dev_set(split: Split) -> DevSet | None:
+    if split.image_memory_labels is None or split.audio_memory_labels is None:
+        return None
+    rng = np.random.default_rng(0)
+    image = rng.choice(len(split.image_memory), DEV_SIZES["image"], replace=False)
+    audio = rng.choice(len(split.audio_memory), DEV_SIZES["audio"], replace=False)
+    return DevSet(
+        split.image_memory[image],
+        split.image_memory_labels[image],
+        split.audio_memory[audio],
+        split.audio_memory_labels[audio],
+    )
+
+
 def _train(world: World, split: Split, config: TrainConfig, projector: ProjectorConfig) -> Any:
     from bridge.model.trainer import train_bridge
 
     clap_text = getattr(split, "clap_text", world.clap_text)
     return train_bridge(
-        world.clip_text, clap_text, split.image_memory, split.audio_memory, config, projector
+        world.clip_text,
+        clap_text,
+        split.image_memory,
+        split.audio_memory,
+        config,
+        projector,
+        dev=_dev_set(split),
     )
+
+
+def _relative(world: World, split: Split, config: RelativeConfig) -> dict[str, Any]:
+    """No training: audio and images described by their similarities to the caption corpus
+    in their own spaces, compared across (bridge/model/relative.py)."""
+    clap_text = getattr(split, "clap_text", world.clap_text)
+    audio, image = relative_pair(split.audio, split.image, clap_text, world.clip_text, config)
+    return _both_directions(audio, image, split.audio_labels, split.image_labels)
 
 
 def _project(model: Any, split: Split) -> tuple[np.ndarray, np.ndarray]:
@@ -173,13 +223,16 @@ def run_split(
     seeds: int,
     variants: dict[str, dict[str, Any]],
     demo_bridge: Path | None,
+    relatives: dict[str, RelativeConfig] | None = None,
 ) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     for name, overrides in variants.items():
         runs = []
+        train_overrides = {k: v for k, v in overrides.items() if k not in PROJECTOR_KEYS}
+        shape = replace(projector, **{k: v for k, v in overrides.items() if k in PROJECTOR_KEYS})
         for seed in range(seeds):
             started = time.perf_counter()
-            trained = _train(world, split, replace(base, seed=seed, **overrides), projector)
+            trained = _train(world, split, replace(base, seed=seed, **train_overrides), shape)
             audio, image = _project(trained.model, split)
             run = _both_directions(audio, image, split.audio_labels, split.image_labels)
             final = trained.report["final"]
@@ -204,6 +257,8 @@ def run_split(
             [_both_directions(*projected, split.audio_labels, split.image_labels)]
         )
     rows["text cascade, no bridge"] = _aggregate([_cascade(world, split)])
+    for name, config in ({RELATIVE_ROW: RELATIVE} | (relatives or {})).items():
+        rows[name] = _aggregate([_relative(world, split, config)])
     rows["chance (random embeddings)"] = _aggregate(
         [_chance(split, s) for s in range(max(seeds, 3))]
     )
@@ -211,24 +266,36 @@ def run_split(
     return {"description": split.description, "rows": rows}
 
 
-def signal_agreement(splits: dict[str, Any]) -> dict[str, dict[str, float]]:
+def signal_agreement(splits: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Spearman rank correlation, over every trained run (each variant and seed of every
-    split), between each validation signal at the last epoch and the run's true
-    audio->image P@1 on the split's test items. A signal that ranks runs as the test does
-    can choose between them (and between epochs: TrainConfig.select_epoch) without labels."""
+    split, and per split in `by_split`), between each validation signal at the last epoch and
+    the run's true audio->image P@1 on the split's test items. A signal that ranks runs as the
+    test does can choose between them (and between epochs: TrainConfig.select_epoch)."""
     from scipy.stats import spearmanr
 
-    pairs: dict[str, list[tuple[float, float]]] = {signal: [] for signal in SIGNALS}
-    for result in splits.values():
+    def rho(values: list[tuple[float, float]]) -> float | None:
+        if len(values) < 3 or len({v for v, _ in values}) < 2:
+            return None
+        return float(spearmanr([v for v, _ in values], [p for _, p in values]).statistic)
+
+    pairs: dict[str, dict[str, list[tuple[float, float]]]] = {s: {} for s in SIGNALS}
+    for split, result in splits.items():
         for row in result["rows"].values():
             for run in row["runs"]:
                 for signal, value in run.get("validation", {}).items():
-                    pairs[signal].append((value, run["audio_to_image"]["p_at_1"]))
-    out: dict[str, dict[str, float]] = {}
-    for signal, values in pairs.items():
-        if len(values) >= 3:
-            rho = spearmanr([v for v, _ in values], [p for _, p in values]).statistic
-            out[signal] = {"spearman_rho": float(rho), "runs": float(len(values))}
+                    truth = run["audio_to_image"]["p_at_1"]
+                    pairs[signal].setdefault(split, []).append((value, truth))
+    out: dict[str, dict[str, Any]] = {}
+    for signal, by_split in pairs.items():
+        everything = [pair for values in by_split.values() for pair in values]
+        overall = rho(everything)
+        if overall is None:
+            continue
+        out[signal] = {
+            "spearman_rho": overall,
+            "runs": float(len(everything)),
+            "by_split": {split: rho(values) for split, values in by_split.items()},
+        }
     return out
 
 
@@ -247,6 +314,10 @@ def _table(result: dict[str, Any]) -> str:
                 cells.append(f"{mean:.3f}" + (f" ±{std:.3f}" if len(row["runs"]) > 1 else ""))
         rows.append(cells)
     return format_table(headers, rows)
+
+
+def _rho_cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -342,7 +413,9 @@ def main(argv: list[str]) -> int:
     }
     if args.sweep:
         dev = dev_split(world, args.data_dir)
-        splits["dev_sweep"] = run_split(world, dev, base, projector, seeds, SWEEP, None)
+        splits["dev_sweep"] = run_split(
+            world, dev, base, projector, seeds, SWEEP, None, RELATIVE_SWEEP
+        )
     full = splits["main"]["rows"][FULL]
     agreement = signal_agreement(splits)
     payload: dict[str, Any] = {
@@ -375,8 +448,13 @@ def main(argv: list[str]) -> int:
         print(f"\n[{name}] {result['description']}")
         print(_table(result))
     print("\nvalidation signal (last epoch) vs true audio->image P@1, over every trained run:")
-    rows = [[s, f"{v['spearman_rho']:.3f}", f"{v['runs']:.0f}"] for s, v in agreement.items()]
-    print(format_table(["signal", "Spearman rho", "runs"], rows))
+    names = list(splits)
+    rows = [
+        [s, f"{v['spearman_rho']:.3f}", f"{v['runs']:.0f}"]
+        + [_rho_cell(v["by_split"].get(name)) for name in names]
+        for s, v in agreement.items()
+    ]
+    print(format_table(["signal", "Spearman rho", "runs", *names], rows))
     print(f"\n{seeds} seed(s), {epochs} epochs; wall {payload['wall_seconds']:.0f}s")
     write_json(args.json, payload)
     return 0

@@ -50,6 +50,10 @@ class Split:
     audio: np.ndarray  # (N_a, D_clap) evaluation clips
     audio_labels: np.ndarray
     description: str
+    # Labels of the memories' items (training halves): the trainer's labelled dev set is a
+    # sample of them (never the evaluation items). None: no dev set for this split.
+    image_memory_labels: np.ndarray | None = None
+    audio_memory_labels: np.ndarray | None = None
 
 
 @dataclass
@@ -157,6 +161,7 @@ def load_world(
     clap_prompts = _prompt_ensemble(clap)
 
     test_lab = np.array([c.digit for c in test_clips])
+    train_lab = np.array([c.digit for c in train_clips])
     test_spk = np.array([c.speaker for c in test_clips])
     train_spk = np.array([c.speaker for c in train_clips])
     held = np.isin(test_spk, HELDOUT_SPEAKERS)
@@ -179,6 +184,8 @@ def load_world(
             test_lab,
             "FSDD takes 0-4 (300 clips, 6 speakers) vs MNIST 5000-9999 (5000 images); "
             "memories: MNIST 0-4999, FSDD takes 5-49 of all speakers",
+            image_labels[tr],
+            train_lab,
         ),
         Split(
             "speaker_heldout",
@@ -192,6 +199,8 @@ def load_world(
             f"({int(held.sum())} clips) vs MNIST 5000-9999; audio memory: FSDD takes 5-49 of "
             f"the other {len(FSDD_SPEAKERS) - len(HELDOUT_SPEAKERS)} speakers only "
             "(the CLAP tower heard takes 5-49 of every speaker)",
+            image_labels[tr],
+            train_lab[known],
         ),
     ]
     if heldout_clap_dir is not None:
@@ -215,6 +224,8 @@ def load_world(
                 test_lab[held],
                 f"as speaker_heldout, with a CLAP tower ({heldout_clap_dir}) that never heard "
                 f"{', '.join(HELDOUT_SPEAKERS)}",
+                image_labels[tr],
+                train_lab[known],
             )
         )
         splits[-1].clap_text = clap_text_h  # type: ignore[attr-defined]

@@ -59,6 +59,31 @@ def test_digits_scoring_on_labelled_embeddings() -> None:
     assert "label oracle | 1.000 " in table and " ±" in table.splitlines()[-1]
 
 
+def test_digits_rows_include_the_training_free_relative_representations() -> None:
+    """The relative-representation row compares audio and images through their similarities
+    to one caption corpus: with towers that put each class's captions and items together it
+    is perfect, with a corpus of one class it cannot tell classes apart."""
+    from bridge.bench.digits import _relative
+    from bridge.bench.digits_world import Split, World
+    from bridge.model.relative import RelativeConfig
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((10, 16)).astype(np.float32)
+    labels = np.arange(100) % 10
+
+    def near(rows: np.ndarray) -> np.ndarray:
+        return centres[rows] + 0.05 * rng.standard_normal((len(rows), 16)).astype(np.float32)
+
+    split = Split("t", near(labels), near(labels), near(labels), labels,
+                  near(labels[:50]), labels[:50], "toy")  # fmt: skip
+    corpus = np.repeat(np.arange(10), 5)
+    world = World(near(corpus), near(corpus), centres, centres, [split], {})
+    result = _relative(world, split, RelativeConfig(top_k=5, power=8.0))
+    assert result["audio_to_image"]["p_at_1"] == 1.0 == result["image_to_audio"]["p_at_1"]
+    one_class = World(near(corpus * 0), near(corpus * 0), centres, centres, [split], {})
+    assert _relative(one_class, split, RelativeConfig())["audio_to_image"]["map"] < 0.5
+
+
 @pytest.mark.slow
 def test_digits_quick_on_the_committed_subset(
     run_bench: RunBench, shared_dir: Path, tmp_path: Path
@@ -72,6 +97,9 @@ def test_digits_quick_on_the_committed_subset(
     rows = report["splits"]["main"]["rows"]
     assert rows["label oracle"]["audio_to_image"]["p_at_1"] == 1.0
     assert rows["c-mcr full (infonce)"]["audio_to_image"]["p_at_1"] > 0.1  # above chance
+    assert rows["relative representations (asif top-800, power 8), no training"]
+    run = rows["c-mcr full (infonce)"]["runs"][0]
+    assert 0.0 <= run["validation"]["val_dev_p_at_1"] <= 1.0  # the labelled dev set
 
 
 def test_signal_agreement_is_the_rank_correlation_with_true_audio_to_image() -> None:
@@ -89,6 +117,10 @@ def test_signal_agreement_is_the_rank_correlation_with_true_audio_to_image() -> 
         "main": {"rows": {"a": {"runs": [run(0.9, 0.2, 0.8), run(0.5, 0.4, 0.3)]}}},
         "dev": {"rows": {"b": {"runs": [run(0.7, 0.1, 0.6), run(0.1, 0.9, 0.05)]}}},
     }
+    splits["main"]["rows"]["c"] = {"runs": [run(0.3, 0.3, 0.2)]}
     agreement = signal_agreement(splits)
-    assert agreement["val_pseudo_audio_to_image_map"] == {"spearman_rho": 1.0, "runs": 4.0}
+    pseudo = agreement["val_pseudo_audio_to_image_map"]
+    assert pseudo["spearman_rho"] == pytest.approx(1.0) and pseudo["runs"] == 5.0
+    assert pseudo["by_split"] == {"main": pytest.approx(1.0), "dev": None}
     assert agreement["val_mean_r_at_1"]["spearman_rho"] == pytest.approx(-0.8)
+    assert agreement["val_mean_r_at_1"]["by_split"]["main"] == pytest.approx(-0.5)
