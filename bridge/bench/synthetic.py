@@ -1,9 +1,11 @@
 """Quality benchmark on the synthetic world: `mbridge bench synthetic [--json OUT]`.
 
 Rows: C-MCR (InfoNCE, the default), C-MCR with CWCL, the ablations (no noise, no memory, no
-intra loss), a linear map fitted on the caption pairs (least squares CLAP text -> CLIP text,
-applied to audio and compared with images in CLIP space), chance, and an oracle trained on
-true audio-image pairs. Metrics: instance-level audio->image and image->audio R@1 / R@10 on
+intra loss), two training-free baselines over the same caption corpus (a linear map fitted
+on the caption pairs: least squares CLAP text -> CLIP text, applied to audio and compared
+with images in CLIP space; relative representations, ASIF: each item described by its
+similarities to the captions in its own space), chance, and an oracle trained on true
+audio-image pairs. Metrics: instance-level audio->image and image->audio R@1 / R@10 on
 held-out pairs, mean and spread over seeds.
 """
 
@@ -22,6 +24,7 @@ from bridge.bench.synthetic_world import World, WorldConfig, make_world
 from bridge.model.config import ProjectorConfig, TrainConfig
 from bridge.model.evaluation import retrieval_metrics
 from bridge.model.projectors import BridgeModel
+from bridge.model.relative import RelativeConfig, relative_pair
 
 Method = Callable[[World, int], tuple[np.ndarray, np.ndarray]]  # -> (query audio, gallery image)
 
@@ -101,6 +104,15 @@ def _linear(world: World, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return (world.test_audio @ weights).astype(np.float32), world.test_image
 
 
+def _relative(config: RelativeConfig) -> Method:
+    def run(world: World, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        return relative_pair(
+            world.test_audio, world.test_image, world.clap_text, world.clip_text, config
+        )
+
+    return run
+
+
 def _score(shared_audio: np.ndarray, shared_image: np.ndarray) -> dict[str, float]:
     a2i = retrieval_metrics(shared_audio, shared_image)
     i2a = retrieval_metrics(shared_image, shared_audio)
@@ -146,7 +158,15 @@ def main(argv: list[str]) -> int:
     methods: dict[str, Method] = {
         "chance": lambda w, s: (w.test_audio, w.test_image),
         "linear map (caption pairs)": _linear,
+        "relative representations (asif top-800, power 8)": _relative(
+            RelativeConfig(top_k=800, power=8.0)
+        ),
     }
+    if args.sweep:
+        methods["relative representations (all captions, power 1)"] = _relative(RelativeConfig())
+        methods["relative representations (softmax, temperature 0.05)"] = _relative(
+            RelativeConfig(temperature=0.05)
+        )
     variants = dict(VARIANTS, **(SWEEP if args.sweep else {}))
     if args.grid:
         variants = GRID

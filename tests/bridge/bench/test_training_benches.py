@@ -33,6 +33,7 @@ def test_synthetic(run_bench: RunBench, capsys: pytest.CaptureFixture[str]) -> N
     report = run_bench("synthetic", argv + ["--memory", "200", "--test-pairs", "50"])
     results = report["results"]
     methods = ["chance", "linear map (caption pairs)", "c-mcr (infonce)", "no memory"]
+    methods.append("relative representations (asif top-800, power 8)")
     assert set(results) >= {*methods, "oracle (true audio-image pairs)"}
     assert results["chance"]["a2i_r1"] == {"mean": 1 / 50, "std": 0.0}
     for row in results.values():
