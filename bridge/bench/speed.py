@@ -33,6 +33,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
+    parser.add_argument(
+        "--loss",
+        default="infonce",
+        choices=["infonce", "cwcl"],
+        help="cwcl: its logits and soft targets run in float32 whatever --precision says",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -57,6 +63,7 @@ def main(argv: list[str]) -> int:
         progress=False,
         device=args.device,
         precision=args.precision,
+        loss=args.loss,
         val_fraction=0.02,
     )
     results: dict[str, Any] = {}
@@ -98,7 +105,8 @@ def main(argv: list[str]) -> int:
     ]
     print(
         f"batch {args.batch_size}, memories {args.memory} x {args.dim}, {args.captions} captions, "
-        f"{args.epochs} epochs, device {args.device}, precision {fast['precision']}"
+        f"{args.epochs} epochs, device {args.device}, precision {fast['precision']}, "
+        f"loss {args.loss}"
     )
     print(format_table(["variant", "pairs/s", "seconds", "steps", "val R@1"], rows))
     print(f"speed-up: {speedup:.2f}x; identical weights: {same}")

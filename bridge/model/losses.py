@@ -35,12 +35,22 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | float) -> t
     """Symmetric InfoNCE (CLIP eq. / C-MCR inter-MCR alignment): mean of both directions.
 
     Same value and gradients as CE(logits, arange) + CE(logits.T, arange) over 2, computed by
-    `_SymmetricInfoNCE`, which keeps one (B, B) logit matrix and writes the gradient of both
-    directions in a single pass (a third fewer B x B temporaries than autograd's version, which
-    matters at batch 4096 on CPU).
+    `_SymmetricContrastive`, which keeps one (B, B) logit matrix and writes the gradient of
+    both directions in a single pass (a third fewer B x B temporaries than autograd's version,
+    which matters at batch 4096 on CPU).
     """
+    return _symmetric_contrastive(a, b, scale, None, None)
+
+
+def _symmetric_contrastive(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    scale: torch.Tensor | float,
+    row_targets: torch.Tensor | None,
+    col_targets: torch.Tensor | None,
+) -> torch.Tensor:
     scale_t = torch.as_tensor(scale, dtype=torch.float32, device=a.device)
-    loss: torch.Tensor = _SymmetricInfoNCE.apply(a, b, scale_t)
+    loss: torch.Tensor = _SymmetricContrastive.apply(a, b, scale_t, row_targets, col_targets)
     return loss
 
 
@@ -51,40 +61,63 @@ def _matmul_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
-class _SymmetricInfoNCE(torch.autograd.Function):
-    """loss = mean_i (lse_row_i - L_ii) / 2 + mean_j (lse_col_j - L_jj) / 2, L = scale * a @ b.T.
+def _target_logits(logits: torch.Tensor, targets: torch.Tensor | None, dim: int) -> torch.Tensor:
+    """sum over `dim` of targets * logits: the logit each row (dim=1) or column (dim=0)
+    expects; the diagonal for one-hot (None) targets."""
+    if targets is None:
+        return logits.diagonal().clone()
+    return (targets.to(logits.dtype) * logits).sum(dim=dim)
 
-    dL/dlogits = (softmax_rows(L) + softmax_cols(L) - 2 I) / (2B). Forward keeps both softmax
-    matrices, so backward needs no second exp pass. The matrix products run in the autocast
-    dtype when autocast is on; logits, softmax and the gradient are float32 (float64 for
-    float64 inputs).
+
+class _SymmetricContrastive(torch.autograd.Function):
+    """Cross-entropy of both directions of L = scale * a @ b.T against soft targets:
+
+        loss = mean_i (lse_row_i - sum_j T_ij L_ij) / 2 + mean_j (lse_col_j - sum_i C_ij L_ij) / 2
+
+    T (rows sum to 1) and C (columns sum to 1) are the targets, None meaning the identity
+    (then this is symmetric InfoNCE). dL/dlogits = (softmax_rows(L) - T + softmax_cols(L) - C)
+    / (2B). Forward keeps both softmax matrices, so backward needs no second exp pass. The
+    matrix products run in the autocast dtype when autocast is on; logits, softmax, targets
+    and the gradient are float32 (float64 for float64 inputs).
     """
 
     @staticmethod
-    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx: Any,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        scale: torch.Tensor,
+        row_targets: torch.Tensor | None,
+        col_targets: torch.Tensor | None,
+    ) -> torch.Tensor:
         mm_dtype = _matmul_dtype(a)
         acc_dtype = torch.promote_types(mm_dtype, torch.float32)
         a_m, b_m = a.to(mm_dtype), b.to(mm_dtype)
         logits = (a_m @ b_m.T).to(acc_dtype).mul_(scale.to(acc_dtype))  # (B, B)
-        diagonal = logits.diagonal().clone()
+        expected_rows = _target_logits(logits, row_targets, dim=1)
+        expected_cols = _target_logits(logits, col_targets, dim=0)
         # d loss / d scale = sum(grad * logits) / scale needs the logits themselves.
         keep_logits = logits.clone() if ctx.needs_input_grad[2] else None
         softmax_rows, lse_rows = _softmax_and_lse(logits, dim=1, inplace=False)
         softmax_cols, lse_cols = _softmax_and_lse(logits, dim=0, inplace=True)
-        loss = ((lse_rows - diagonal).mean() + (lse_cols - diagonal).mean()) / 2
-        ctx.save_for_backward(a_m, b_m, softmax_rows, softmax_cols, scale, keep_logits)
+        loss = ((lse_rows - expected_rows).mean() + (lse_cols - expected_cols).mean()) / 2
+        ctx.save_for_backward(
+            a_m, b_m, softmax_rows, softmax_cols, scale, keep_logits, row_targets, col_targets
+        )
         ctx.input_dtypes = (a.dtype, b.dtype)
         return loss
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(
-        ctx: Any, grad_loss: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        a_m, b_m, softmax_rows, softmax_cols, scale, logits = ctx.saved_tensors
+    def backward(ctx: Any, grad_loss: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        a_m, b_m, softmax_rows, softmax_cols, scale, logits, rows, cols = ctx.saved_tensors
         batch = len(softmax_rows)
-        grad = softmax_rows + softmax_cols
-        grad.diagonal().sub_(2.0)
+        grad = softmax_rows + softmax_cols  # a new matrix: a retained graph can run again
+        for targets in (rows, cols):
+            if targets is None:
+                grad.diagonal().sub_(1.0)
+            else:
+                grad.sub_(targets.to(grad.dtype))
         grad.mul_(grad_loss.to(grad.dtype) / (2 * batch))  # d loss / d logits
         grad_scale = None
         if ctx.needs_input_grad[2]:
@@ -93,7 +126,7 @@ class _SymmetricInfoNCE(torch.autograd.Function):
         step = scale.to(a_m.dtype)
         grad_a = (grad_m @ b_m).mul_(step).to(ctx.input_dtypes[0])
         grad_b = (grad_m.T @ a_m).mul_(step).to(ctx.input_dtypes[1])
-        return grad_a, grad_b, grad_scale
+        return grad_a, grad_b, grad_scale, None, None
 
 
 def _softmax_and_lse(
@@ -145,13 +178,17 @@ def cwcl_symmetric(
     scale: torch.Tensor | float,
     reverse: CWCLReverse = "infonce",
 ) -> torch.Tensor:
-    """CWCL p -> q plus the reverse direction (CWCL with w.T, or InfoNCE); mean of both."""
-    forward = cwcl_directional(p, q, weights, scale)
-    if reverse == "cwcl":
-        backward = cwcl_directional(q, p, weights.T, scale)
-    else:
-        backward = info_nce_directional(q, p, scale)
-    return (forward + backward) / 2
+    """CWCL p -> q plus the reverse direction (CWCL with w.T, or InfoNCE); mean of both.
+
+    The value and gradients of `cwcl_directional(p, q, w)` and of its reverse, from one logit
+    matrix in one fused pass (`_SymmetricContrastive`): p -> q's targets are w normalised per
+    row; the reverse's (q -> p with w.T) are w normalised per column.
+    """
+    with torch.no_grad():
+        weights = _logit_dtype(weights)
+        row_targets = weights / weights.sum(dim=1, keepdim=True)
+        col_targets = weights / weights.sum(dim=0, keepdim=True) if reverse == "cwcl" else None
+    return _symmetric_contrastive(p, q, scale, row_targets, col_targets)
 
 
 def diagonal_target_mass(weights: torch.Tensor) -> float:
