@@ -35,12 +35,12 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from bridge.model.config import PRECISIONS, SelectEpoch, TrainConfig
+    from bridge.model.config import BRIDGE_MODES, PRECISIONS, SelectEpoch, TrainConfig
 
     d = TrainConfig()  # the CLI's defaults are the library's defaults
     p = sub.add_parser(
         "train",
-        help="train the C-MCR projectors on caption pairs",
+        help="train a bridge on caption pairs (C-MCR projectors, or the Ex-MCR head)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--clip-text", required=True, type=Path, help="(N, D_clip) caption embeddings")
@@ -48,6 +48,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-memory", type=Path, help="unpaired CLIP image embeddings (M, D_clip)")
     p.add_argument("--audio-memory", type=Path, help="unpaired CLAP audio embeddings (M, D_clap)")
     p.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
+    p.add_argument(
+        "--mode",
+        choices=BRIDGE_MODES,
+        default="cmcr",
+        help="cmcr: two projectors into a new shared space; exmcr: CLIP stays the shared space "
+        "and one head maps CLAP into it (--shared-dim is then CLIP's width)",
+    )
     p.add_argument("--loss", choices=["infonce", "cwcl"], default=d.loss)
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -258,6 +265,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         hidden_dim=args.hidden_dim,
         shared_dim=args.shared_dim,
         num_layers=args.layers,
+        mode=args.mode,
     )
     encoders = {k: v for k, v in (("clip", args.clip_model), ("clap", args.clap_model)) if v}
     result = train_bridge(
@@ -276,7 +284,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     final = result.report["final"]
     keys = ("loss", "val_mean_r_at_1", "val_pseudo_audio_to_image_map", "val_dev_p_at_1")
     shown = ", ".join(f"{k}={final[k]:.4f}" for k in keys if k in final)
-    print(f"wrote checkpoint {args.out} ({result.report['steps']} steps, {shown})")
+    steps = f"{result.report['mode']}, {result.report['steps']} steps"
+    print(f"wrote checkpoint {args.out} ({steps}, {shown})")
     return 0
 
 

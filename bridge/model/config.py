@@ -16,6 +16,10 @@ CWCLReverse = Literal["cwcl", "infonce"]
 WeightSource = Literal["clip", "clap", "mean"]
 BatchNormMode = Literal["joint", "separate"]
 Precision = Literal["auto", "fp32", "bf16"]
+# "cmcr": two projectors into a new shared space (method.md sections 1-3). "exmcr": CLIP is
+# the shared space and one head maps CLAP into it (method.md section 9).
+BridgeMode = Literal["cmcr", "exmcr"]
+BRIDGE_MODES: tuple[str, ...] = get_args(BridgeMode)
 # Which epoch's weights training keeps: the last, or the best by a validation signal
 # (bridge/model/validation.py; val_dev_p_at_1 needs a labelled dev set).
 SelectEpoch = Literal["last", "val_mean_r_at_1", "val_pseudo_audio_to_image_map", "val_dev_p_at_1"]
@@ -27,6 +31,12 @@ class ProjectorConfig:
     """Shape of the two projectors (method.md section 2: the official C-MCR architecture).
 
     num_layers=2 gives Linear(in, hidden) -> BN -> ReLU -> Linear(hidden, shared) -> BN.
+
+    mode "exmcr" (method.md section 9): the CLIP side is a parameter-free normalisation and
+    the CLAP side the Ex-MCR head, Linear(clap_dim, clip_dim) and then `num_layers` MLP
+    blocks Linear(clip_dim, hidden_dim) -> BN -> ReLU -> Linear(hidden_dim, clip_dim) -> BN
+    (2 blocks, hidden 1024: the released head). The shared space is CLIP's, so shared_dim is
+    set to clip_dim whatever is given.
     """
 
     clip_dim: int = 512
@@ -38,11 +48,20 @@ class ProjectorConfig:
     # then normalised with text statistics and media with media statistics, in training and
     # at inference alike. False: one BatchNorm per layer for both (the official C-MCR head).
     text_norms: bool = False
+    mode: BridgeMode = "cmcr"
 
     def __post_init__(self) -> None:
         for name in ("clip_dim", "clap_dim", "hidden_dim", "shared_dim", "num_layers"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"projector {name} must be >= 1, got {getattr(self, name)}")
+        if self.mode not in BRIDGE_MODES:
+            raise InvalidInputError(f"projector mode must be cmcr or exmcr, got {self.mode!r}")
+        if self.mode == "exmcr":
+            if self.text_norms:
+                raise InvalidInputError(
+                    "an Ex-MCR head has one BatchNorm per layer (batchnorm_mode 'joint')"
+                )
+            object.__setattr__(self, "shared_dim", self.clip_dim)  # the shared space is CLIP
 
 
 # Caption pairs a training needs; it keeps them out of its validation slice too.

@@ -1,9 +1,13 @@
-"""C-MCR projectors and the bridge checkpoint format.
+"""C-MCR projectors, the Ex-MCR head and the bridge checkpoint format.
 
 Checkpoint folder (one per bridge version):
-    config.json          {"format", "format_version", "projector": ProjectorConfig,
-                          "train": TrainConfig | null, "encoders": {"clip": id, "clap": id}}
-    weights.safetensors  state dict of BridgeModel (clip.*, clap.*, logit_scale)
+    config.json          {"format", "format_version", "projector": ProjectorConfig (with its
+                          mode; a config without one is "cmcr"), "train": TrainConfig | null,
+                          "encoders": {"clip": id, "clap": id}}
+    weights.safetensors  state dict of BridgeModel (clip.*, clap.*, logit_scale); an Ex-MCR
+                         bridge has no clip.* weights, and its clap.* keys are those of the
+                         authors' Ex_MCR_Head under "clap." (clap.Head1.weight,
+                         clap.Head2.mlp1.net1.0.weight, ...)
     report.json          data sizes, loss curve, metrics, wall time, library versions
 """
 
@@ -74,19 +78,88 @@ class Projector(nn.Module):
         return F.normalize(x, dim=-1)  # (B, out_dim)
 
 
+class UnitNormalize(nn.Module):
+    """The CLIP side of an Ex-MCR bridge: CLIP is the shared space, so a CLIP embedding only
+    needs unit length. No parameters; `kind` is accepted like a Projector's and ignored."""
+
+    def forward(self, x: torch.Tensor, kind: InputKind = "media") -> torch.Tensor:
+        return F.normalize(x, dim=-1)  # (B, D_clip)
+
+
+class ExMCRBlock(nn.Module):
+    """One MLP block of the Ex-MCR head (the authors' `MLP`, exmcr/exmcr_projector.py):
+    net1 = Linear(channel, hidden) -> BN -> ReLU, net2 = Linear(hidden, channel) -> BN.
+    No residual connection."""
+
+    def __init__(self, channel: int, hidden: int) -> None:
+        super().__init__()
+        self.net1 = nn.Sequential(
+            nn.Linear(channel, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True)
+        )
+        self.net2 = nn.Sequential(nn.Linear(hidden, channel), nn.BatchNorm1d(channel))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net2(self.net1(x))  # (B, channel)
+
+
+class ExMCRProjector(nn.Module):
+    """The MLP part of the Ex-MCR head (the authors' `Projector`): blocks mlp1, mlp2, ...,
+    then L2-normalise; linear weights Xavier-uniform at initialisation, as theirs."""
+
+    def __init__(self, channel: int, hidden: int, blocks: int = 2) -> None:
+        super().__init__()
+        for i in range(blocks):
+            self.add_module(f"mlp{i + 1}", ExMCRBlock(channel, hidden))
+        for parameter in self.parameters():
+            if parameter.dim() > 1:
+                nn.init.xavier_uniform_(parameter)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.children():
+            x = block(x)
+        return F.normalize(x, dim=-1)  # (B, channel)
+
+
+class ExMCRHead(nn.Module):
+    """The Ex-MCR head that maps CLAP into CLIP (the authors' `Ex_MCR_Head`): `Head1`, a
+    linear layer initialised to the identity, then `Head2`, the MLP blocks. Module names
+    match theirs, so a released ex_clap.pt state dict loads under the prefix `clap.`.
+    Head1 alone is what the intra-space term trains (bridge/model/exmcr.py)."""
+
+    def __init__(self, clap_dim: int, clip_dim: int, hidden_dim: int, blocks: int = 2) -> None:
+        super().__init__()
+        self.Head1 = nn.Linear(clap_dim, clip_dim)
+        nn.init.eye_(self.Head1.weight)
+        self.Head2 = ExMCRProjector(clip_dim, hidden_dim, blocks)
+
+    def forward(self, x: torch.Tensor, kind: InputKind = "media") -> torch.Tensor:
+        return self.Head2(self.Head1(x))  # (B, D_clip)
+
+
 class BridgeModel(nn.Module):
-    """The two projectors (CLIP space, CLAP space) and an optional learned logit scale."""
+    """The two projectors (CLIP space, CLAP space) and an optional learned logit scale.
+
+    mode "exmcr": `clip` is UnitNormalize and `clap` the ExMCRHead (CLIP is the shared space).
+    """
 
     def __init__(self, config: ProjectorConfig, temperature: float = 0.01) -> None:
         super().__init__()
         self.config = config
-        shape = (config.hidden_dim, config.shared_dim, config.num_layers, config.text_norms)
-        self.clip = Projector(config.clip_dim, *shape)
-        self.clap = Projector(config.clap_dim, *shape)
+        self.clip: nn.Module
+        self.clap: nn.Module
+        if config.mode == "exmcr":
+            self.clip = UnitNormalize()
+            self.clap = ExMCRHead(
+                config.clap_dim, config.clip_dim, config.hidden_dim, config.num_layers
+            )
+        else:
+            shape = (config.hidden_dim, config.shared_dim, config.num_layers, config.text_norms)
+            self.clip = Projector(config.clip_dim, *shape)
+            self.clap = Projector(config.clap_dim, *shape)
         # log(1/tau), CLIP-style; only trained when TrainConfig.learn_temperature is set.
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
 
-    def projector(self, space: Space) -> Projector:
+    def projector(self, space: Space) -> nn.Module:
         if space == "clip":
             return self.clip
         if space == "clap":

@@ -11,6 +11,10 @@ projector and logit matrix products take bfloat16 inputs and accumulate in float
 log-softmax, the losses, BatchNorm statistics, AdamW and the master weights stay float32. Step 1
 is always float32. On a CPU with AVX512-BF16 this makes a step about 1.6x as fast at equal retrieval
 metrics (docs/benchmarks.md, "Training throughput").
+
+ProjectorConfig.mode "exmcr" trains the Ex-MCR head instead (bridge/model/exmcr.py, method.md
+section 9) with the same data preparation, noise, schedule, validation and report: its corpus
+adds audio- and image-centric tuples to the caption pairs, and its step the Ex-MCR loss.
 """
 
 from __future__ import annotations
@@ -33,9 +37,10 @@ from bridge.arrays import validate_matrix
 from bridge.errors import InvalidInputError
 from bridge.model.config import MIN_TRAIN_CAPTIONS, ProjectorConfig, TrainConfig, to_json_dict
 from bridge.model.devices import resolve_device, resolve_precision
+from bridge.model.exmcr import ExMCRLoss, centred_tuples
 from bridge.model.losses import CMCRLoss, LossParts
 from bridge.model.memory_retrieval import add_noise, soft_retrieve
-from bridge.model.projectors import BridgeModel, save_checkpoint
+from bridge.model.projectors import BridgeModel, ExMCRHead, save_checkpoint
 from bridge.model.validation import DevSet, EpochSelector, validate_epoch
 
 logger = logging.getLogger(__name__)
@@ -77,6 +82,7 @@ class _Optimisation:
     max_log_scale: float
     # "bf16": projector and logit matrix products under autocast (train.py module docstring).
     precision: str = "fp32"
+    exmcr: ExMCRLoss | None = None  # set for ProjectorConfig.mode "exmcr": its loss instead
 
     def scale(self) -> torch.Tensor:
         return self.model.logit_scale.clamp(max=self.max_log_scale).exp()
@@ -93,22 +99,37 @@ class _Optimisation:
         device = t_clip.device.type
         bf16 = self.precision == "bf16"
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            s_clip_text, s_image = _project_pair(self.model.clip, t_clip, v, config.batchnorm_mode)
-            s_clap_text, s_audio = _project_pair(self.model.clap, t_clap, a, config.batchnorm_mode)
-            # InfoNCE keeps its logit products in bf16 (equal metrics, twice the speed); CWCL's
-            # soft targets amplify their rounding (~2% gradient error), so it runs in fp32.
-            with torch.autocast(device, enabled=bf16 and frozen is None):
-                if frozen is not None:
-                    s_clip_text, s_clap_text = s_clip_text.float(), s_clap_text.float()
-                    s_image, s_audio = s_image.float(), s_audio.float()
-                parts = self.criterion(
-                    s_clip_text, s_clap_text, s_image, s_audio, self.scale(), frozen
-                )
+            if self.exmcr is not None:
+                assert isinstance(self.model.clap, ExMCRHead)
+                parts = self.exmcr(self.model.clap, t_clip, t_clap, v, a, self.scale())
+            else:
+                parts = self._cmcr_parts(t_clip, t_clap, v, a, frozen, bf16)
         self.optimizer.zero_grad(set_to_none=True)
         parts.total.backward()
         self.optimizer.step()
         self.scheduler.step()
         return parts
+
+    def _cmcr_parts(
+        self,
+        t_clip: torch.Tensor,
+        t_clap: torch.Tensor,
+        v: torch.Tensor,
+        a: torch.Tensor,
+        frozen: torch.Tensor | None,
+        bf16: bool,
+    ) -> LossParts:
+        """C-MCR steps 3-4 (under the step's autocast)."""
+        mode = self.config.batchnorm_mode
+        s_clip_text, s_image = _project_pair(self.model.clip, t_clip, v, mode)
+        s_clap_text, s_audio = _project_pair(self.model.clap, t_clap, a, mode)
+        # InfoNCE keeps its logit products in bf16 (equal metrics, twice the speed); CWCL's
+        # soft targets amplify their rounding (~2% gradient error), so it runs in fp32.
+        with torch.autocast(t_clip.device.type, enabled=bf16 and frozen is None):
+            if frozen is not None:
+                s_clip_text, s_clap_text = s_clip_text.float(), s_clap_text.float()
+                s_image, s_audio = s_image.float(), s_audio.float()
+            return self.criterion(s_clip_text, s_clap_text, s_image, s_audio, self.scale(), frozen)
 
 
 _LOSS_PARTS = ("loss", "inter_text", "inter_pseudo", "intra", "target_mass")
@@ -257,6 +278,7 @@ def train_bridge(
         clap_dim=clap_text.shape[1],
         text_norms=config.batchnorm_mode == "separate",
     )
+    _check_mode(projector, config, recompute_memory_each_step)
     if dev is not None:
         dev.check_dims(clip_text.shape[1], clap_text.shape[1])
     device = resolve_device(config.device)
@@ -288,6 +310,9 @@ def train_bridge(
     else:
         pseudo_image, pseudo_audio = memory_for(train_t)
         corpus = _Corpus(all_clip[train_t], all_clap[train_t], pseudo_image, pseudo_audio)
+    tuples = {"text": len(train_idx)}
+    if projector.mode == "exmcr":
+        corpus, tuples = _with_centred_tuples(corpus, image_memory, audio_memory, config, device)
     prep_seconds = time.perf_counter() - prep_started
     val_t = torch.from_numpy(val_idx).to(device)
     # The pseudo-pair signal needs real memories on both sides (with captions standing in it
@@ -302,9 +327,9 @@ def train_bridge(
     model.logit_scale.requires_grad_(config.learn_temperature)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    n_train = len(train_idx)
-    batch_size = min(config.batch_size, n_train)
-    steps_per_epoch = max(1, n_train // batch_size)  # drop the ragged tail: BN wants full batches
+    n_train, n_rows = len(train_idx), len(corpus.clip_text)  # rows: Ex-MCR adds tuples
+    batch_size = min(config.batch_size, n_rows)
+    steps_per_epoch = max(1, n_rows // batch_size)  # drop the ragged tail: BN wants full batches
     opt = _Optimisation(
         model=model,
         criterion=CMCRLoss(
@@ -320,6 +345,9 @@ def train_bridge(
         generator=generator,
         max_log_scale=max(MAX_LOGIT_SCALE, math.log(1.0 / config.temperature)),
         precision=precision,
+        exmcr=ExMCRLoss(config.intra_weight if config.use_intra else 0.0)
+        if projector.mode == "exmcr"
+        else None,
     )
     history: list[dict[str, float]] = []
     selector = EpochSelector(config.select_epoch)
@@ -329,7 +357,7 @@ def train_bridge(
     model.train()
     for epoch in epochs:
         epoch_started = time.perf_counter()
-        perm = torch.randperm(n_train, generator=generator, device=device)
+        perm = torch.randperm(n_rows, generator=generator, device=device)
         sums = dict.fromkeys(_LOSS_PARTS, 0.0)
         for b in range(steps_per_epoch):
             idx = perm[b * batch_size : (b + 1) * batch_size]
@@ -361,6 +389,7 @@ def train_bridge(
     model.eval()
     wall = time.perf_counter() - started
     report = {
+        "mode": projector.mode,
         "data": {
             "caption_pairs": int(len(clip_text)),
             "train_pairs": int(n_train),
@@ -371,6 +400,7 @@ def train_bridge(
                 config.use_memory and (image_memory is not None or audio_memory is not None)
             ),
             "pseudo_source": pseudo_source,
+            "tuples": tuples,
             "dev_images": int(len(dev.image)) if dev is not None else 0,
             "dev_audio": int(len(dev.audio)) if dev is not None else 0,
         },
@@ -394,6 +424,49 @@ def train_bridge(
         checkpoint_dir = save_checkpoint(out_dir, model.cpu(), config, report, encoders)
         model.to(device)
     return TrainResult(model=model, report=report, checkpoint_dir=checkpoint_dir)
+
+
+def _check_mode(
+    projector: ProjectorConfig, config: TrainConfig, recompute_memory_each_step: bool
+) -> None:
+    """The C-MCR options Ex-MCR has no counterpart for are refused, not ignored."""
+    if projector.mode != "exmcr":
+        return
+    if config.loss != "infonce":
+        raise InvalidInputError("Ex-MCR trains with loss 'infonce' (CWCL is a C-MCR option)")
+    if recompute_memory_each_step:
+        raise InvalidInputError("recompute_memory_each_step is a C-MCR speed baseline only")
+
+
+def _with_centred_tuples(
+    corpus: _Corpus,
+    image_memory: np.ndarray | None,
+    audio_memory: np.ndarray | None,
+    config: TrainConfig,
+    device: str,
+) -> tuple[_Corpus, dict[str, int]]:
+    """Ex-MCR's corpus: the caption pairs (text-centric tuples) followed by the audio- and
+    image-centric tuples of the memories (bridge/model/exmcr.py); and the count of each."""
+    image, audio = (
+        _to_unit_tensor(m, device) if m is not None and config.use_memory else None
+        for m in (image_memory, audio_memory)
+    )
+    parts = [(corpus.clip_text, corpus.clap_text, corpus.pseudo_image, corpus.pseudo_audio)]
+    counts = {"text": len(corpus.clip_text)}
+    centred = centred_tuples(
+        corpus.clip_text,
+        corpus.clap_text,
+        image,
+        audio,
+        config.memory_temperature,
+        chunk_size=config.memory_chunk,
+        top_k=config.memory_top_k,
+    )
+    for centre, rows in centred.items():
+        parts.append(rows)
+        counts[centre] = len(rows[0])
+    fields = (torch.cat(column) for column in zip(*parts, strict=True))
+    return _Corpus(*fields), counts
 
 
 def _cwcl_reference(

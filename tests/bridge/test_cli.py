@@ -104,6 +104,33 @@ def test_train_with_a_labelled_dev_set_reports_its_p_at_1(
     assert not (tmp_path / "d").exists()
 
 
+def test_train_mode_exmcr_end_to_end(
+    files: dict[str, Path], small_world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--mode exmcr` trains the Ex-MCR head; `project` then keeps CLIP vectors native (only
+    normalised) and maps audio into CLIP, and `eval` finds audio->image far above chance."""
+    out = tmp_path / "exmcr"
+    base = dict(clip_text=files["clip_text"], clap_text=files["clap_text"], epochs=12)
+    base |= dict(image_memory=files["image_memory"], audio_memory=files["audio_memory"])
+    base |= dict(batch_size=128, hidden_dim=32, device="cpu", mode="exmcr")
+    assert main(argv("train", "quiet", out=out, **base)) == 0
+    assert "(exmcr, " in capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())
+    assert config["projector"]["mode"] == "exmcr"
+    assert config["projector"]["shared_dim"] == small_world.clip_text.shape[1]
+    assert json.loads((out / "report.json").read_text())["mode"] == "exmcr"
+    image = tmp_path / "image.npy"
+    project = argv("project", checkpoint=out, space="clip", input=files["test_image"], output=image)
+    assert main(project) == 0
+    norms = np.linalg.norm(small_world.test_image, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.load(image), small_world.test_image / norms, atol=1e-6)
+    metrics = tmp_path / "m.json"
+    evaluate = argv("eval", checkpoint=out, image=files["test_image"], audio=files["test_audio"])
+    assert main([*evaluate, "--labels", str(files["labels"]), "--json", str(metrics)]) == 0
+    a2i = json.loads(metrics.read_text())["audio_to_image"]
+    assert a2i["map"] > 2 / small_world.config.concepts
+
+
 def test_project_writes_normalised_shared_vectors(
     files: dict[str, Path], small_world: World, tmp_path: Path
 ) -> None:
@@ -151,7 +178,7 @@ def test_every_train_option_reaches_the_train_config() -> None:
     flags = {a.dest for a in train._actions} - {"help"}
     files = {"clip_text", "clap_text", "image_memory", "audio_memory", "out"}
     files |= {"dev_image", "dev_image_labels", "dev_audio", "dev_audio_labels"}
-    projector_and_ids = {"hidden_dim", "shared_dim", "layers", "clip_model", "clap_model"}
+    projector_and_ids = {"hidden_dim", "shared_dim", "layers", "mode", "clip_model", "clap_model"}
     renamed = {"no_memory", "no_noise", "no_intra", "cwcl_weights", "quiet"}
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     assert flags - files - projector_and_ids - renamed <= fields
