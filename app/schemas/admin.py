@@ -19,6 +19,7 @@ class RetrainIn(BaseModel):
             "examples": [
                 {"captions": ["a dog barking", "rain on a window"], "activate": True},
                 {"captions_path": "corpus/captions.txt", "train_overrides": {"epochs": 5}},
+                {"captions_path": "corpus/captions.txt", "train_overrides": {"mode": "exmcr"}},
             ]
         },
     )
@@ -36,7 +37,9 @@ class RetrainIn(BaseModel):
         description=".npy of CLAP audio embeddings under the data dir; default: stored.",
     )
     train_overrides: dict[str, Any] = Field(
-        default_factory=dict, description='TrainConfig fields, e.g. {"epochs": 5}.'
+        default_factory=dict,
+        description='TrainConfig fields, e.g. {"epochs": 5}, and the projector\'s hidden_dim, '
+        'shared_dim, num_layers and mode ("cmcr" or "exmcr"; default: the active bridge\'s).',
     )
     activate: bool = Field(default=False, description="Activate the new version once it is ready.")
 

@@ -63,6 +63,18 @@ class ProjectorConfig:
                 )
             object.__setattr__(self, "shared_dim", self.clip_dim)  # the shared space is CLIP
 
+    def check_training(self, train: TrainConfig) -> None:
+        """InvalidInputError for training options this mode has no counterpart for (refused,
+        not ignored): Ex-MCR trains with InfoNCE and one BatchNorm per layer."""
+        if self.mode != "exmcr":
+            return
+        if train.loss != "infonce":
+            raise InvalidInputError("Ex-MCR trains with loss 'infonce' (CWCL is a C-MCR option)")
+        if train.batchnorm_mode != "joint":
+            raise InvalidInputError(
+                "an Ex-MCR head has one BatchNorm per layer (batchnorm_mode 'joint')"
+            )
+
 
 # Caption pairs a training needs; it keeps them out of its validation slice too.
 MIN_TRAIN_CAPTIONS = 4

@@ -272,13 +272,15 @@ def train_bridge(
     projector = projector or ProjectorConfig(
         clip_dim=clip_text.shape[1], clap_dim=clap_text.shape[1]
     )
+    projector.check_training(config)
     projector = replace(
         projector,
         clip_dim=clip_text.shape[1],
         clap_dim=clap_text.shape[1],
         text_norms=config.batchnorm_mode == "separate",
     )
-    _check_mode(projector, config, recompute_memory_each_step)
+    if recompute_memory_each_step and projector.mode == "exmcr":
+        raise InvalidInputError("recompute_memory_each_step is a C-MCR speed baseline only")
     if dev is not None:
         dev.check_dims(clip_text.shape[1], clap_text.shape[1])
     device = resolve_device(config.device)
@@ -424,18 +426,6 @@ def train_bridge(
         checkpoint_dir = save_checkpoint(out_dir, model.cpu(), config, report, encoders)
         model.to(device)
     return TrainResult(model=model, report=report, checkpoint_dir=checkpoint_dir)
-
-
-def _check_mode(
-    projector: ProjectorConfig, config: TrainConfig, recompute_memory_each_step: bool
-) -> None:
-    """The C-MCR options Ex-MCR has no counterpart for are refused, not ignored."""
-    if projector.mode != "exmcr":
-        return
-    if config.loss != "infonce":
-        raise InvalidInputError("Ex-MCR trains with loss 'infonce' (CWCL is a C-MCR option)")
-    if recompute_memory_each_step:
-        raise InvalidInputError("recompute_memory_each_step is a C-MCR speed baseline only")
 
 
 def _with_centred_tuples(

@@ -103,6 +103,9 @@ class IndexCatalog:
         self._shared: dict[tuple[str, str], VectorIndex | None] = {}
         self._projectors: dict[str, ProjectFn] = {}
         self._checkpoints: dict[str, str] = {}
+        # The modalities each loaded version keeps a shared index of (an Ex-MCR version:
+        # audio only; versions.shared_modalities).
+        self._modalities: dict[str, tuple[str, ...]] = {}
         self._dirty: set[tuple[str, str]] = set()
 
     # -- paths and access --------------------------------------------------------------------
@@ -139,6 +142,7 @@ class IndexCatalog:
                 self._dirty.discard(key)
             self._projectors.pop(version, None)
             self._checkpoints.pop(version, None)
+            self._modalities.pop(version, None)
 
     def status(self) -> dict[str, Any]:
         """Manifests of every loaded index, for readiness and metrics."""
@@ -265,16 +269,22 @@ class IndexCatalog:
                         shutil.rmtree(self.native_dir(modality), ignore_errors=True)
         return changed
 
-    def build_shared(self, version: str, project: ProjectFn, checkpoint_sha256: str) -> None:
+    def build_shared(
+        self,
+        version: str,
+        project: ProjectFn,
+        checkpoint_sha256: str,
+        modalities: tuple[str, ...] = MODALITIES,
+    ) -> None:
         """Project every stored item with ``project(space, raw)`` ("clip" for images, "clap" for
-        audio), build both shared indexes of ``version``, save them and load them.
+        audio), build the shared indexes of ``version`` (of ``modalities``), save and load them.
 
         The projection and build run outside the catalog lock (ingest goes on); items added or
         deleted meanwhile are caught up under the lock before the indexes are registered.
         """
         check_version_name(version)
         built: dict[str, VectorIndex | None] = {}
-        for modality in MODALITIES:
+        for modality in modalities:
             snap = self.store.snapshot(modality, with_embeddings=True)
             assert snap.embeddings is not None
             if snap.rowids.size == 0:
@@ -288,14 +298,19 @@ class IndexCatalog:
             self._register_version(version, project, checkpoint_sha256, built, force_save=True)
 
     def reconcile_shared(
-        self, version: str, project: ProjectFn, checkpoint_sha256: str
+        self,
+        version: str,
+        project: ProjectFn,
+        checkpoint_sha256: str,
+        modalities: tuple[str, ...] = MODALITIES,
     ) -> list[str]:
-        """Load ``version``'s shared indexes (disk or memory) and fix any that disagree with the
-        store or with ``checkpoint_sha256``; returns the names rebuilt or synced."""
+        """Load ``version``'s shared indexes of ``modalities`` (disk or memory) and fix any
+        that disagree with the store or with ``checkpoint_sha256``; returns the names rebuilt
+        or synced."""
         check_version_name(version)
         with self._lock:
             current: dict[str, VectorIndex | None] = {}
-            for modality in MODALITIES:
+            for modality in modalities:
                 key = (version, modality)
                 current[modality] = (
                     self._shared[key]
@@ -313,7 +328,7 @@ class IndexCatalog:
         force_save: bool = False,
     ) -> list[str]:
         changed: list[str] = []
-        for modality in MODALITIES:
+        for modality in indexes:
             space = MODALITY_SPACE[modality]
             name = SHARED_NAMES[modality]
             index, what = self._sync(
@@ -335,6 +350,7 @@ class IndexCatalog:
                 shutil.rmtree(self.shared_dir(version, modality), ignore_errors=True)
         self._projectors[version] = project
         self._checkpoints[version] = checkpoint_sha256
+        self._modalities[version] = tuple(indexes)
         return changed
 
     # -- live updates ------------------------------------------------------------------------
@@ -367,6 +383,8 @@ class IndexCatalog:
             )
             self._dirty.add(("", modality))
             for version, project in self._projectors.items():
+                if modality not in self._modalities[version]:
+                    continue  # an Ex-MCR version's images: searched in the native index
                 vectors = shared.get(version)
                 if vectors is None:
                     vectors = project_in_chunks(project, MODALITY_SPACE[modality], raw)

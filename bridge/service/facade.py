@@ -233,6 +233,7 @@ class BridgeService:
             "indexes": indexes,
             "items": self.store.count(),
             "active_version": active.version if active else None,
+            "active_mode": active.mode if active else None,
             "job_running": self._jobs.busy(),
         }
 

@@ -26,7 +26,7 @@ import numpy as np
 from bridge.errors import ConflictError, InvalidInputError
 from bridge.modalities import MODALITIES, MODALITY_SPACE
 from bridge.service.records import check_item_id, item_record
-from bridge.service.versions import projector
+from bridge.service.versions import projector, shared_modalities
 from bridge.storage.blobs import CONTENT_KEY, content_ref
 from bridge.telemetry import ITEMS_DELETED, ITEMS_INGESTED, StageTimer
 from bridge.types import ItemRecord, Upload
@@ -132,15 +132,20 @@ class Ingest:
             raw = np.stack([np.asarray(new[i].embedding, dtype=np.float32) for i in rows])
             space = MODALITY_SPACE[modality]
             with timer.stage("project"):
-                loaded = self.versions.loaded.items()
-                shared = {version: ckpt.project(space, raw) for version, ckpt in loaded}
+                shared = {
+                    version: ckpt.project(space, raw)
+                    for version, ckpt in self.versions.loaded.items()
+                    if modality in shared_modalities(ckpt)
+                }
             self.catalog.on_items_added(modality, rowids, raw, shared)
 
     def repair_indexes(self) -> None:
         """Caller holds the writer lock: rebuild whatever index disagrees with the store."""
         self.catalog.reconcile_native(self.encoders.encoder_ids())
         for version, checkpoint in self.versions.loaded.items():
-            self.catalog.reconcile_shared(version, projector(checkpoint), checkpoint.sha256)
+            self.catalog.reconcile_shared(
+                version, projector(checkpoint), checkpoint.sha256, shared_modalities(checkpoint)
+            )
 
     def delete(self, item_id: str) -> None:
         with self.write_lock:

@@ -6,7 +6,9 @@
               -> memories: the given .npy files, else the stored items' raw embeddings
               -> train_bridge (bridge/model/trainer.py) writes versions/<v>/checkpoint/
               -> re-project every stored item into the version's shared indexes and make
-                 them live (bridge/service/versions.py -> catalog.py)
+                 them live (bridge/service/versions.py -> catalog.py; an Ex-MCR version,
+                 train_overrides {"mode": "exmcr"}, re-projects only the audio: its images
+                 stay in the native clip_image index)
               -> evaluate (bridge/service/evaluation.py) -> version "ready"
               -> activate, when the request asked (one atomic swap)
               a failure anywhere: the version is unloaded, marked failed with the message,
@@ -77,7 +79,11 @@ class RetrainPipeline:
         stays in the checkpoint)."""
         try:
             self.store.add_version(
-                plan.version, self.layout.checkpoint_ref(plan.version), "training", None, {}
+                plan.version,
+                self.layout.checkpoint_ref(plan.version),
+                "training",
+                None,
+                {"mode": plan.mode},
             )
             return self._train_and_install(plan, progress)
         except BaseException as exc:
@@ -132,6 +138,7 @@ class RetrainPipeline:
             "data": result.report.get("data", {}),
             "wall_seconds": result.report.get("wall_seconds"),
         }
+        metrics["mode"] = checkpoint.projector_config.mode
         metrics["memory_source"] = memory_source
         metrics["warnings"] = result.report.get("warnings", [])
         in_sample = len(eval_idx) == len(plan.captions)

@@ -22,7 +22,8 @@ from bridge.types import MAX_CAPTIONS, RetrainRequest
 EVAL_HOLDOUT_MIN_CAPTIONS = 40  # below this every caption trains and evaluation is in-sample
 EVAL_HOLDOUT_FRACTION = 0.1
 
-_PROJECTOR_KEYS = ("hidden_dim", "shared_dim", "num_layers")
+# Overrides of the projector ("mode": "cmcr" or "exmcr"); the rest copies the active bridge.
+_PROJECTOR_KEYS = ("hidden_dim", "shared_dim", "num_layers", "mode")
 _TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
@@ -39,6 +40,11 @@ class RetrainPlan:
     activate: bool
     params: dict[str, Any] = field(default_factory=dict)  # what the job record shows
     inputs_dir: Path | None = None  # removed when the job ends (RetrainRequest.inputs_dir)
+
+    @property
+    def mode(self) -> str:
+        """The bridge mode this retrain trains (ProjectorConfig.mode)."""
+        return self.projector.mode if self.projector is not None else ProjectorConfig().mode
 
 
 @functools.cache
@@ -72,7 +78,7 @@ def split_overrides(
     overrides: dict[str, Any], base_projector: ProjectorConfig | None, device: str
 ) -> tuple[TrainConfig, ProjectorConfig | None]:
     """TrainConfig from the TrainConfig fields of `overrides`; hidden_dim/shared_dim/num_layers
-    go to the projector (which otherwise copies the active bridge's shape)."""
+    and mode go to the projector (which otherwise copies the active bridge's shape and mode)."""
     if not isinstance(overrides, dict):
         raise InvalidInputError("train_overrides must be a JSON object")
     unknown = sorted(set(overrides) - set(_TRAIN_KEYS) - set(_PROJECTOR_KEYS))
@@ -93,9 +99,13 @@ def split_overrides(
         shape = {k: v for k, v in overrides.items() if k in _PROJECTOR_KEYS}
         if shape:
             base = base_projector or ProjectorConfig()
+            if "mode" in shape:  # text_norms follows batchnorm_mode in the trainer
+                base = dataclasses.replace(base, text_norms=False)
             projector = dataclasses.replace(base, **shape)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"invalid train_overrides: {exc}") from exc
+    if projector is not None:
+        projector.check_training(config)  # e.g. Ex-MCR with CWCL: a 422, not a failed job
     return config, projector
 
 

@@ -1,7 +1,8 @@
 """Search: check the query, resolve its vector, route, project, rank and hydrate the hits.
 
 decode/encode the query (or take a raw vector / a stored item's raw embedding) -> route
-(bridge/service/routing.py) -> project with the active bridge when the route is bridged -> FAISS ->
+(bridge/service/routing.py, by the active bridge's mode) -> project with the active bridge when
+the route is bridged -> FAISS (the version's shared index, or a native one) ->
 hydrate ids from the store, filter, page. Readers take no service lock: the caller passes
 the ActiveBridge snapshot it read once, and the whole answer uses it.
 """
@@ -238,8 +239,8 @@ class Searcher:
             with timer.stage("project"):
                 vector = active.checkpoint.project(route.source_space, vector)  # type: ignore[arg-type]
         index = (
-            shared_index(self.catalog, active, query.target) if route.needs_bridge and active
-            else self.catalog.native(query.target)
+            shared_index(self.catalog, active, query.target) if route.space == "shared" and active
+            else self.catalog.native(query.target)  # an Ex-MCR bridge's audio->image too
         )  # fmt: skip
         return _Plan(route, vector, exclude, query_modality, index, timer)
 
@@ -292,6 +293,7 @@ class Searcher:
         text: _Encoded | None = None,
     ) -> tuple[Route, np.ndarray, int | None, str]:
         """(route, (1, D) query vector in the route's source space, rowid to exclude, kind)."""
+        mode = active.mode if active is not None else "cmcr"
         if query.text is not None:
             if not isinstance(query.text, str) or not query.text.strip():
                 raise InvalidInputError("text must be a non-empty string")
@@ -305,20 +307,21 @@ class Searcher:
         if query.vector is not None:
             if query.space is None:
                 raise InvalidInputError("a vector query needs `space`: 'clip', 'clap' or 'shared'")
-            route = route_for_space(query.space, query.target)
+            route = route_for_space(query.space, query.target, mode)
             vector = check_vector(query.vector, query.space, active, self.towers.dims())
             return route, vector, None, "vector"
         if query.item_id is not None:
             with timer.stage("hydrate"):
                 item, raw = self.store.raw_embedding(check_item_id(query.item_id))
-            route = route_media(item.modality, query.target)
+            route = route_media(item.modality, query.target, mode)
             return route, raw[None, :], item.rowid, item.modality
         assert query.media is not None
         with timer.stage("decode"):
             decoded = self.towers.decode(query.media, query.media.filename or "query")
         with timer.stage("encode"):
             vector = self.towers.encode(decoded.modality, [decoded.media])
-        return route_media(decoded.modality, query.target), vector, None, decoded.modality
+        route = route_media(decoded.modality, query.target, mode)
+        return route, vector, None, decoded.modality
 
     def _ranked_hits(
         self,

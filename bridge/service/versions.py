@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bridge.errors import CheckpointError, ConflictError, InvalidInputError, NotFoundError
-from bridge.modalities import MODALITIES
+from bridge.modalities import MODALITIES, MODALITY_SPACE
 from bridge.service.records import version_record
+from bridge.service.routing import EXMCR_BASE
 from bridge.storage.layout import DataLayout
 from bridge.types import VersionRecord
 
@@ -53,6 +54,19 @@ class ActiveBridge:
     checkpoint: BridgeCheckpoint
     shared: Mapping[str, VectorIndex | None]  # "image" / "audio" -> shared index
 
+    @property
+    def mode(self) -> str:
+        """The bridge's mode, cmcr or exmcr (an Ex-MCR bridge's shared space is native CLIP)."""
+        return self.checkpoint.projector_config.mode
+
+
+def shared_modalities(checkpoint: BridgeCheckpoint) -> tuple[str, ...]:
+    """The modalities a version keeps a shared index of: both for C-MCR; audio only for
+    Ex-MCR, whose shared space is native CLIP (images are searched in clip_image)."""
+    if checkpoint.projector_config.mode == "exmcr":
+        return tuple(m for m in MODALITIES if MODALITY_SPACE[m] != EXMCR_BASE)
+    return MODALITIES
+
 
 def shared_index(catalog: IndexCatalog, active: ActiveBridge, target: str) -> VectorIndex | None:
     """The snapshot version's shared index: the catalog's current object (it replaces the
@@ -72,7 +86,7 @@ def projector(checkpoint: BridgeCheckpoint) -> Callable[[str, np.ndarray], np.nd
 
 def report_summary(report: dict[str, Any]) -> dict[str, Any]:
     """The parts of a checkpoint's report.json worth showing in the version list."""
-    keys = ("data", "final", "metrics", "wall_seconds", "device")
+    keys = ("mode", "data", "final", "metrics", "wall_seconds", "device")
     return {k: report[k] for k in keys if k in report}
 
 
@@ -129,7 +143,9 @@ class Versions:
             return checkpoint  # live: every add/delete since loading reached its indexes
         row = self.store.get_version(version)
         checkpoint = self.load_checkpoint(self.checkpoint_path(row), row.get("sha256"))
-        rebuilt = self.catalog.reconcile_shared(version, projector(checkpoint), checkpoint.sha256)
+        rebuilt = self.catalog.reconcile_shared(
+            version, projector(checkpoint), checkpoint.sha256, shared_modalities(checkpoint)
+        )
         if rebuilt:
             logger.info("version %s: rebuilt shared indexes %s", version, rebuilt)
         self.loaded[version] = checkpoint
@@ -222,7 +238,11 @@ class Versions:
             self.layout.checkpoint_ref(INITIAL_VERSION),
             "ready",
             checkpoint.sha256,
-            {"source": str(source), "report": report_summary(checkpoint.report)},
+            {
+                "mode": checkpoint.projector_config.mode,
+                "source": str(source),
+                "report": report_summary(checkpoint.report),
+            },
         )
         self.store.set_active(INITIAL_VERSION)
 
@@ -240,11 +260,13 @@ class Versions:
         """Re-project every stored item into new shared indexes, then make them live."""
         checkpoint = self.load_checkpoint(checkpoint_dir)
         self.store.update_version(version, sha256=checkpoint.sha256)
-        self.catalog.build_shared(version, projector(checkpoint), checkpoint.sha256)
+        modalities = shared_modalities(checkpoint)
+        project = projector(checkpoint)
+        self.catalog.build_shared(version, project, checkpoint.sha256, modalities)
         if progress is not None:
             progress(0.9, "shared indexes built")
         with self._write_lock:  # catch items added or deleted while building
-            self.catalog.reconcile_shared(version, projector(checkpoint), checkpoint.sha256)
+            self.catalog.reconcile_shared(version, project, checkpoint.sha256, modalities)
             self.loaded[version] = checkpoint
         return checkpoint
 
@@ -258,5 +280,6 @@ class Versions:
         except NotFoundError:
             return
         if row["status"] == "training":
-            self.store.update_version(version, status="failed", metrics={"error": str(exc)})
+            metrics = {**(row.get("metrics") or {}), "error": str(exc)}  # keeps its mode
+            self.store.update_version(version, status="failed", metrics=metrics)
             self.layout.remove_version(version)

@@ -233,6 +233,8 @@ def test_bad_multipart_retrain_is_422_and_leaves_no_files(
         ({"captions": FOUR, "train_overrides": {"hidden_dim": "8"}}, 422, "must be an integer"),
         ({"captions": FOUR, "train_overrides": {"lr": True}}, 422, "must be a number"),
         ({"captions": FOUR, "train_overrides": {"loss": "mse"}}, 422, "one of"),
+        ({"captions": FOUR, "train_overrides": {"mode": "both"}}, 422, "cmcr"),
+        ({"captions": FOUR, "train_overrides": {"mode": "exmcr", "loss": "cwcl"}}, 422, "Ex-MCR"),
         ({"captions": FOUR, "train_overrides": {"device": "cuda"}}, 422, "CUDA"),
     ],
 )

@@ -46,6 +46,23 @@ def test_split_overrides_rejects_bad_values() -> None:
     assert projector is None and config.epochs == 30
 
 
+def test_the_mode_override_switches_the_bridge_and_is_checked_up_front() -> None:
+    separate = ProjectorConfig(clip_dim=16, clap_dim=12, shared_dim=8, text_norms=True)
+    _, projector = split_overrides({"mode": "exmcr"}, separate, "cpu")
+    assert projector is not None and projector.mode == "exmcr"
+    assert (projector.clip_dim, projector.shared_dim, projector.text_norms) == (16, 16, False)
+    _, inherited = split_overrides({"epochs": 2}, projector, "cpu")
+    assert inherited is projector  # the active bridge's mode, unless overridden
+    _, back = split_overrides({"mode": "cmcr", "shared_dim": 8}, projector, "cpu")
+    assert back is not None and (back.mode, back.shared_dim) == ("cmcr", 8)
+    with pytest.raises(InvalidInputError, match="must be one of"):
+        split_overrides({"mode": "both"}, None, "cpu")
+    with pytest.raises(InvalidInputError, match="infonce"):
+        split_overrides({"mode": "exmcr", "loss": "cwcl"}, None, "cpu")
+    with pytest.raises(InvalidInputError, match="BatchNorm"):
+        split_overrides({"batchnorm_mode": "separate"}, projector, "cpu")
+
+
 def test_holdout_split() -> None:
     train, held = holdout_split(100, seed=0)
     assert len(held) == 10 and len(train) == 90 and not set(train) & set(held)

@@ -49,6 +49,27 @@ def test_vector_routes(space: str, target: str, answer: str, project: bool) -> N
 
 
 @pytest.mark.parametrize(
+    ("source", "target", "answer", "project"),
+    [
+        ("clap", "image", "clip", True),  # audio -> image: the head, then native clip_image
+        ("shared", "image", "clip", False),  # the shared space is native CLIP
+        ("clip", "audio", "shared", True),  # image -> audio: normalised, shared_audio
+        ("shared", "audio", "shared", False),
+        ("clip", "image", "clip", False),
+        ("clap", "audio", "clap", False),
+    ],
+)
+def test_an_exmcr_bridge_answers_images_in_native_clip(
+    source: str, target: str, answer: str, project: bool
+) -> None:
+    route = route_for_space(source, target, "exmcr")
+    assert (route.space, route.source_space, route.project) == (answer, source, project)
+    assert route.needs_bridge == (project or answer == "shared")
+    assert route_media("audio", "image", "exmcr").index_name == "clip_image"
+    assert route_text("image") == route_for_space("clip", "image", "exmcr")
+
+
+@pytest.mark.parametrize(
     ("call", "message"),
     [
         (lambda: route_text("video"), "target"),

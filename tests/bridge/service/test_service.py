@@ -430,6 +430,60 @@ def test_retrain_activate_rollback(service: BridgeService, tmp_path: Path) -> No
     assert service.rollback().version == "v2"  # rollback toggles between the last two
 
 
+def test_an_exmcr_version_searches_audio_against_the_native_clip_images(
+    service: BridgeService, tmp_path: Path
+) -> None:
+    """train_overrides {"mode": "exmcr"}: the version re-projects only the audio, builds no
+    shared_image index, and audio->image ranks the native CLIP images by cosine with the
+    projected audio; image->audio goes through shared_audio; text->audio stays native."""
+    from bridge.arrays import l2_normalize
+    from bridge.model.projectors import load_checkpoint
+
+    image_ids, audio_ids = populate(service)
+    overrides = {"epochs": 2, "batch_size": 16, "seed": 1, "mode": "exmcr"}
+    job = retrain(service, train_overrides=overrides, activate=True)
+    assert job.status == "succeeded", job.error
+    assert job.metrics["mode"] == "exmcr" and job.metrics["train"]["data"]["tuples"]["audio"] == 6
+    version_dir = tmp_path / "var" / "versions" / "v2"
+    assert (version_dir / "shared_audio" / "index.faiss").is_file()
+    assert not (version_dir / "shared_image").exists()
+    ready = service.readiness()
+    assert (ready["active_version"], ready["active_mode"]) == ("v2", "exmcr")
+    assert ready["indexes"]["shared_image"] is None and ready["indexes"]["shared_audio"] == 6
+    modes = {v.version: v.metrics["mode"] for v in service.list_versions()}
+    assert modes == {"v1": "cmcr", "v2": "exmcr"}
+
+    checkpoint = load_checkpoint(version_dir / "checkpoint")
+    image_raw = np.stack([service.store.raw_embedding(i)[1] for i in image_ids])
+    audio_raw = np.stack([service.store.raw_embedding(i)[1] for i in audio_ids])
+    images, audio = l2_normalize(image_raw), checkpoint.project("clap", audio_raw)
+
+    def brute_force(query: np.ndarray, gallery: np.ndarray, names: list[str]) -> list[str]:
+        return [names[j] for j in np.argsort(-(gallery @ query), kind="stable")]
+
+    for i, audio_id in enumerate(audio_ids):
+        answer = service.search(SearchQuery("image", item_id=audio_id, k=N_IMAGES))
+        assert (answer.space, answer.bridge_version) == ("clip", "v2")
+        assert ids(answer) == brute_force(audio[i], images, image_ids)
+        expected = np.sort(images @ audio[i])[::-1]
+        np.testing.assert_allclose([h.score for h in answer.results], expected, atol=1e-5)
+    upload = service.search(SearchQuery("image", media=wav(1), k=N_IMAGES))
+    assert upload.space == "clip" and ids(upload) == brute_force(audio[1], images, image_ids)
+    shared_vector = SearchQuery("image", vector=audio[1].tolist(), space="shared", k=N_IMAGES)
+    assert ids(service.search(shared_vector)) == ids(upload)
+    answer = service.search(SearchQuery("audio", item_id=image_ids[0], k=N_AUDIO))
+    assert answer.space == "shared" and ids(answer) == brute_force(images[0], audio, audio_ids)
+    text = service.search(SearchQuery("audio", text="the sound of number 1"))
+    assert text.space == "clap" and len(text.results) == N_AUDIO
+    # New items: images reach the native index only, audio the version's shared index.
+    (image, clip) = service.add_items([png(77), wav(9)], [{}, {}])
+    assert image.id in ids(service.search(SearchQuery("image", item_id=audio_ids[0], k=10)))
+    assert clip.id in ids(service.search(SearchQuery("audio", item_id=image_ids[0], k=10)))
+    assert service.readiness()["indexes"]["shared_image"] is None
+    assert service.rollback().version == "v1"  # back to a C-MCR bridge: the shared space again
+    assert service.search(SearchQuery("image", item_id=audio_ids[0])).space == "shared"
+
+
 def test_retrain_with_activate_and_memory_files(service: BridgeService, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     memories = tmp_path / "var" / "uploads"
