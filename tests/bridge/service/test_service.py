@@ -431,7 +431,7 @@ def test_retrain_activate_rollback(service: BridgeService, tmp_path: Path) -> No
 
 
 def test_an_exmcr_version_searches_audio_against_the_native_clip_images(
-    service: BridgeService, tmp_path: Path
+    make_service: Callable[..., BridgeService], tmp_path: Path
 ) -> None:
     """train_overrides {"mode": "exmcr"}: the version re-projects only the audio, builds no
     shared_image index, and audio->image ranks the native CLIP images by cosine with the
@@ -439,6 +439,7 @@ def test_an_exmcr_version_searches_audio_against_the_native_clip_images(
     from bridge.arrays import l2_normalize
     from bridge.model.projectors import load_checkpoint
 
+    service = make_service()
     image_ids, audio_ids = populate(service)
     overrides = {"epochs": 2, "batch_size": 16, "seed": 1, "mode": "exmcr"}
     job = retrain(service, train_overrides=overrides, activate=True)
@@ -480,6 +481,11 @@ def test_an_exmcr_version_searches_audio_against_the_native_clip_images(
     assert image.id in ids(service.search(SearchQuery("image", item_id=audio_ids[0], k=10)))
     assert clip.id in ids(service.search(SearchQuery("audio", item_id=image_ids[0], k=10)))
     assert service.readiness()["indexes"]["shared_image"] is None
+    before = ids(service.search(SearchQuery("image", item_id=audio_ids[0], k=10)))
+    service.close()
+    service = make_service()  # a restart loads the Ex-MCR version with its audio index only
+    assert service.readiness()["active_mode"] == "exmcr"
+    assert ids(service.search(SearchQuery("image", item_id=audio_ids[0], k=10))) == before
     assert service.rollback().version == "v1"  # back to a C-MCR bridge: the shared space again
     assert service.search(SearchQuery("image", item_id=audio_ids[0])).space == "shared"
 
