@@ -145,6 +145,8 @@ class Recipe:
     caption(rng, digit): one training caption for a digit.
     logit_scale: the model's logit-scale parameter (CLIP: logit_scale, CLAP: logit_scale_a).
     eval_every / eval_message / evaluate: periodic zero-shot report during training.
+    start_epoch(epoch): called before each epoch's order is drawn (e.g. to swap in that
+    epoch's augmented copy of the media); None: nothing to do.
     """
 
     media_features: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -152,7 +154,8 @@ class Recipe:
     logit_scale: torch.nn.Parameter
     eval_every: int
     eval_message: str
-    evaluate: Callable[[], float]
+    evaluate: Callable[[], float | str]
+    start_epoch: Callable[[int], None] | None = None
 
 
 def train_contrastive(
@@ -184,6 +187,8 @@ def train_contrastive(
     model.train()
     step = 0
     for epoch in range(args.epochs):
+        if recipe.start_epoch is not None:
+            recipe.start_epoch(epoch)
         order = torch.randperm(n_train, generator=gen)
         epoch_loss = 0.0
         for start in range(0, len(order), args.batch_size):
