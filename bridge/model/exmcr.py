@@ -122,16 +122,10 @@ class ExMCRLoss(nn.Module):
         inter_text = info_nce(shared_text, clip_text, scale) + info_nce(shared_text, image, scale)
         inter_pseudo = info_nce(shared_audio, image, scale)
         inter_pseudo = inter_pseudo + info_nce(shared_audio, clip_text, scale)
-        total = inter_text + inter_pseudo
-        intra = torch.zeros((), device=total.device)
+        intra = torch.zeros((), device=projected.device)
         if self.intra_weight > 0:
-            unit = F.normalize(linear.float(), dim=-1)
+            unit = F.normalize(linear.float(), dim=-1)  # (2B, D_clip)
             intra = intra_alignment(unit[:B], unit[B:])
-            total = total + self.intra_weight * intra
-        return LossParts(
-            total=total,
-            inter_text=float(inter_text.detach()),
-            inter_pseudo=float(inter_pseudo.detach()),
-            intra=float(intra.detach()),
-            target_mass=1.0,
-        )
+        total = inter_text + inter_pseudo + self.intra_weight * intra
+        text, pseudo, gap = (float(term.detach()) for term in (inter_text, inter_pseudo, intra))
+        return LossParts(total, text, pseudo, gap, target_mass=1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from bridge.arrays import l2_normalize
 from bridge.bench.synthetic_world import World
 from bridge.errors import InvalidInputError
-from bridge.model.config import ProjectorConfig, TrainConfig
+from bridge.model.config import BridgeMode, ProjectorConfig, TrainConfig
 from bridge.model.evaluation import retrieval_metrics
 from bridge.model.projectors import load_checkpoint
 from bridge.model.trainer import train_bridge
@@ -34,22 +35,33 @@ def _audio_to_image_r10(world: World, checkpoint_dir: Path) -> float:
     return retrieval_metrics(shared_audio, shared_image)["r_at_10"]
 
 
+@pytest.mark.parametrize("mode", ["cmcr", "exmcr"])
 def test_bridge_retrieves_audio_to_image_far_above_chance(
-    small_world: World, tmp_path: Path
+    small_world: World, tmp_path: Path, mode: BridgeMode
 ) -> None:
+    """Both modes (Ex-MCR: bridge/model/exmcr.py) on the same inputs and options."""
     result = train_bridge(
         small_world.clip_text,
         small_world.clap_text,
         small_world.image_memory,
         small_world.audio_memory,
         _config(),
-        PROJECTOR,
+        replace(PROJECTOR, mode=mode),
         out_dir=tmp_path / "ckpt",
     )
     r10 = _audio_to_image_r10(small_world, tmp_path / "ckpt")
     chance = 10 / small_world.config.test_pairs
     assert r10 > 5 * chance, r10
+    # The saved checkpoint projects exactly as the trained model does.
+    audio = l2_normalize(small_world.test_audio[:50])
+    with torch.no_grad():
+        trained = result.model.cpu().eval().clap(torch.from_numpy(audio)).numpy()
+    np.testing.assert_allclose(load_checkpoint(tmp_path / "ckpt").project("clap", audio), trained)
     report = json.loads((tmp_path / "ckpt" / "report.json").read_text())
+    assert report["mode"] == mode and report["projector"]["mode"] == mode
+    extra = {"audio": small_world.config.memory, "image": small_world.config.memory}
+    tuples = {"text": report["data"]["train_pairs"], **(extra if mode == "exmcr" else {})}
+    assert report["data"]["tuples"] == tuples  # Ex-MCR: audio- and image-centric rows too
     assert report["data"]["caption_pairs"] == small_world.config.captions
     assert report["data"]["image_memory"] == small_world.config.memory
     assert len(report["loss_curve"]) == 6
