@@ -21,7 +21,7 @@ import numpy as np
 
 from bridge.bench.report import format_table, machine_info, set_threads, write_json
 from bridge.bench.synthetic_world import World, WorldConfig, make_world
-from bridge.model.config import ProjectorConfig, TrainConfig
+from bridge.model.config import ProjectorConfig, TrainConfig, with_overrides
 from bridge.model.evaluation import retrieval_metrics
 from bridge.model.projectors import BridgeModel
 from bridge.model.relative import RelativeConfig, relative_pair
@@ -36,6 +36,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no noise": {"use_noise": False},
     "no memory": {"use_memory": False},
     "no intra": {"use_intra": False},
+    "ex-mcr (clap into native clip)": {"mode": "exmcr"},
 }
 SWEEP: dict[str, dict[str, Any]] = {
     "temperature 0.01 (reference fork)": {"temperature": 0.01},
@@ -71,7 +72,7 @@ def _project(
     return shared_audio, shared_image
 
 
-def _cmcr(train: TrainConfig, projector: ProjectorConfig) -> Method:
+def _trained(train: TrainConfig, projector: ProjectorConfig) -> Method:
     from bridge.model.trainer import train_bridge
 
     def run(world: World, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -171,7 +172,7 @@ def main(argv: list[str]) -> int:
     if args.grid:
         variants = GRID
     for name, overrides in variants.items():
-        methods[name] = _cmcr(replace(base, **overrides), projector)
+        methods[name] = _trained(*with_overrides(base, projector, overrides))
     methods["oracle (true audio-image pairs)"] = _oracle(base, projector)
     results: dict[str, Any] = {}
     for name, method in methods.items():

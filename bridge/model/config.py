@@ -169,3 +169,21 @@ def from_dict(cls: type, payload: dict[str, Any]) -> Any:
     """Build a config dataclass from a dict, ignoring unknown keys (forward compatibility)."""
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in payload.items() if k in names})
+
+
+def with_overrides(
+    train: TrainConfig, projector: ProjectorConfig, overrides: dict[str, Any]
+) -> tuple[TrainConfig, ProjectorConfig]:
+    """`train` and `projector` with the fields named in one flat dict replaced (a benchmark
+    variant such as {"loss": "cwcl"} or {"mode": "exmcr"}); an unknown name is an error."""
+    projector_keys = {f.name for f in dataclasses.fields(ProjectorConfig)}
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(overrides) - projector_keys - train_keys
+    if unknown:
+        raise InvalidInputError(f"unknown configuration field(s) {sorted(unknown)}")
+    return (
+        dataclasses.replace(train, **{k: v for k, v in overrides.items() if k in train_keys}),
+        dataclasses.replace(
+            projector, **{k: v for k, v in overrides.items() if k in projector_keys}
+        ),
+    )

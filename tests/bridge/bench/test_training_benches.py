@@ -33,7 +33,8 @@ def test_synthetic(run_bench: RunBench, capsys: pytest.CaptureFixture[str]) -> N
     report = run_bench("synthetic", argv + ["--memory", "200", "--test-pairs", "50"])
     results = report["results"]
     methods = ["chance", "linear map (caption pairs)", "c-mcr (infonce)", "no memory"]
-    methods.append("relative representations (asif top-800, power 8)")
+    methods += ["relative representations (asif top-800, power 8)"]
+    methods += ["ex-mcr (clap into native clip)"]
     assert set(results) >= {*methods, "oracle (true audio-image pairs)"}
     assert results["chance"]["a2i_r1"] == {"mean": 1 / 50, "std": 0.0}
     for row in results.values():
@@ -99,6 +100,7 @@ def test_digits_quick_on_the_committed_subset(
     assert rows["label oracle"]["audio_to_image"]["p_at_1"] == 1.0
     assert rows["c-mcr full (infonce)"]["audio_to_image"]["p_at_1"] > 0.1  # above chance
     assert rows["relative representations (asif top-800, power 8), no training"]
+    assert rows["ex-mcr (clap into native clip)"]["audio_to_image"]["p_at_1"] > 0.1
     run = rows["c-mcr full (infonce)"]["runs"][0]
     assert 0.0 <= run["validation"]["val_dev_p_at_1"] <= 1.0  # the labelled dev set
 
