@@ -353,7 +353,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "--sweep",
         action="store_true",
         help="also run the hyper-parameter selection sweep on the dev split (training-half "
-        "items: MNIST 0-4999 vs FSDD takes 5-49)",
+        "items: MNIST 0-4999 vs FSDD takes 5-49), and its settings once on the main split "
+        "(main_sweep: more runs for the validation signals to rank)",
     )
     return parser
 
@@ -415,6 +416,11 @@ def main(argv: list[str]) -> int:
         splits["dev_sweep"] = run_split(
             world, dev, base, projector, seeds, SWEEP, None, RELATIVE_SWEEP
         )
+        # The same settings on the main split, one seed each: runs of different quality for
+        # the validation signals to rank (the dev split has no separate labelled dev set).
+        main_sweep = run_split(world, world.splits[0], base, projector, 1, SWEEP, None)
+        main_sweep["description"] = "the dev sweep's settings on the main split (1 seed each)"
+        splits["main_sweep"] = main_sweep
     full = splits["main"]["rows"][FULL]
     agreement = signal_agreement(splits)
     payload: dict[str, Any] = {
