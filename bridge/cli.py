@@ -1,7 +1,8 @@
 """`mbridge`: the engine's stages as subcommands joined by files.
 
-embed -> .npy -> train -> checkpoint dir -> project / eval; and `retrain`, the service's retrain
-pipeline on a data directory. Each subcommand is a thin wrapper
+embed -> .npy -> train -> checkpoint dir -> project / eval; `import-checkpoint`, the authors'
+released projectors as a checkpoint dir; and `retrain`, the service's retrain pipeline on a
+data directory. Each subcommand is a thin wrapper
 over a library function; `main(argv)` is callable in-process from tests. Errors the user can fix
 print one line `error: ...` to stderr and exit 2; no partial output file is left behind.
 """
@@ -166,6 +167,42 @@ def _add_retrain(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_retrain)
 
 
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    from bridge.model.imports import IMPORT_KINDS, PUBLISHED_CLAP, PUBLISHED_CLIP
+
+    p = sub.add_parser(
+        "import-checkpoint",
+        help="turn the authors' released C-MCR or Ex-MCR projector into a bridge folder",
+        description=(
+            "Convert a released projector file (C-MCR checkpoints/clap_clip.pt, Ex-MCR "
+            "checkpoints/ex_clap.pt) into a bridge folder (config.json, weights.safetensors, "
+            "report.json, README.md) that the service and every command use like a trained one. "
+            "The file is read with torch.load(weights_only=True) and checked key by key; a "
+            "refused file leaves --out untouched. docs/published-model.md: from download to serve."
+        ),
+    )
+    p.add_argument(
+        "--kind",
+        required=True,
+        choices=IMPORT_KINDS,
+        help="cmcr: CLAPCLIP_Head (clap_clip.pt); exmcr: Ex_MCR_Head (ex_clap.pt)",
+    )
+    p.add_argument("--checkpoint", required=True, type=Path, help="the released .pt file")
+    p.add_argument("--out", required=True, type=Path, help="bridge folder to write")
+    p.add_argument(
+        "--clip",
+        default=None,
+        help=f"CLIP encoder id to record (default: {PUBLISHED_CLIP}, the published one)",
+    )
+    p.add_argument(
+        "--clap",
+        default=None,
+        help=f"CLAP encoder id to record (default: {PUBLISHED_CLAP}, the published LAION-CLAP "
+        "checkpoint; matches a file of that name)",
+    )
+    p.set_defaults(func=_cmd_import)
+
+
 def _add_bench(sub: argparse._SubParsersAction) -> None:
     from bridge.bench import BENCHMARKS
 
@@ -188,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_embed, _add_train, _add_project, _add_eval, _add_retrain, _add_bench):
+    commands = (_add_embed, _add_train, _add_project, _add_eval, _add_retrain, _add_import)
+    for add in (*commands, _add_bench):
         add(sub)
     return parser
 
@@ -359,6 +397,21 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         from bridge.io import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from bridge.model.imports import import_checkpoint
+    from bridge.model.projectors import load_checkpoint
+
+    out = import_checkpoint(args.kind, args.checkpoint, args.out, args.clip, args.clap)
+    checkpoint = load_checkpoint(out)
+    config = checkpoint.projector_config
+    print(
+        f"wrote bridge {out} ({args.kind}: {config.clip_dim}-d CLIP, {config.clap_dim}-d CLAP -> "
+        f"{config.shared_dim}-d shared; encoders clip={checkpoint.encoders['clip']}, "
+        f"clap={checkpoint.encoders['clap']})"
+    )
     return 0
 
 

@@ -8,7 +8,9 @@ Checkpoint folder (one per bridge version):
                          bridge has no clip.* weights, and its clap.* keys are those of the
                          authors' Ex_MCR_Head under "clap." (clap.Head1.weight,
                          clap.Head2.mlp1.net1.0.weight, ...)
-    report.json          data sizes, loss curve, metrics, wall time, library versions
+    report.json          data sizes, loss curve, metrics, wall time, library versions (an
+                         imported bridge: its source file, sha256 and license instead)
+    README.md            optional model card (an imported bridge has one: bridge/model/imports.py)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +41,7 @@ Space = Literal["clip", "clap"]
 InputKind = Literal["media", "text"]
 CHECKPOINT_FORMAT = "modality-bridge/checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
+CHECKPOINT_FILES = ("config.json", "weights.safetensors", "report.json")
 
 
 class Projector(nn.Module):
@@ -220,10 +224,12 @@ def save_checkpoint(
     train_config: TrainConfig | None,
     report: dict[str, Any],
     encoders: dict[str, str] | None = None,
+    extra_files: Mapping[str, str] | None = None,
 ) -> Path:
     """Write a checkpoint folder atomically: build it in a temp sibling, then rename.
 
     An existing folder at `out_dir` is replaced only once the new one is complete.
+    `extra_files`: more text files of the folder by name (e.g. an imported bridge's README.md).
     """
     from safetensors.torch import save_file
 
@@ -242,6 +248,10 @@ def save_checkpoint(
         }
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         (tmp / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        for name, text in (extra_files or {}).items():
+            if Path(name).name != name or name in CHECKPOINT_FILES:
+                raise InvalidInputError(f"extra checkpoint file name {name!r} is not allowed")
+            (tmp / name).write_text(text)
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old")
             shutil.rmtree(old, ignore_errors=True)
