@@ -110,7 +110,13 @@ class BridgeService:
         self._write_lock = threading.RLock()
         self._encoders = EncoderPair(clip, clap, config.encode_threads, config.max_audio_seconds)
         self._versions = Versions(
-            self.layout, store, catalog, self.device, self._encoders.dims(), self._write_lock
+            self.layout,
+            store,
+            catalog,
+            self.device,
+            self._encoders.dims(),
+            self._write_lock,
+            self._encoders.encoder_ids(),
         )
         self._ingest = Ingest(
             store,

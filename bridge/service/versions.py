@@ -27,6 +27,7 @@ import numpy as np
 
 from bridge.errors import CheckpointError, ConflictError, InvalidInputError, NotFoundError
 from bridge.modalities import MODALITIES, MODALITY_SPACE
+from bridge.service.encoder_ids import encoder_mismatch
 from bridge.service.records import version_record
 from bridge.service.routing import EXMCR_BASE
 from bridge.storage.layout import DataLayout
@@ -92,7 +93,8 @@ def report_summary(report: dict[str, Any]) -> dict[str, Any]:
 
 class Versions:
     """The service's bridge versions: which are loaded (live shared indexes) and which is
-    active. `write_lock` is the service's re-entrant writer lock."""
+    active. `write_lock` is the service's re-entrant writer lock; `encoders` the ids of the
+    encoders the service runs (a bridge recorded for others is refused)."""
 
     def __init__(
         self,
@@ -102,12 +104,14 @@ class Versions:
         device: str,
         dims: tuple[int, int],
         write_lock: threading.RLock,
+        encoders: Mapping[str, str] | None = None,
     ) -> None:
         self.layout = layout
         self.store = store
         self.catalog = catalog
         self.device = device
         self.clip_dim, self.clap_dim = dims
+        self.encoders = dict(encoders or {})
         self._write_lock = write_lock
         self.loaded: dict[str, BridgeCheckpoint] = {}  # versions whose shared indexes are live
         self.active: ActiveBridge | None = None
@@ -118,10 +122,14 @@ class Versions:
         return self.layout.resolve_checkpoint_ref(row["checkpoint_dir"])
 
     def load_checkpoint(self, path: Path, expected_sha: str | None = None) -> BridgeCheckpoint:
-        """Load and check against the encoders' dimensions and the recorded sha256."""
+        """Load and check against the encoders (the ids the bridge records: ConflictError,
+        a 409 on activation; then their dimensions) and the recorded sha256."""
         from bridge.model.projectors import load_checkpoint
 
         checkpoint = load_checkpoint(path, self.device)
+        mismatch = encoder_mismatch(checkpoint.encoders, self.encoders)
+        if mismatch:
+            raise ConflictError(f"bridge {path} {mismatch}")
         config = checkpoint.projector_config
         if (config.clip_dim, config.clap_dim) != (self.clip_dim, self.clap_dim):
             raise CheckpointError(

@@ -1,0 +1,220 @@
+"""Imported bridges in the service: the encoder check (bridge/service/encoder_ids.py) on start
+and on activation, and retraining from an imported bridge of either mode.
+
+Imported bridges are built here in the authors' exact layouts (tests/official_mcr.py) at the
+tiny towers' width (16-d) and go through `mbridge import-checkpoint`, like a user's.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from media_factory import make_png_bytes, make_wav_bytes
+from official_mcr import CLAPCLIP_Head, Ex_MCR_Head, randomize
+from tiny_models import TINY_CLAP_DIM, TINY_CLIP_DIM
+
+from bridge.cli import main
+from bridge.errors import ConflictError
+from bridge.model.config import ProjectorConfig
+from bridge.model.imports import PUBLISHED_CLAP, PUBLISHED_CLIP
+from bridge.model.projectors import BridgeModel, load_checkpoint, save_checkpoint
+from bridge.service.encoder_ids import canonical, encoder_mismatch, same_encoder
+from bridge.service.facade import BridgeService
+from bridge.types import RetrainRequest, ServiceConfig, Upload
+
+assert TINY_CLIP_DIM == TINY_CLAP_DIM  # the official heads have one width for both sides
+CAPTIONS = [f"{word} number {i}" for i in range(24) for word in ("a photo of", "the sound of")]
+HEADS = {"cmcr": CLAPCLIP_Head, "exmcr": Ex_MCR_Head}
+
+
+def import_head(kind: str, folder: Path, *encoder_flags: str) -> Path:
+    """A random head of `kind` in the released layout at 16-d, saved and imported."""
+    head = randomize(HEADS[kind](TINY_CLIP_DIM), seed=3)
+    source = folder / f"{kind}.pt"
+    torch.save(head.state_dict(), source)
+    out = folder / f"{kind}-bridge"
+    args = ["import-checkpoint", "--kind", kind, "--checkpoint", str(source), "--out", str(out)]
+    assert main([*args, *encoder_flags]) == 0
+    return out
+
+
+@pytest.fixture
+def make_service(
+    tmp_path: Path, tiny_clip_encoder: Any, tiny_clap_encoder: Any
+) -> Iterator[Callable[..., BridgeService]]:
+    opened: list[BridgeService] = []
+
+    def make(initial_bridge: Path) -> BridgeService:
+        config = ServiceConfig(
+            data_dir=tmp_path / "var",
+            clip_model=tiny_clip_encoder.model_id,
+            clap_model=tiny_clap_encoder.model_id,
+            initial_bridge=initial_bridge,
+            device="cpu",
+            samples_dir=None,
+            max_audio_seconds=2.0,
+        )
+        service = BridgeService.open(config, clip=tiny_clip_encoder, clap=tiny_clap_encoder)
+        opened.append(service)
+        return service
+
+    yield make
+    for service in opened:
+        service.close()
+
+
+def tiny_flags(clip: Any, clap: Any) -> tuple[str, ...]:
+    return ("--clip", clip.model_id, "--clap", clap.model_id)
+
+
+# -- what counts as the same encoder -----------------------------------------------------
+
+
+def test_same_encoder_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "models" / "demo-clip"
+    folder.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert same_encoder("models/demo-clip", "models/demo-clip")
+    assert same_encoder("models/demo-clip", str(folder))  # relative vs absolute, same folder
+    assert same_encoder(str(folder) + "/", "models/demo-clip")
+    monkeypatch.chdir(tmp_path / "models")  # recorded relative elsewhere: the path ends with it
+    assert same_encoder("models/demo-clip", str(folder))
+    assert not same_encoder("models/demo-clap", str(folder))
+    # a hub id and its snapshot in the Hugging Face cache
+    snapshot = tmp_path / "hub" / "models--openai--clip-vit-base-patch32" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    assert canonical(str(snapshot)) == PUBLISHED_CLIP
+    assert same_encoder(PUBLISHED_CLIP, str(snapshot))
+    assert not same_encoder("openai/clip-vit-large-patch14", str(snapshot))
+    # a bare checkpoint file name matches a file of that name, or the authors' name for it
+    assert same_encoder(PUBLISHED_CLAP, "/weights/630k-fusion-best.pt")
+    assert same_encoder(PUBLISHED_CLAP, "checkpoints/laion_clap_fullset_fusion.pt")
+    assert not same_encoder(PUBLISHED_CLAP, "/weights/630k-audioset-fusion-best.pt")
+    assert not same_encoder(PUBLISHED_CLAP, "laion/clap-htsat-fused")
+    assert not same_encoder(PUBLISHED_CLIP, "models/demo-clip")
+
+
+def test_mismatch_names_both_and_unrecorded_encoders_pass() -> None:
+    running = {"clip": "models/demo-clip", "clap": "models/demo-clap"}
+    assert encoder_mismatch({}, running) is None  # older bridges record none
+    assert encoder_mismatch({"clip": "models/demo-clip", "clap": ""}, running) is None
+    message = encoder_mismatch({"clip": PUBLISHED_CLIP, "clap": "models/demo-clap"}, running)
+    assert message is not None
+    assert f"CLIP {PUBLISHED_CLIP!r}" in message and "CLIP 'models/demo-clip'" in message
+    assert "CLAP" not in message.split(":")[0]  # only the kind that differs is named
+
+
+def test_committed_demo_bridge_fits_the_default_encoders() -> None:
+    """`make serve` defaults: models/demo-bridge with models/demo-clip and demo-clap, from the
+    repository root and from elsewhere (absolute paths to the same folders)."""
+    repo = Path(__file__).resolve().parents[3]
+    recorded = load_checkpoint(repo / "models" / "demo-bridge").encoders
+    defaults = ServiceConfig()
+    assert (
+        encoder_mismatch(recorded, {"clip": defaults.clip_model, "clap": defaults.clap_model})
+        is None
+    )
+    absolute = {"clip": str(repo / defaults.clip_model), "clap": str(repo / defaults.clap_model)}
+    assert encoder_mismatch(recorded, absolute) is None
+
+
+# -- the service -------------------------------------------------------------------------
+
+
+def test_start_refuses_an_initial_bridge_for_other_encoders(
+    tmp_path: Path, make_service: Callable[..., BridgeService], tiny_clip_encoder: Any
+) -> None:
+    imported = import_head("cmcr", tmp_path)  # records the published pair
+    with pytest.raises(ConflictError) as refused:
+        make_service(imported)
+    message = str(refused.value)
+    assert f"CLIP {PUBLISHED_CLIP!r}" in message and f"CLAP {PUBLISHED_CLAP!r}" in message
+    assert repr(tiny_clip_encoder.model_id) in message
+    assert not (tmp_path / "var" / "versions" / "v1").exists()  # nothing registered
+
+
+def test_bridges_recording_no_encoders_still_start(
+    tmp_path: Path, make_service: Callable[..., BridgeService]
+) -> None:
+    config = ProjectorConfig(TINY_CLIP_DIM, TINY_CLAP_DIM, 32, 8)
+    older = save_checkpoint(tmp_path / "older", BridgeModel(config), None, {"x": 1})
+    assert load_checkpoint(older).encoders == {}
+    service = make_service(older)
+    assert service.readiness()["active_version"] == "v1"
+
+
+def test_activate_refuses_a_version_for_other_encoders(
+    tmp_path: Path,
+    make_service: Callable[..., BridgeService],
+    tiny_clip_encoder: Any,
+    tiny_clap_encoder: Any,
+) -> None:
+    """A ready version recorded for other encoders (e.g. a data dir moved to new encoders of
+    the same width) is refused with a 409 naming both; the active version stays."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    fitting = import_head("cmcr", tmp_path, *tiny_flags(tiny_clip_encoder, tiny_clap_encoder))
+    service = make_service(fitting)
+    foreign = import_head("exmcr", tmp_path)  # records the published pair
+    dest = service.layout.checkpoint_dir("v2")
+    dest.parent.mkdir(parents=True)
+    shutil.copytree(foreign, dest)
+    sha = load_checkpoint(dest).sha256
+    service.store.add_version("v2", service.layout.checkpoint_ref("v2"), "ready", sha, {})
+
+    with pytest.raises(ConflictError, match="was made for CLIP 'openai/clip-vit-base-patch32'"):
+        service.activate("v2")
+    admin = "k" * 32
+    settings = Settings(admin_key=admin, data_dir=tmp_path / "var", seed_samples=False)
+    with TestClient(create_app(settings, service=service)) as client:
+        r = client.post(
+            "/v1/admin/activate",
+            json={"version": "v2"},
+            headers={"Authorization": f"Bearer {admin}"},
+        )
+        assert r.status_code == 409, r.text
+        detail = r.json()["detail"]
+        assert PUBLISHED_CLIP in detail and PUBLISHED_CLAP in detail
+        assert tiny_clip_encoder.model_id in detail and tiny_clap_encoder.model_id in detail
+    assert service.readiness()["active_version"] == "v1"
+
+
+@pytest.mark.parametrize("kind", ["cmcr", "exmcr"])
+def test_retrain_from_an_imported_bridge_keeps_its_mode(
+    kind: str,
+    tmp_path: Path,
+    make_service: Callable[..., BridgeService],
+    tiny_clip_encoder: Any,
+    tiny_clap_encoder: Any,
+) -> None:
+    imported = import_head(kind, tmp_path, *tiny_flags(tiny_clip_encoder, tiny_clap_encoder))
+    service = make_service(imported)
+    assert service.readiness()["active_mode"] == kind
+    uploads = [Upload(make_png_bytes(36, 36, seed=i), f"{i}.png", "image/png") for i in range(4)]
+    uploads += [Upload(make_wav_bytes(0.4, 16000, 220.0 * (i + 1)), f"{i}.wav", "audio/wav")
+                for i in range(4)]  # fmt: skip
+    service.add_items(uploads, [{} for _ in uploads])
+
+    result = service.retrain(
+        RetrainRequest(
+            captions=CAPTIONS, train_overrides={"epochs": 1, "batch_size": 16}, activate=True
+        ),
+        lambda *args, **kwargs: None,
+    )
+    assert result["version"] == "v2" and result["metrics"]["mode"] == kind
+    retrained = load_checkpoint(service.layout.checkpoint_dir("v2"))
+    assert retrained.projector_config == load_checkpoint(imported).projector_config
+    assert retrained.encoders == load_checkpoint(imported).encoders  # the same encoders
+    ready = service.readiness()
+    assert (ready["active_version"], ready["active_mode"]) == ("v2", kind)
+    vectors = np.random.default_rng(0).standard_normal((3, TINY_CLAP_DIM)).astype(np.float32)
+    assert retrained.project("clap", vectors).shape == (3, retrained.projector_config.shared_dim)
