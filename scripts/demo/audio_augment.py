@@ -121,8 +121,8 @@ def shift_and_crop(
 class WaveAugment:
     """Probabilities and ranges of the waveform chain (train_demo_clap.py --augment)."""
 
-    p_clean: float = 0.15  # this share of draws is left untouched
-    speed: tuple[float, float] = (0.8, 1.25)
+    p_clean: float = 0.25  # this share of draws is left untouched
+    speed: tuple[float, float] = (0.87, 1.15)
     p_eq: float = 0.6
     eq_db: float = 10.0
     p_reverb: float = 0.4
