@@ -303,9 +303,10 @@ def model_card(
             f"Two projectors into a new {config.shared_dim}-d shared space (method.md "
             f"section 2): `clap` (the official Head_A) maps {config.clap_dim}-d CLAP audio "
             f"embeddings, `clip` (Head_B) {config.clip_dim}-d CLIP image and text embeddings. "
-            f"Each is Linear({config.clap_dim}, {config.hidden_dim}) -> BatchNorm1d -> ReLU -> "
-            f"Linear({config.hidden_dim}, {config.shared_dim}) -> BatchNorm1d, then L2; inputs "
-            "are L2-normalised first, BatchNorm uses its running statistics."
+            f"Each is Linear(D, {config.hidden_dim}) -> BatchNorm1d -> ReLU -> "
+            f"Linear({config.hidden_dim}, {config.shared_dim}) -> BatchNorm1d (D its space's "
+            "width), then L2; inputs are L2-normalised first, BatchNorm uses its running "
+            "statistics."
         )
     else:
         maps = (

@@ -218,6 +218,27 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (Linux); 0o022 where it cannot be read."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
+def _share_like_umask(folder: Path) -> None:
+    """Give the folder and its files the modes a plain mkdir / open would (mkdtemp makes the
+    folder 0700 and safetensors writes 0600), so that a checkpoint mounted into a container
+    that runs as another user stays readable."""
+    mask = _umask()
+    folder.chmod(0o777 & ~mask)
+    for path in folder.iterdir():
+        path.chmod(0o666 & ~mask)
+
+
 def save_checkpoint(
     out_dir: str | Path,
     model: BridgeModel,
@@ -252,6 +273,7 @@ def save_checkpoint(
             if Path(name).name != name or name in CHECKPOINT_FILES:
                 raise InvalidInputError(f"extra checkpoint file name {name!r} is not allowed")
             (tmp / name).write_text(text)
+        _share_like_umask(tmp)
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -9,7 +9,9 @@ saves it with torch.save, as the authors did.
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -241,3 +243,21 @@ def test_plain_pickle_of_a_state_dict_is_refused(tmp_path: Path, capsys) -> None
     err = capsys.readouterr().err
     assert "it holds more than tensors: Unsupported global: GLOBAL numpy" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_bridge_folder_modes_follow_the_umask(tmp_path: Path) -> None:
+    """Readable like a plain folder (mkdtemp's 0700 and safetensors' 0600 would lock out the
+    container user that serves ./models read-only in docker-compose)."""
+    mask = os.umask(0o027)
+    try:
+        out = tmp_path / "b"
+        assert (
+            run_import("exmcr", saved(tmp_path, randomize(Ex_MCR_Head(16), 0).state_dict()), out)
+            == 0
+        )
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o750
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {
+        name: 0o640 for name in ("README.md", "config.json", "report.json", "weights.safetensors")
+    }
