@@ -153,7 +153,8 @@ class CLAPEncoder(Encoder):
     then the feature extractor pads (repeat-pad) or cuts to its `max_length_s` window. Its
     "rand_trunc" mode would pick a random window of a long clip; we cut to the first window
     ourselves so that encoding is deterministic. "fusion" mode (fused checkpoints) keeps its
-    multi-window features, with its random choices seeded.
+    multi-window features, with its random choices seeded per clip, and fuses only the clips
+    longer than the window, as laion-clap's `get_audio_embedding_from_data` does.
     """
 
     kind: ClassVar[str] = "clap"
@@ -194,11 +195,34 @@ class CLAPEncoder(Encoder):
         return wave
 
     def _audio_batch(self, batch: list[np.ndarray]) -> torch.Tensor:
-        with _seeded_numpy(_FUSION_SEED) if self.fusion else contextlib.nullcontext():
+        if not self.fusion:
             inputs = self.processor(
                 audio=batch, sampling_rate=self.sample_rate, return_tensors="pt"
             )
-        return self.model.get_audio_features(**inputs.to(self.device))
+            return self.model.get_audio_features(**inputs.to(self.device))
+        import torch
+
+        # Fusion: one clip at a time with its crop choices seeded, so that a clip's embedding
+        # does not depend on the batch around it; and `is_longer` as laion-clap's inference
+        # sets it (longer than the window, by at least one hop). The feature extractor marks a
+        # random clip "longer" when none is, as laion-clap does only while training, which
+        # would fuse copies of one window.
+        features = []
+        for wave in batch:
+            with _seeded_numpy(_FUSION_SEED):
+                one = self.processor.feature_extractor(
+                    wave, sampling_rate=self.sample_rate, return_tensors="pt"
+                )
+            features.append(one["input_features"])  # (1, 4, T, M)
+        hop = int(self.processor.feature_extractor.hop_length)
+        longer = [
+            w.shape[0] > self.max_samples and w.shape[0] // hop != self.max_samples // hop
+            for w in batch
+        ]
+        return self.model.get_audio_features(
+            input_features=torch.cat(features).to(self.device),
+            is_longer=torch.tensor(longer).unsqueeze(1).to(self.device),
+        )
 
 
 _CLASSES: dict[str, tuple[type[Encoder], str, str, str]] = {
@@ -214,24 +238,42 @@ ENCODER_MODALITIES: dict[str, tuple[str, ...]] = {
 
 
 def load_encoder(kind: str, model: str | Path, device: str = "auto") -> Encoder:
-    """Load a CLIP or CLAP encoder from a hub id or a local HF-format folder.
+    """Load a CLIP or CLAP encoder from a hub id, a local HF-format folder or (CLAP only) a
+    laion-clap `.pt` checkpoint.
 
     `device`: "auto" (cuda when available, else cpu), "cpu", "cuda[:N]" or "mps". A path that does
     not exist is an error (no download is attempted for it); a hub id goes through
-    huggingface_hub, which honours HF_HUB_OFFLINE. Failures raise ModelLoadError naming the
-    id and the cause; the model is put in eval mode on the device, in float32.
+    huggingface_hub, which honours HF_HUB_OFFLINE. A laion-clap checkpoint is converted to a
+    ClapModel folder once and cached (bridge/encode/laion_clap.py); the encoder's model_id
+    stays the file's path. Failures raise ModelLoadError naming the id and the cause; the
+    model is put in eval mode on the device, in float32.
     """
     if kind not in _CLASSES:
         raise InvalidInputError(f"encoder kind must be one of {ENCODER_KINDS}, got {kind!r}")
     resolved = resolve_device(device)
     model_id = str(model)
+    from bridge.encode import laion_clap
+
+    if laion_clap.is_checkpoint_file(model_id):
+        if kind != "clap":
+            raise ModelLoadError(
+                f"cannot load {kind} encoder from {model_id!r}: a checkpoint file is read only "
+                "as a LAION-CLAP model; give CLIP as a hub id or an HF-format folder"
+            )
+        with laion_clap.converted_folder(Path(model_id)) as folder:
+            return _load_pretrained(kind, str(folder), model_id, resolved)
     _check_local_source(kind, model_id)
+    return _load_pretrained(kind, model_id, model_id, resolved)
+
+
+def _load_pretrained(kind: str, source: str, model_id: str, device: str) -> Encoder:
+    """from_pretrained of `source` (hub id or folder) as the `kind` encoder named `model_id`."""
     encoder_cls, model_cls_name, processor_cls_name, model_type = _CLASSES[kind]
     try:
         import torch
         import transformers
 
-        config = transformers.AutoConfig.from_pretrained(model_id)
+        config = transformers.AutoConfig.from_pretrained(source)
         if getattr(config, "model_type", None) != model_type:
             raise ModelLoadError(
                 f"cannot load {kind} encoder from {model_id!r}: it holds a "
@@ -239,8 +281,8 @@ def load_encoder(kind: str, model: str | Path, device: str = "auto") -> Encoder:
             )
         model_cls = getattr(transformers, model_cls_name)
         processor_cls = getattr(transformers, processor_cls_name)
-        net = model_cls.from_pretrained(model_id, config=config, dtype=torch.float32)
-        processor = processor_cls.from_pretrained(model_id)
+        net = model_cls.from_pretrained(source, config=config, dtype=torch.float32)
+        processor = processor_cls.from_pretrained(source)
     except ModelLoadError:
         raise
     except Exception as exc:  # OSError (missing/offline), ValueError, safetensors errors...
@@ -249,8 +291,8 @@ def load_encoder(kind: str, model: str | Path, device: str = "auto") -> Encoder:
         ) from exc
     net.eval()
     net.requires_grad_(False)
-    net.to(resolved)
-    encoder = encoder_cls(net, processor, model_id, resolved)
+    net.to(device)
+    encoder = encoder_cls(net, processor, model_id, device)
     logger.info("loaded %r", encoder)
     return encoder
 
