@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# laion-clap's own code, the reference of tests/bridge/encode/test_laion_clap.py, lives apart
+# from the project's environment (tests/laion-clap-reference.txt says why).
+LAION_REF := $(VENV)/laion-clap-ref
+LAION_STAMP := $(LAION_REF)/.installed-stamp
 
 .PHONY: serve test lint typecheck check clean
 
@@ -12,10 +16,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+$(LAION_STAMP): tests/laion-clap-reference.txt $(STAMP)
+	rm -rf $(LAION_REF)
+	$(BIN)/python -m pip install -q --no-deps --target $(LAION_REF) -r tests/laion-clap-reference.txt
+	rm -rf $(LAION_REF)/tests $(LAION_REF)/bin $(LAION_REF)/torchaudio/lib
+	touch $(LAION_STAMP)
+
 serve: $(STAMP)
 	$(BIN)/python -m app
 
-test: $(STAMP)
+test: $(STAMP) $(LAION_STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -60,7 +60,17 @@ class Settings(BaseSettings):
         default=_ENGINE.data_dir, description="Store, raw embeddings, indexes, versions."
     )
     clip_model: str = Field(default=_ENGINE.clip_model, description="CLIP hub id or HF folder.")
-    clap_model: str = Field(default=_ENGINE.clap_model, description="CLAP hub id or HF folder.")
+    clap_model: str = Field(
+        default=_ENGINE.clap_model, description="CLAP hub id, HF folder or laion-clap .pt file."
+    )
+    # Read from the environment by the encoder loader itself (bridge/encode/laion_clap.py),
+    # so that the server and every `mbridge` command see the same value; listed here so that
+    # --help and the settings table name it.
+    clap_tokenizer: str | None = Field(
+        default=None,
+        description="RoBERTa tokenizer (hub id or folder) for a laion-clap .pt CLAP model; "
+        "unset: FacebookAI/roberta-base.",
+    )
     initial_bridge: Path | None = Field(
         default=_ENGINE.initial_bridge,
         description="Checkpoint registered as the first version; empty or 'none' = none.",

@@ -173,6 +173,7 @@ def converted_folder(checkpoint: Path) -> Iterator[Path]:
         return
     try:
         convert_checkpoint(path, work, source, digest)
+        _plain_modes(work)
         try:
             work.rename(folder)
         except OSError:  # another process finished the same conversion first
@@ -518,6 +519,24 @@ def _file_sha256(path: Path, memo_dir: Path) -> str:
         memo_dir.mkdir(parents=True, exist_ok=True)
         memo.write_text(json.dumps({**stamp, "sha256": value}), encoding="utf-8")
     return value
+
+
+def _plain_modes(folder: Path) -> None:
+    """The modes a plain mkdir/open would give under the umask (mkdtemp makes 0700 and
+    safetensors writes 0600), so that another user of a shared HF_HOME can read the folder."""
+    umask = _umask()
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _umask() -> int:
+    """The process umask, read without setting it (os.umask would race other threads)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022
 
 
 def _save(out: Path, weights: dict[str, Any], config: Any, features: Any, tokenizer: Any) -> None:
