@@ -21,7 +21,7 @@ laion-clap lives outside the project's environment, in `.venv/laion-clap-ref` (`
 installs tests/laion-clap-reference.txt there with `pip --no-deps --target`): it asks for
 numpy<2 and ships a top-level `tests` package, and neither may reach the project. Without
 that folder these tests skip with the reason, unless BRIDGE_REQUIRE_LAION_CLAP=1 (CI), which
-turns the skip into a failure. Each reference build takes about 15 s on 2 cores.
+turns the skip into a failure. Each reference build takes 10-20 s on 2 cores.
 
 The damaged-file tests that need no laion-clap always run.
 """
@@ -160,6 +160,22 @@ def test_checkpoint_embeds_as_laion_clap(
     print(f"cached load: {time.perf_counter() - started:.2f} s")
     assert _conversions(hf_home) == [folder] and (folder / "conversion.json").read_text() == record
     np.testing.assert_allclose(again.encode_text(reference.captions[:2]), text[:2], atol=1e-6)
+
+
+@pytest.mark.parametrize("reference", ["rand_trunc"], indirect=True)
+def test_mbridge_embed_takes_a_checkpoint(
+    reference: Reference, hf_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.cli import main
+
+    monkeypatch.setenv(laion_clap.TOKENIZER_ENV, str(reference.tokenizer))
+    captions = tmp_path / "captions.txt"
+    captions.write_text("\n".join(reference.captions) + "\n", encoding="utf-8")
+    out = tmp_path / "clap_text.npy"
+    argv = ["embed", "--encoder", "clap", "--model", str(reference.checkpoint)]
+    argv += ["--modality", "text", "--input", str(captions), "--output", str(out)]
+    assert main([*argv, "--device", "cpu"]) == 0
+    assert np.abs(np.load(out) - reference.text).max() <= TOLERANCE
 
 
 # -- damaged and foreign files ------------------------------------------------------------
