@@ -261,7 +261,13 @@ def load_encoder(kind: str, model: str | Path, device: str = "auto") -> Encoder:
                 "as a LAION-CLAP model; give CLIP as a hub id or an HF-format folder"
             )
         with laion_clap.converted_folder(Path(model_id)) as folder:
-            return _load_pretrained(kind, str(folder), model_id, resolved)
+            try:
+                return _load_pretrained(kind, str(folder), model_id, resolved)
+            except ModelLoadError as exc:
+                raise ModelLoadError(
+                    f"{exc} (from its converted copy {folder}; delete that folder to convert "
+                    "the checkpoint again)"
+                ) from exc
     _check_local_source(kind, model_id)
     return _load_pretrained(kind, model_id, model_id, resolved)
 

@@ -178,6 +178,32 @@ def test_mbridge_embed_takes_a_checkpoint(
     assert np.abs(np.load(out) - reference.text).max() <= TOLERANCE
 
 
+@pytest.mark.parametrize("reference", ["rand_trunc"], indirect=True)
+def test_unwritable_cache_converts_for_the_load_only(
+    reference: Reference, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("HF_HOME below a file cannot be created")
+    monkeypatch.setenv("HF_HOME", str(blocker / "hf-home"))
+    monkeypatch.setenv(laion_clap.TOKENIZER_ENV, str(reference.tokenizer))
+    encoder = load_encoder("clap", reference.checkpoint, device="cpu")
+    text = encoder.encode_text(reference.captions)
+    assert np.abs(text - reference.text).max() <= TOLERANCE
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+@pytest.mark.parametrize("reference", ["rand_trunc"], indirect=True)
+def test_damaged_cached_conversion_is_named(
+    reference: Reference, hf_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(laion_clap.TOKENIZER_ENV, str(reference.tokenizer))
+    load_encoder("clap", reference.checkpoint, device="cpu")
+    (folder,) = _conversions(hf_home)
+    (folder / "model.safetensors").write_bytes(b"truncated")
+    with pytest.raises(ModelLoadError, match=f"converted copy {folder}; delete that folder"):
+        load_encoder("clap", reference.checkpoint, device="cpu")
+
+
 # -- damaged and foreign files ------------------------------------------------------------
 def _state(reference: Reference) -> dict[str, torch.Tensor]:
     saved = torch.load(reference.checkpoint, map_location="cpu", weights_only=True)
