@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soxr
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -239,6 +240,22 @@ def main(argv: list[str] | None = None) -> int:
         "--p-clean", type=float, default=0.25, help="share of augmented copies left clean"
     )
     parser.add_argument(
+        "--gain-db",
+        type=float,
+        nargs=2,
+        default=[-12.0, 6.0],
+        metavar=("MIN", "MAX"),
+        help="gain range of the augmented copies, dB",
+    )
+    parser.add_argument(
+        "--synthetic-voices",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add N eSpeak NG clips of each digit word in random voices "
+        "(synthetic_voices.py; needs the espeak-ng binary)",
+    )
+    parser.add_argument(
         "--audio-width", type=int, default=32, help="HTSAT patch-embedding width (stage 1)"
     )
     args = parser.parse_args(argv)
@@ -259,14 +276,28 @@ def main(argv: list[str] | None = None) -> int:
     test_clips = common.list_fsdd(args.data_dir, common.FSDD_TEST_TAKES)
     t0 = time.time()
     train_waves, rate = load_native(train_clips)
-    clean_x, clean_long = featurize(processor, common.load_clips(train_clips, model_rate))
+    train_digits = [c.digit for c in train_clips]
+    if args.synthetic_voices:
+        import synthetic_voices
+
+        waves, digits, _ = synthetic_voices.synthesize(
+            common.DIGIT_WORDS, args.synthetic_voices, args.seed, rate
+        )
+        train_waves += waves
+        train_digits += digits
+        logger.info("%d synthetic clips in %.1fs", len(waves), time.time() - t0)
+    clean_x, clean_long = featurize(
+        processor, [soxr.resample(w, rate, model_rate).astype(np.float32) for w in train_waves]
+    )
     test_x, test_long = featurize(processor, common.load_clips(test_clips, model_rate))
     logger.info("features %s in %.1fs", tuple(clean_x.shape), time.time() - t0)
-    train_lab = torch.tensor([c.digit for c in train_clips])
+    train_lab = torch.tensor(train_digits)
     test_lab = np.array([c.digit for c in test_clips])
     test_spk = np.array([c.speaker for c in test_clips])
 
-    augment = audio_augment.WaveAugment(p_clean=args.p_clean, speed=tuple(args.speed))
+    augment = audio_augment.WaveAugment(
+        p_clean=args.p_clean, speed=tuple(args.speed), gain_db=tuple(args.gain_db)
+    )
     views: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     current = [clean_x, clean_long]
 
@@ -319,7 +350,13 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("zero-shot text->audio accuracy on FSDD test takes 0-4: %.4f", acc)
     logger.info("by speaker: %s", by_speaker)
     data: dict[str, Any] = {
-        "train_data": f"FSDD takes 5-49 of {', '.join(speakers)} ({len(train_clips)} clips)",
+        "train_data": f"FSDD takes 5-49 of {', '.join(speakers)} ({len(train_clips)} clips)"
+        + (
+            f" and {args.synthetic_voices * 10} eSpeak NG clips ({args.synthetic_voices} per "
+            "digit word, each in a random voice)"
+            if args.synthetic_voices
+            else ""
+        ),
         "excluded_speakers": list(args.exclude_speakers),
         "eval_data": "FSDD takes 0-4 (300 clips)",
         "augment": (
