@@ -6,7 +6,7 @@ reference environment (`.venv/laion-clap-ref`, tests/laion-clap-reference.txt) a
 repository, so that nothing of it (the stand-in torchvision, laion-clap's `sys.path`
 additions) reaches the test process:
 
-    python tests/bridge/encode/laion_reference.py --workdir DIR [--fusion]
+    python tests/bridge/encode/laion_reference.py --workdir DIR [--fusion] [--amodel HTSAT-base]
 
 writes DIR/clap.pt (the checkpoint), DIR/roberta-base (the text model laion-clap built on,
 with its tokenizer) and DIR/reference.npz (waveforms, captions, laion-clap's embeddings).
@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--fusion", action="store_true")
+    parser.add_argument("--amodel", default="HTSAT-tiny", help="laion-clap audio model name")
     args = parser.parse_args(argv)
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -222,12 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     import laion_clap
 
     torch.manual_seed(0)
-    built = laion_clap.CLAP_Module(enable_fusion=args.fusion, device="cpu")
+    built = laion_clap.CLAP_Module(enable_fusion=args.fusion, device="cpu", amodel=args.amodel)
     perturb(built.model, seed=3 if args.fusion else 2)
     checkpoint = workdir / "clap.pt"
     save_checkpoint(built.model, checkpoint)
     del built
-    model = laion_clap.CLAP_Module(enable_fusion=args.fusion, device="cpu")
+    model = laion_clap.CLAP_Module(enable_fusion=args.fusion, device="cpu", amodel=args.amodel)
     model.load_ckpt(str(checkpoint), verbose=False)
     waves = make_waves(args.fusion)
     audio = []

@@ -4,18 +4,18 @@ against laion-clap's own code.
 The equivalence test: laion_reference.py (run in a subprocess, its docstring says how
 laion-clap is made to run offline here: a stand-in torchvision, a small stand-in RoBERTa
 saved as `roberta-base` in its working directory, HF_HUB_OFFLINE=1) builds laion-clap's
-CLAP_Module with real-size HTSAT-tiny audio branch and random weights, saves it in
-laion-clap's checkpoint format (`module.` keys under `state_dict`, with the optimizer
-state), reloads it with laion-clap's own `load_ckpt` and embeds clips and captions with
+CLAP_Module with a real-size HTSAT audio branch and random weights, saves it in laion-clap's
+checkpoint format (`module.` keys under `state_dict`, with the optimizer state), reloads it
+with laion-clap's own `load_ckpt` and embeds clips and captions with
 `get_audio_embedding_from_data` and `get_text_embedding`. The test loads the same file with
-`load_encoder("clap", path)` and compares: max abs difference <= 1e-5 per value, for an
-unfused and a fused model (short clips, an exact 10 s window; for the fused one also a 14 s
-clip, three random crops plus the whole, and a clip longer by less than a hop). laion-clap
-embeds each clip alone, numpy's RNG seeded as the project seeds its fusion crops; the project
-embeds them all in one batch, so the fused case also shows that a clip's embedding does not
-depend on the batch around it. The bound is
-tighter than 1e-4 on purpose: a RoBERTa layer-norm epsilon of 1e-12 instead of 1e-5 moves
-the text embeddings by about 5e-5; the conversion matches to about 1e-7.
+`load_encoder("clap", path)` and compares: max abs difference <= 1e-5 per value, for
+HTSAT-tiny unfused and fused and HTSAT-base unfused (short clips, an exact 10 s window; for
+the fused one also a 14 s clip, three random crops plus the whole, and a clip longer by less
+than a hop). laion-clap embeds each clip alone, numpy's RNG seeded as the project seeds its
+fusion crops; the project embeds them all in one batch, so the fused case also shows that a
+clip's embedding does not depend on the batch around it. The bound is tighter than 1e-4 on
+purpose: a RoBERTa layer-norm epsilon of 1e-12 instead of 1e-5 moves the text embeddings by
+about 5e-5; the conversion matches to about 1e-7.
 
 laion-clap lives outside the project's environment, in `.venv/laion-clap-ref` (`make test`
 installs tests/laion-clap-reference.txt there with `pip --no-deps --target`): it asks for
@@ -53,6 +53,7 @@ TOLERANCE = 1e-5
 
 @dataclass(frozen=True)
 class Reference:
+    name: str
     fusion: bool
     checkpoint: Path
     tokenizer: Path
@@ -74,13 +75,22 @@ def _require_reference_env() -> None:
         pytest.skip(reason)
 
 
-@pytest.fixture(scope="module", params=["rand_trunc", "fusion"])
+# (laion-clap audio model, fusion): the 630k-* checkpoints are HTSAT-tiny with and without
+# fusion, music_audioset_epoch_15_esc_90.14.pt is HTSAT-base without.
+MODELS = {
+    "tiny": ("HTSAT-tiny", False),
+    "tiny-fusion": ("HTSAT-tiny", True),
+    "base": ("HTSAT-base", False),
+}
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
 def reference(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Reference:
     """laion-clap's model, checkpoint and embeddings (built once per mode)."""
     _require_reference_env()
-    fusion = request.param == "fusion"
+    amodel, fusion = MODELS[request.param]
     workdir = tmp_path_factory.mktemp(f"laion-{request.param}")
     env = {
         **os.environ,
@@ -91,7 +101,7 @@ def reference(
     command = [sys.executable, "-W", "ignore", str(SCRIPT), "--workdir", str(workdir)]
     started = time.perf_counter()
     done = subprocess.run(
-        [*command, *(["--fusion"] if fusion else [])],
+        [*command, "--amodel", amodel, *(["--fusion"] if fusion else [])],
         env=env,
         capture_output=True,
         text=True,
@@ -101,6 +111,7 @@ def reference(
     assert done.returncode == 0, f"laion-clap reference failed:\n{done.stdout}\n{done.stderr}"
     data = np.load(workdir / "reference.npz")
     return Reference(
+        name=request.param,
         fusion=fusion,
         checkpoint=workdir / "clap.pt",
         tokenizer=workdir / "roberta-base",
@@ -140,7 +151,7 @@ def test_checkpoint_embeds_as_laion_clap(
     audio_diff = np.abs(audio - reference.audio).max(axis=1)
     text_diff = np.abs(text - reference.text).max(axis=1)
     print(
-        f"\n{'fusion' if reference.fusion else 'rand_trunc'}: reference built in "
+        f"\n{reference.name}: reference built in "
         f"{reference.seconds:.1f} s; max |diff| audio {audio_diff.max():.2e} "
         f"({len(audio_diff)} clips), text {text_diff.max():.2e} ({len(text_diff)} captions)"
     )
@@ -162,7 +173,7 @@ def test_checkpoint_embeds_as_laion_clap(
     np.testing.assert_allclose(again.encode_text(reference.captions[:2]), text[:2], atol=1e-6)
 
 
-@pytest.mark.parametrize("reference", ["rand_trunc"], indirect=True)
+@pytest.mark.parametrize("reference", ["tiny"], indirect=True)
 def test_mbridge_embed_takes_a_checkpoint(
     reference: Reference, hf_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -178,7 +189,7 @@ def test_mbridge_embed_takes_a_checkpoint(
     assert np.abs(np.load(out) - reference.text).max() <= TOLERANCE
 
 
-@pytest.mark.parametrize("reference", ["rand_trunc"], indirect=True)
+@pytest.mark.parametrize("reference", ["tiny"], indirect=True)
 def test_unwritable_cache_converts_for_the_load_only(
     reference: Reference, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -192,7 +203,7 @@ def test_unwritable_cache_converts_for_the_load_only(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
-@pytest.mark.parametrize("reference", ["rand_trunc"], indirect=True)
+@pytest.mark.parametrize("reference", ["tiny"], indirect=True)
 def test_damaged_cached_conversion_is_named(
     reference: Reference, hf_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -210,7 +221,7 @@ def _state(reference: Reference) -> dict[str, torch.Tensor]:
     return dict(saved["state_dict"])
 
 
-@pytest.mark.parametrize("reference", ["rand_trunc"], indirect=True)
+@pytest.mark.parametrize("reference", ["tiny"], indirect=True)
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
