@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from bridge.errors import BridgeError, InvalidInputError
-from bridge.types import DEVICE_NAMES
+from bridge.types import DEVICE_NAMES, RETRAIN_INITS
 from bridge.types import ServiceConfig as ServiceDefaults
 
 
@@ -33,6 +33,16 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help=DEVICE_NAMES)
     p.add_argument("--batch-size", type=int, default=None)
     p.set_defaults(func=_cmd_embed)
+
+
+# `mbridge train`'s projector flags (by dest) when neither they nor --init-from give them.
+_SHAPE_DEFAULTS: dict[str, Any] = {
+    "mode": "cmcr",
+    "hidden_dim": 1024,
+    "shared_dim": 512,
+    "layers": 2,
+    "batchnorm_mode": "joint",
+}
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -50,11 +60,20 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audio-memory", type=Path, help="unpaired CLAP audio embeddings (M, D_clap)")
     p.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
     p.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="DIR",
+        help="a bridge folder (trained or imported) whose weights training starts from instead "
+        "of a fresh initialisation; its shape, mode, BatchNorm mode and encoders are the "
+        "defaults of the flags below, and a flag that changes its shape is refused",
+    )
+    p.add_argument(
         "--mode",
         choices=BRIDGE_MODES,
-        default="cmcr",
+        default=argparse.SUPPRESS,
         help="cmcr: two projectors into a new shared space; exmcr: CLIP stays the shared space "
-        "and one head maps CLAP into it (--shared-dim is then CLIP's width)",
+        "and one head maps CLAP into it (--shared-dim is then CLIP's width) (default: cmcr, "
+        "or the --init-from bridge's)",
     )
     p.add_argument("--loss", choices=["infonce", "cwcl"], default=d.loss)
     p.add_argument("--epochs", type=int, default=d.epochs)
@@ -85,10 +104,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cwcl-sharpen", type=float, default=d.cwcl_sharpen, help="power on the CWCL weights"
     )
-    p.add_argument("--batchnorm-mode", choices=["joint", "separate"], default="joint")
-    p.add_argument("--hidden-dim", type=int, default=1024)
-    p.add_argument("--shared-dim", type=int, default=512)
-    p.add_argument("--layers", type=int, default=2)
+    # Defaults shown by hand: SUPPRESS tells a flag given from one left out (--init-from).
+    p.add_argument(
+        "--batchnorm-mode",
+        choices=["joint", "separate"],
+        default=argparse.SUPPRESS,
+        help="(default: joint, or the --init-from bridge's)",
+    )
+    for flag in ("--hidden-dim", "--shared-dim", "--layers"):
+        default = _SHAPE_DEFAULTS[flag[2:].replace("-", "_")]
+        help_text = f"(default: {default}, or the --init-from bridge's)"
+        p.add_argument(flag, type=int, default=argparse.SUPPRESS, help=help_text)
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
     p.add_argument(
         "--select-epoch",
@@ -106,8 +132,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     dev.add_argument("--dev-image-labels", type=Path, help="one label per line, row i = line i")
     dev.add_argument("--dev-audio", type=Path, help="CLAP audio embeddings (M, D_clap) .npy")
     dev.add_argument("--dev-audio-labels", type=Path, help="one label per line, row i = line i")
-    p.add_argument("--clip-model", default="", help="recorded in config.json: CLIP encoder id")
-    p.add_argument("--clap-model", default="", help="recorded in config.json: CLAP encoder id")
+    p.add_argument(
+        "--clip-model",
+        default="",
+        help="recorded in config.json: CLIP encoder id (empty: the --init-from bridge's)",
+    )
+    p.add_argument(
+        "--clap-model",
+        default="",
+        help="recorded in config.json: CLAP encoder id (empty: the --init-from bridge's)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
@@ -152,6 +186,13 @@ def _add_retrain(sub: argparse._SubParsersAction) -> None:
         "--overrides", default="{}", help="JSON object of training fields, e.g. '{\"epochs\": 5}'"
     )
     p.add_argument("--activate", action="store_true", help="activate the version when ready")
+    p.add_argument(
+        "--init",
+        choices=RETRAIN_INITS,
+        default="fresh",
+        help="fresh weights, or 'active': start from the active version's weights (a warm "
+        "start; it keeps that version's projector shape and mode)",
+    )
     p.add_argument(
         "--clip-model",
         default=os.environ.get("BRIDGE_CLIP_MODEL", ServiceDefaults.clip_model),
@@ -287,12 +328,41 @@ def _dev_set(args: argparse.Namespace) -> Any:
     )
 
 
+def _warm_start(args: argparse.Namespace) -> tuple[Any, dict[str, Any], dict[str, str]]:
+    """(InitialWeights or None, projector flag values, encoder ids) of `mbridge train`: the
+    flags given, else the --init-from bridge's values, else _SHAPE_DEFAULTS."""
+    defaults, encoders = dict(_SHAPE_DEFAULTS), {}
+    init = None
+    if args.init_from is not None:
+        from bridge.model.projectors import load_checkpoint
+        from bridge.model.trainer import InitialWeights
+
+        checkpoint = load_checkpoint(args.init_from)
+        init = InitialWeights.from_checkpoint(checkpoint, str(args.init_from))
+        base = checkpoint.projector_config
+        defaults = {
+            "mode": base.mode,
+            "hidden_dim": base.hidden_dim,
+            "shared_dim": base.shared_dim,
+            "layers": base.num_layers,
+            "batchnorm_mode": "separate" if base.text_norms else "joint",
+        }
+        encoders = dict(checkpoint.encoders)
+    shape = {name: getattr(args, name, default) for name, default in defaults.items()}
+    given = {"clip": args.clip_model, "clap": args.clap_model}
+    encoders.update({k: v for k, v in given.items() if v})
+    return init, shape, {k: v for k, v in encoders.items() if v}
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from bridge.arrays import load_matrix
     from bridge.model.config import ProjectorConfig
     from bridge.model.trainer import train_bridge
 
-    config = _train_config(args)
+    init, shape, encoders = _warm_start(args)
+    config = replace(_train_config(args), batchnorm_mode=shape["batchnorm_mode"])
     clip_text = load_matrix(args.clip_text, "--clip-text")
     clap_text = load_matrix(args.clap_text, "--clap-text")
     image_memory = load_matrix(args.image_memory, "--image-memory") if args.image_memory else None
@@ -300,12 +370,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     projector = ProjectorConfig(
         clip_dim=clip_text.shape[1],
         clap_dim=clap_text.shape[1],
-        hidden_dim=args.hidden_dim,
-        shared_dim=args.shared_dim,
-        num_layers=args.layers,
-        mode=args.mode,
+        hidden_dim=shape["hidden_dim"],
+        shared_dim=shape["shared_dim"],
+        num_layers=shape["layers"],
+        mode=shape["mode"],
     )
-    encoders = {k: v for k, v in (("clip", args.clip_model), ("clap", args.clap_model)) if v}
     result = train_bridge(
         clip_text,
         clap_text,
@@ -316,6 +385,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         out_dir=args.out,
         encoders=encoders,
         dev=_dev_set(args),
+        init=init,
     )
     for warning in result.report["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
@@ -388,6 +458,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         audio_memory=args.audio_memory,
         overrides=args.overrides,
         activate=args.activate,
+        init=args.init,
         clip_model=args.clip_model,
         clap_model=args.clap_model,
         device=args.device,

@@ -10,13 +10,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from bridge.modalities import Modality, SpaceName
 
 IndexType = Literal["flat", "hnsw", "ivf"]
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
 VersionStatus = Literal["training", "ready", "failed"]
+# Where a retrain's weights start: a fresh initialisation, or the active version's weights
+# (a warm start, which keeps the active version's projector shape and mode).
+RetrainInit = Literal["fresh", "active"]
+RETRAIN_INITS: tuple[str, ...] = get_args(RetrainInit)
 FilterValue = str | int | float | bool
 
 # Largest k + offset one search may ask for (bounds the over-fetch); the HTTP schema's limit
@@ -129,6 +133,7 @@ class RetrainRequest:
     audio_memory_path: str | None = None  # .npy (N, D_clap); None = stored audio's raw embeddings
     train_overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
     activate: bool = False  # activate automatically once the version is ready
+    init: RetrainInit = "fresh"  # "active": start from the active version's weights
     # A folder under data_dir that holds only this request's uploaded inputs (the HTTP layer's
     # uploads/<id>/): removed when the job ends, as the captions are kept in the checkpoint.
     inputs_dir: str | None = None

@@ -36,7 +36,7 @@ from app.uploads import (
     save_upload,
 )
 from bridge.errors import InvalidInputError
-from bridge.types import RetrainRequest
+from bridge.types import RETRAIN_INITS, RetrainRequest
 
 if TYPE_CHECKING:
     from bridge.service import BridgeService
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminAuth])
 
 _FILE_FIELDS = ("captions", "image_memory", "audio_memory")
-_TEXT_FIELDS = ("train_overrides", "activate")
+_TEXT_FIELDS = ("train_overrides", "activate", "init")
 
 _OPENAPI_BODY = multipart_body(
     {
@@ -60,6 +60,12 @@ _OPENAPI_BODY = multipart_body(
             "description": 'JSON object of TrainConfig fields, e.g. {"epochs": 5}.',
         },
         "activate": {"type": "boolean", "default": False},
+        "init": {
+            "type": "string",
+            "enum": list(RETRAIN_INITS),
+            "default": "fresh",
+            "description": "fresh weights, or the active version's (a warm start).",
+        },
     },
     required=["captions"],
 )
@@ -100,6 +106,7 @@ def _form_request(form: FormData, paths: dict[str, str], folder: str) -> Retrain
                 "audio_memory_path": paths.get("audio_memory"),
                 "train_overrides": overrides,
                 "activate": form_text(form, "activate") or False,
+                "init": form_text(form, "init") or "fresh",
             }
         )
     except ValidationError as exc:
@@ -130,7 +137,8 @@ async def _start_from_form(request: Request, service: BridgeService, settings: S
     summary="Train a new bridge version in the background",
     description=(
         "JSON: `captions` (list) or `captions_path`, optional `image_memory_path` / "
-        "`audio_memory_path` (.npy under the data dir), `train_overrides`, `activate`. "
+        "`audio_memory_path` (.npy under the data dir), `train_overrides`, `activate`, "
+        "`init` (`fresh`, or `active`: start from the active version's weights). "
         "Multipart: a `captions` file and optional `image_memory` / `audio_memory` .npy "
         "files. Without memories the stored items' raw embeddings are used, so a retrain "
         "adapts the bridge to this collection without paired data. Answers 202 with the job; "

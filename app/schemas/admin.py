@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from app.schemas.common import RecordOut
-from bridge.types import MAX_CAPTIONS, JobStatus, RetrainRequest, VersionStatus
+from bridge.types import MAX_CAPTIONS, JobStatus, RetrainInit, RetrainRequest, VersionStatus
 
 
 class RetrainIn(BaseModel):
@@ -20,6 +20,7 @@ class RetrainIn(BaseModel):
                 {"captions": ["a dog barking", "rain on a window"], "activate": True},
                 {"captions_path": "corpus/captions.txt", "train_overrides": {"epochs": 5}},
                 {"captions_path": "corpus/captions.txt", "train_overrides": {"mode": "exmcr"}},
+                {"captions_path": "corpus/captions.txt", "init": "active"},
             ]
         },
     )
@@ -42,6 +43,12 @@ class RetrainIn(BaseModel):
         'shared_dim, num_layers and mode ("cmcr" or "exmcr"; default: the active bridge\'s).',
     )
     activate: bool = Field(default=False, description="Activate the new version once it is ready.")
+    init: RetrainInit = Field(
+        default="fresh",
+        description='Where training starts: "fresh" weights, or "active", the active '
+        "version's weights (a warm start, e.g. from an imported bridge; overrides that change "
+        "its hidden_dim, shared_dim, num_layers, mode or batchnorm_mode are refused).",
+    )
 
     @model_validator(mode="after")
     def _some_corpus(self) -> RetrainIn:

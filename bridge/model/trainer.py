@@ -15,6 +15,11 @@ metrics (docs/benchmarks.md, "Training throughput").
 ProjectorConfig.mode "exmcr" trains the Ex-MCR head instead (bridge/model/exmcr.py, method.md
 section 9) with the same data preparation, noise, schedule, validation and report: its corpus
 adds audio- and image-centric tuples to the caption pairs, and its step the Ex-MCR loss.
+
+A warm start (`init`, InitialWeights) loads an existing bridge's projector weights and
+BatchNorm statistics before the first step instead of a fresh initialisation; the projector
+config must be the bridge's own, and the logit scale still follows TrainConfig.temperature.
+The report's `init` says where training started: {"from": "fresh"} or the source and sha256.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ import math
 import platform
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +45,7 @@ from bridge.model.devices import resolve_device, resolve_precision
 from bridge.model.exmcr import ExMCRLoss, centred_tuples
 from bridge.model.losses import CMCRLoss, LossParts
 from bridge.model.memory_retrieval import add_noise, soft_retrieve
-from bridge.model.projectors import BridgeModel, ExMCRHead, save_checkpoint
+from bridge.model.projectors import BridgeCheckpoint, BridgeModel, ExMCRHead, save_checkpoint
 from bridge.model.validation import DevSet, EpochSelector, validate_epoch
 
 logger = logging.getLogger(__name__)
@@ -54,6 +59,48 @@ class TrainResult:
     model: BridgeModel
     report: dict[str, Any]
     checkpoint_dir: Path | None
+
+
+@dataclass(frozen=True)
+class InitialWeights:
+    """Weights a training starts from instead of a fresh initialisation (a warm start)."""
+
+    config: ProjectorConfig  # the bridge's projector; the training's must be the same
+    state: Mapping[str, torch.Tensor]  # its BridgeModel state dict (CPU copies)
+    source: str  # what the report names: a version ("v3") or a checkpoint folder
+    sha256: str  # of the weights file the state was read from
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: BridgeCheckpoint, source: str) -> InitialWeights:
+        """A copy of a loaded bridge's weights (later changes to its model do not reach it)."""
+        state = {k: v.detach().cpu().clone() for k, v in checkpoint.model.state_dict().items()}
+        return cls(checkpoint.projector_config, state, source, checkpoint.sha256)
+
+    def record(self) -> dict[str, str]:
+        """What the report and the retrain metrics record as `init`."""
+        return {"from": self.source, "sha256": self.sha256}
+
+    def conflicts(self, projector: ProjectorConfig) -> list[str]:
+        """The projector fields in which `projector` differs from the bridge's, as
+        "name X (the bridge's Y)"; widths and text_norms included, as the weights need them."""
+        return [
+            f"{f.name} {getattr(projector, f.name)!r} ({self.source} has "
+            f"{getattr(self.config, f.name)!r})"
+            for f in fields(ProjectorConfig)
+            if getattr(projector, f.name) != getattr(self.config, f.name)
+        ]
+
+    def load_into(self, model: BridgeModel) -> None:
+        """Copy the projector weights and BatchNorm statistics into `model`; its logit scale
+        stays the configured one (a bridge's scale is that of its own training)."""
+        state = {k: v for k, v in self.state.items() if k != "logit_scale"}
+        state["logit_scale"] = model.logit_scale.detach().clone()
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise InvalidInputError(
+                f"the weights of {self.source} do not fit the projector being trained ({exc})"
+            ) from exc
 
 
 @dataclass
@@ -256,11 +303,16 @@ def train_bridge(
     encoders: dict[str, str] | None = None,
     recompute_memory_each_step: bool = False,
     dev: DevSet | None = None,
+    init: InitialWeights | None = None,
 ) -> TrainResult:
     """Train the two C-MCR projectors; optionally write a checkpoint folder to `out_dir`.
 
     `dev`: labelled images and clips (never trained on) whose class-level retrieval across
     the bridge is measured every epoch (bridge/model/validation.py).
+
+    `init`: start from these weights (a warm start) instead of a fresh initialisation; the
+    projector (after the widths of the data and text_norms of config.batchnorm_mode are
+    applied) must be init.config, else InvalidInputError naming the differences.
 
     `recompute_memory_each_step` is the naive baseline of the speed benchmark: it redoes the
     memory soft retrieval for every batch instead of once per corpus. Results are identical.
@@ -279,6 +331,15 @@ def train_bridge(
         clap_dim=clap_text.shape[1],
         text_norms=config.batchnorm_mode == "separate",
     )
+    conflicts = init.conflicts(projector) if init is not None else []
+    if init is not None and conflicts:
+        text_norms = any(c.startswith("text_norms") for c in conflicts)
+        note = " (batchnorm_mode 'separate' is text_norms True)" if text_norms else ""
+        raise InvalidInputError(
+            f"a warm start from {init.source} keeps its projector, but this training's differs: "
+            + "; ".join(conflicts)
+            + note
+        )
     if recompute_memory_each_step and projector.mode == "exmcr":
         raise InvalidInputError("recompute_memory_each_step is a C-MCR speed baseline only")
     if dev is not None:
@@ -325,7 +386,10 @@ def train_bridge(
     if dev is not None:
         val_dev = (_to_unit_tensor(dev.image, device), _to_unit_tensor(dev.audio, device), dev)
 
-    model = BridgeModel(projector, config.temperature).to(device)
+    model = BridgeModel(projector, config.temperature)
+    if init is not None:
+        init.load_into(model)
+    model.to(device)
     model.logit_scale.requires_grad_(config.learn_temperature)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -392,6 +456,7 @@ def train_bridge(
     wall = time.perf_counter() - started
     report = {
         "mode": projector.mode,
+        "init": init.record() if init is not None else {"from": "fresh"},
         "data": {
             "caption_pairs": int(len(clip_text)),
             "train_pairs": int(n_train),

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.errors import InvalidInputError, NotFoundError
-from bridge.types import RetrainRequest, ServiceConfig
+from bridge.types import RetrainInit, RetrainRequest, ServiceConfig
 
 
 def _parse_overrides(text: str) -> dict[str, Any]:
@@ -48,6 +48,7 @@ def retrain_offline(
     audio_memory: Path | None = None,
     overrides: str = "{}",
     activate: bool = False,
+    init: RetrainInit = "fresh",
     clip_model: str,
     clap_model: str,
     device: str = "auto",
@@ -87,6 +88,7 @@ def retrain_offline(
                 audio_memory_path=copied.get("audio_memory"),
                 train_overrides=train_overrides,
                 activate=activate,
+                init=init,
                 inputs_dir=folder.relative_to(service.data_dir).as_posix(),
             )
             return service.retrain(request, _StderrProgress())

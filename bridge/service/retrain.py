@@ -4,7 +4,8 @@
     run       register the version as "training" in the store
               -> captions through both text towers (bridge/encode/pair.py)
               -> memories: the given .npy files, else the stored items' raw embeddings
-              -> train_bridge (bridge/model/trainer.py) writes versions/<v>/checkpoint/
+              -> train_bridge (bridge/model/trainer.py) writes versions/<v>/checkpoint/,
+                 from fresh weights or (init "active") from the active version's
               -> re-project every stored item into the version's shared indexes and make
                  them live (bridge/service/versions.py -> catalog.py; an Ex-MCR version,
                  train_overrides {"mode": "exmcr"}, re-projects only the audio: its images
@@ -23,6 +24,7 @@ as the memory source).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from collections.abc import Callable
@@ -61,16 +63,25 @@ class RetrainPipeline:
     device: str
 
     def plan(self, request: RetrainRequest) -> RetrainPlan:
-        """Check the request (4xx errors) and name the version it will train."""
+        """Check the request (4xx errors) and name the version it will train. A warm start
+        (init "active") takes a copy of the active version's weights now, so that an
+        activation while the job waits or runs does not change where it starts."""
         active = self.versions.active
-        return plan_retrain(
+        plan = plan_retrain(
             request,
             self.layout,
             self.versions.next_version(),
             active.checkpoint.projector_config if active else None,
             self.device,
             self.towers.dims(),
+            active.version if active else None,
         )
+        if plan.init_from is None or active is None:
+            return plan
+        from bridge.model.trainer import InitialWeights
+
+        init = InitialWeights.from_checkpoint(active.checkpoint, active.version)
+        return dataclasses.replace(plan, init=init)
 
     def run(self, plan: RetrainPlan, progress: RetrainProgress) -> dict[str, Any]:
         """The whole retrain (module docstring); returns {"version", "metrics"}. On failure
@@ -122,6 +133,7 @@ class RetrainPipeline:
                 progress_callback=on_epoch,
                 encoders=self.towers.encoder_ids(),
                 dev=labelled[0],
+                init=plan.init,
             )
         lines = (" ".join(caption.splitlines()) for caption in plan.captions)
         atomic_write_text(checkpoint_dir / CAPTIONS_FILE, "\n".join(lines) + "\n")
@@ -139,6 +151,7 @@ class RetrainPipeline:
             "wall_seconds": result.report.get("wall_seconds"),
         }
         metrics["mode"] = checkpoint.projector_config.mode
+        metrics["init"] = result.report.get("init", {"from": "fresh"})
         metrics["memory_source"] = memory_source
         metrics["warnings"] = result.report.get("warnings", [])
         in_sample = len(eval_idx) == len(plan.captions)

@@ -1,5 +1,6 @@
 """A retrain request checked before any job exists, so that a bad one is a 4xx, not a job that
-fails after its 202: captions, memory files, train overrides, the device.
+fails after its 202: captions, memory files, train overrides, the device, and a warm start
+(`init: "active"`) whose overrides would change the projector it starts from.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import dataclasses
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin, get_type_hints
 
 import numpy as np
 
@@ -17,7 +18,10 @@ from bridge.io import read_captions
 from bridge.model.config import MIN_TRAIN_CAPTIONS, ProjectorConfig, TrainConfig
 from bridge.model.devices import resolve_device
 from bridge.storage.layout import DataLayout
-from bridge.types import MAX_CAPTIONS, RetrainRequest
+from bridge.types import MAX_CAPTIONS, RETRAIN_INITS, RetrainRequest
+
+if TYPE_CHECKING:
+    from bridge.model.trainer import InitialWeights
 
 EVAL_HOLDOUT_MIN_CAPTIONS = 40  # below this every caption trains and evaluation is in-sample
 EVAL_HOLDOUT_FRACTION = 0.1
@@ -40,6 +44,10 @@ class RetrainPlan:
     activate: bool
     params: dict[str, Any] = field(default_factory=dict)  # what the job record shows
     inputs_dir: Path | None = None  # removed when the job ends (RetrainRequest.inputs_dir)
+    # A warm start: the version whose weights training starts from (init "active"), and
+    # those weights, attached by the pipeline from the same active version it planned with.
+    init_from: str | None = None
+    init: InitialWeights | None = field(default=None, repr=False)
 
     @property
     def mode(self) -> str:
@@ -109,6 +117,45 @@ def split_overrides(
     return config, projector
 
 
+def _warm_start_base(request: RetrainRequest, base_version: str | None) -> str | None:
+    """The version a warm start starts from (init "active"), or None for a fresh start."""
+    if request.init not in RETRAIN_INITS:
+        raise InvalidInputError(f"init must be one of {list(RETRAIN_INITS)}, got {request.init!r}")
+    if request.init == "fresh":
+        return None
+    if base_version is None:
+        raise InvalidInputError("init 'active' needs an active bridge version to start from")
+    return base_version
+
+
+def _warm_start_overrides(overrides: Any, base: ProjectorConfig) -> Any:
+    """A warm start trains the BatchNorms the base has: text_norms (batchnorm_mode
+    'separate') unless the overrides say otherwise (then the conflict check refuses it)."""
+    if isinstance(overrides, dict) and "batchnorm_mode" not in overrides and base.text_norms:
+        return {**overrides, "batchnorm_mode": "separate"}
+    return overrides
+
+
+def check_warm_start(
+    base_version: str, base: ProjectorConfig, projector: ProjectorConfig, config: TrainConfig
+) -> None:
+    """InvalidInputError naming every override that would change the projector of the version
+    a warm start starts from (its weights fit only that shape and mode)."""
+    trained = dataclasses.replace(projector, text_norms=config.batchnorm_mode == "separate")
+    conflicts = [
+        f"{name} {getattr(trained, name)!r} ({base_version} has {getattr(base, name)!r})"
+        for name in (*_PROJECTOR_KEYS, "text_norms")
+        if getattr(trained, name) != getattr(base, name)
+    ]
+    if conflicts:
+        names = ", ".join(c.split()[0] for c in conflicts).replace("text_norms", "batchnorm_mode")
+        raise InvalidInputError(
+            f"init 'active' starts from {base_version}'s weights, which fit only its projector; "
+            f"train_overrides change it: {'; '.join(conflicts)}. Drop {names} from "
+            "train_overrides, or retrain with init 'fresh'"
+        )
+
+
 def check_memory_header(path: Path, what: str, dim: int | None) -> None:
     """InvalidInputError unless ``path`` is a .npy file of a float (N >= 1, dim) array whose
     data is all there: read from the header and a memory map, not the data (memories can be
@@ -159,9 +206,13 @@ def plan_retrain(
     base_projector: ProjectorConfig | None,
     device: str,
     memory_dims: tuple[int, int] | None = None,
+    base_version: str | None = None,
 ) -> RetrainPlan:
     """Validate a request: captions (list and/or file, at least MIN_TRAIN_CAPTIONS), memory
-    paths (.npy under the data directory, the encoders' widths), overrides."""
+    paths (.npy under the data directory, the encoders' widths), overrides, and the start
+    (init "active" needs `base_version`, the active version, whose projector is
+    `base_projector`). The plan's `init` weights are the caller's to attach."""
+    init_from = _warm_start_base(request, base_version)
     captions = _captions(request, layout)
     image_path = audio_path = None
     clip_dim, clap_dim = memory_dims or (None, None)
@@ -171,7 +222,12 @@ def plan_retrain(
     if request.audio_memory_path is not None:
         audio_path = layout.resolve_input(request.audio_memory_path, "audio memory")
         check_memory_header(audio_path, "audio memory", clap_dim)
-    config, projector = split_overrides(request.train_overrides, base_projector, device)
+    overrides = request.train_overrides
+    if init_from is not None and base_projector is not None:
+        overrides = _warm_start_overrides(overrides, base_projector)
+    config, projector = split_overrides(overrides, base_projector, device)
+    if init_from is not None and base_projector is not None and projector is not None:
+        check_warm_start(init_from, base_projector, projector, config)
     params = {
         "version": version,
         "captions": len(captions),
@@ -180,6 +236,7 @@ def plan_retrain(
         "audio_memory_path": request.audio_memory_path,
         "train_overrides": request.train_overrides,
         "activate": request.activate,
+        "init": request.init,
     }
     inputs_dir = None
     if request.inputs_dir is not None:
@@ -196,6 +253,7 @@ def plan_retrain(
         request.activate,
         params,
         inputs_dir,
+        init_from,
     )
 
 

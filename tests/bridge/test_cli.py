@@ -177,7 +177,7 @@ def test_every_train_option_reaches_the_train_config() -> None:
     train = subcommands.choices["train"]
     flags = {a.dest for a in train._actions} - {"help"}
     files = {"clip_text", "clap_text", "image_memory", "audio_memory", "out"}
-    files |= {"dev_image", "dev_image_labels", "dev_audio", "dev_audio_labels"}
+    files |= {"dev_image", "dev_image_labels", "dev_audio", "dev_audio_labels", "init_from"}
     projector_and_ids = {"hidden_dim", "shared_dim", "layers", "mode", "clip_model", "clap_model"}
     renamed = {"no_memory", "no_noise", "no_intra", "cwcl_weights", "quiet"}
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
