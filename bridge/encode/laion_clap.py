@@ -212,7 +212,12 @@ def read_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
     import torch
 
     try:
-        obj = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        try:  # memory-mapped: the optimizer state that training saved is never read
+            obj = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:  # files from before torch 1.6's zip format
+            if "mmap" not in str(exc):
+                raise
+            obj = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         if found is None:  # a broken or foreign pickle stream

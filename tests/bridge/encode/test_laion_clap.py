@@ -299,6 +299,16 @@ def test_foreign_files_are_refused(
     assert _conversions(hf_home) == []
 
 
+def test_pre_zip_format_files_are_read(hf_home: Path, tmp_path: Path) -> None:
+    """Files saved before torch 1.6's zip format cannot be memory-mapped: read in full."""
+    path = tmp_path / "old.pt"
+    torch.save(
+        {"state_dict": {"weight": torch.zeros(2)}}, path, _use_new_zipfile_serialization=False
+    )
+    with pytest.raises(ModelLoadError, match="not a LAION-CLAP checkpoint"):
+        load_encoder("clap", path, device="cpu")
+
+
 def test_checkpoint_paths_name_what_is_wrong(hf_home: Path, tmp_path: Path) -> None:
     missing = tmp_path / "630k-best.pt"
     with pytest.raises(ModelLoadError, match=f"checkpoint file not found: {missing}"):
