@@ -176,9 +176,12 @@ def converted_folder(checkpoint: Path) -> Iterator[Path]:
         _plain_modes(work)
         try:
             work.rename(folder)
-        except OSError:  # another process finished the same conversion first
+        except OSError as exc:  # fine when another process finished the same conversion
             if not (folder / "conversion.json").is_file():
-                raise
+                raise ModelLoadError(
+                    f"cannot cache the conversion of clap checkpoint {checkpoint} in {folder}: "
+                    f"{exc}"
+                ) from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)
     logger.info("laion-clap checkpoint %s converted to %s", path, folder)
