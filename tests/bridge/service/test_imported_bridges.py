@@ -1,5 +1,7 @@
 """Imported bridges in the service: the encoder check (bridge/service/encoder_ids.py) on start
-and on activation, and retraining from an imported bridge of either mode.
+and on activation, and retraining from an imported bridge of either mode: with its shape and
+mode, and warm-started from its weights (a retrain's init "active", `mbridge train
+--init-from`).
 
 Imported bridges are built here in the authors' exact layouts (tests/official_mcr.py) at the
 tiny towers' width (16-d) and go through `mbridge import-checkpoint`, like a user's.
@@ -311,3 +313,113 @@ def test_admin_retrain_warm_starts_from_an_imported_bridge(
         # (exmcr) on average
         assert warm_cos.min() > 0.98, (space, warm_cos.min())
         assert fresh_cos.mean() < 0.6, (space, fresh_cos.mean())
+
+
+@pytest.mark.parametrize(
+    ("kind", "request_fields", "named"),
+    [
+        ("cmcr", {"train_overrides": {"hidden_dim": 8}}, "hidden_dim 8 (v1 has 32)"),
+        ("cmcr", {"train_overrides": {"num_layers": 3}}, "num_layers 3 (v1 has 2)"),
+        ("cmcr", {"train_overrides": {"mode": "exmcr"}}, "mode 'exmcr' (v1 has 'cmcr')"),
+        ("cmcr", {"train_overrides": {"batchnorm_mode": "separate"}}, "Drop batchnorm_mode"),
+        ("exmcr", {"train_overrides": {"mode": "cmcr"}}, "mode 'cmcr' (v1 has 'exmcr')"),
+        ("exmcr", {"train_overrides": {"hidden_dim": 8, "epochs": 1}}, "hidden_dim 8 (v1 has 32)"),
+    ],
+)
+@pytest.mark.parametrize("encoding", ["json", "multipart"])
+def test_a_warm_start_that_would_change_the_projector_is_a_422_before_any_job(
+    kind: str,
+    request_fields: dict[str, Any],
+    named: str,
+    encoding: str,
+    tmp_path: Path,
+    make_service: Callable[..., BridgeService],
+    tiny_clip_encoder: Any,
+    tiny_clap_encoder: Any,
+) -> None:
+    import json
+
+    imported = import_head(kind, tmp_path, *tiny_flags(tiny_clip_encoder, tiny_clap_encoder))
+    service = make_service(imported)
+    with _admin_client(service, tmp_path / "var") as client:
+        if encoding == "json":
+            body = {"captions": CAPTIONS, "init": "active", **request_fields}
+            r = client.post("/v1/admin/retrain", json=body, headers=ADMIN)
+        else:
+            form = {
+                "init": "active",
+                "train_overrides": json.dumps(request_fields["train_overrides"]),
+            }
+            files = {"captions": ("c.txt", "\n".join(CAPTIONS).encode(), "text/plain")}
+            r = client.post("/v1/admin/retrain", data=form, files=files, headers=ADMIN)
+        assert r.status_code == 422, r.text
+        detail = r.json()["detail"]
+        assert "init 'active' starts from v1's weights" in detail and named in detail, detail
+        assert "init 'fresh'" in detail  # says the way out
+        versions = client.get("/v1/admin/versions", headers=ADMIN).json()
+    assert [v["version"] for v in versions["versions"]] == ["v1"]
+    assert service.readiness()["job_running"] is False
+    uploads = tmp_path / "var" / "uploads"
+    assert not uploads.exists() or list(uploads.iterdir()) == []
+    # the same overrides from fresh weights are a valid request (the conflict is the start's)
+    with _admin_client(service, tmp_path / "var") as client:
+        body = {"captions": CAPTIONS, **request_fields}
+        body["train_overrides"] = {**body["train_overrides"], **TINY_STEP}
+        if body["train_overrides"].get("mode") == "cmcr":
+            body["train_overrides"]["shared_dim"] = 16
+        _retrain_over_http(client, body)
+
+
+def test_init_values_and_a_warm_start_without_an_active_version(
+    tmp_path: Path,
+    make_service: Callable[..., BridgeService],
+    tiny_clip_encoder: Any,
+    tiny_clap_encoder: Any,
+) -> None:
+    from bridge.errors import InvalidInputError
+
+    imported = import_head("cmcr", tmp_path, *tiny_flags(tiny_clip_encoder, tiny_clap_encoder))
+    service = make_service(imported)
+    with _admin_client(service, tmp_path / "var") as client:
+        r = client.post(
+            "/v1/admin/retrain", json={"captions": CAPTIONS, "init": "warm"}, headers=ADMIN
+        )
+        assert r.status_code == 422 and r.json()["errors"][0]["loc"] == "body.init", r.text
+    with pytest.raises(InvalidInputError, match="init must be one of"):
+        service.start_retrain(RetrainRequest(captions=CAPTIONS, init="v1"))  # type: ignore[arg-type]
+    service.close()
+    shutil.rmtree(tmp_path / "var")
+    empty = make_service(None)  # no initial bridge: no version to start from
+    with pytest.raises(InvalidInputError, match="needs an active bridge version"):
+        empty.start_retrain(RetrainRequest(captions=CAPTIONS, init="active"))
+    assert empty.list_versions() == []
+
+
+@pytest.mark.parametrize(("kind", "conflict"), [("cmcr", "--hidden-dim"), ("exmcr", "--layers")])
+def test_mbridge_train_init_from_an_imported_bridge(
+    kind: str, conflict: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mbridge train --init-from DIR`: shape, mode and encoders come from the bridge, the
+    report records the start, one tiny step stays close to it; a flag that changes the
+    shape is refused with one line and writes nothing."""
+    imported = import_head(kind, tmp_path)  # records the published encoders
+    rng = np.random.default_rng(2)
+    for name in ("clip", "clap"):
+        np.save(tmp_path / f"{name}.npy", rng.standard_normal((48, 16)).astype(np.float32))
+    out = tmp_path / "warm"
+    argv = ["train", "--clip-text", str(tmp_path / "clip.npy"), "--clap-text"]
+    argv += [str(tmp_path / "clap.npy"), "--out", str(out), "--init-from", str(imported)]
+    argv += ["--epochs", "1", "--batch-size", "256", "--lr", "1e-7", "--device", "cpu", "--quiet"]
+    assert main([*argv, conflict, "8"]) == 2
+    err = capsys.readouterr().err
+    assert f"a warm start from {imported} keeps its projector" in err and " 8 (" in err, err
+    assert not out.exists()
+
+    assert main(argv) == 0
+    source, trained = load_checkpoint(imported), load_checkpoint(out)
+    assert trained.report["init"] == {"from": str(imported), "sha256": source.sha256}
+    assert trained.projector_config == source.projector_config
+    assert trained.encoders == source.encoders == {"clip": PUBLISHED_CLIP, "clap": PUBLISHED_CLAP}
+    vectors = rng.standard_normal((64, 16)).astype(np.float32)
+    cosines = _row_cosines(source.project("clap", vectors), trained.project("clap", vectors))
+    assert cosines.min() > 0.98, cosines.min()
