@@ -22,7 +22,7 @@ from official_mcr import CLAPCLIP_Head, Ex_MCR_Head, randomize
 from tiny_models import TINY_CLAP_DIM, TINY_CLIP_DIM
 
 from bridge.cli import main
-from bridge.errors import ConflictError
+from bridge.errors import ConflictError, InvalidInputError
 from bridge.model.config import ProjectorConfig
 from bridge.model.imports import PUBLISHED_CLAP, PUBLISHED_CLIP
 from bridge.model.projectors import BridgeModel, load_checkpoint, save_checkpoint
@@ -376,7 +376,6 @@ def test_init_values_and_a_warm_start_without_an_active_version(
     tiny_clip_encoder: Any,
     tiny_clap_encoder: Any,
 ) -> None:
-    from bridge.errors import InvalidInputError
 
     imported = import_head("cmcr", tmp_path, *tiny_flags(tiny_clip_encoder, tiny_clap_encoder))
     service = make_service(imported)
@@ -423,3 +422,29 @@ def test_mbridge_train_init_from_an_imported_bridge(
     vectors = rng.standard_normal((64, 16)).astype(np.float32)
     cosines = _row_cosines(source.project("clap", vectors), trained.project("clap", vectors))
     assert cosines.min() > 0.98, cosines.min()
+
+
+def test_a_warm_start_keeps_the_text_batchnorms_of_its_start(
+    tmp_path: Path,
+    make_service: Callable[..., BridgeService],
+    tiny_clip_encoder: Any,
+    tiny_clap_encoder: Any,
+) -> None:
+    """A bridge trained with batchnorm_mode 'separate' has text BatchNorms of its own: a warm
+    start from it trains them too (no override needed), and 'joint' is refused."""
+    config = ProjectorConfig(TINY_CLIP_DIM, TINY_CLAP_DIM, 32, 8, text_norms=True)
+    encoders = {"clip": tiny_clip_encoder.model_id, "clap": tiny_clap_encoder.model_id}
+    start = save_checkpoint(tmp_path / "sep", BridgeModel(config), None, {}, encoders)
+    service = make_service(start)
+    with pytest.raises(InvalidInputError, match="batchnorm_mode"):
+        service.start_retrain(
+            RetrainRequest(
+                captions=CAPTIONS, train_overrides={"batchnorm_mode": "joint"}, init="active"
+            )
+        )
+    request = RetrainRequest(captions=CAPTIONS, train_overrides=TINY_STEP, init="active")
+    result = service.retrain(request, lambda *args, **kwargs: None)
+    trained = load_checkpoint(service.layout.checkpoint_dir(result["version"]))
+    assert trained.projector_config == config
+    assert trained.train_config is not None and trained.train_config.batchnorm_mode == "separate"
+    assert result["metrics"]["init"]["from"] == "v1"
