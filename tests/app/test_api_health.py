@@ -25,6 +25,19 @@ def test_healthz_and_readyz(client: TestClient) -> None:
     assert body["ready"] is True and body["phase"] == "ready"
     assert body["engine"]["active_version"] == "v1"
     assert set(body["engine"]["indexes"]) >= {"clip_image", "clap_audio"}
+    # the engine's fields as docs/api.md shows them, with the active version's bridge mode
+    assert list(body["engine"]) == [
+        "ready",
+        "encoders",
+        "indexes",
+        "items",
+        "active_version",
+        "active_mode",
+        "job_running",
+    ]
+    assert body["engine"]["active_mode"] == "cmcr"
+    described = client.get("/openapi.json").json()["components"]["schemas"]["ReadyOut"]
+    assert "active_mode" in described["properties"]["engine"]["description"]
 
 
 def test_metrics_count_requests_by_route_template_and_stage(
