@@ -625,7 +625,7 @@ def test_mbridge_retrain_runs_the_same_pipeline_on_a_stopped_services_directory(
 
     captions = tmp_path / "corpus.txt"
     captions.write_text("\n".join(CAPTIONS) + "\n", encoding="utf-8")
-    argv = [*retrain_argv, "--captions", str(captions), "--activate"]
+    argv = [*retrain_argv, "--captions", str(captions), "--activate", "--init", "active"]
     argv += ["--overrides", '{"epochs": 2, "batch_size": 16, "seed": 1}']
     argv += ["--json", str(tmp_path / "result.json")]
     service = make_service()
@@ -639,6 +639,7 @@ def test_mbridge_retrain_runs_the_same_pipeline_on_a_stopped_services_directory(
     assert "version v2 ready and active" in out and "%] training" in err
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["version"] == "v2" and result["metrics"]["memory_source"]["image"] == "store"
+    assert result["metrics"]["init"]["from"] == "v1"  # --init active: a warm start from v1
     assert list((tmp_path / "var" / "uploads").iterdir()) == []
     reopened = make_service()
     versions = {v.version: v for v in reopened.list_versions()}
