@@ -85,6 +85,15 @@ def encoder_card(kind: str, folder: Path) -> str:
             else []
         ),
         *(augment_lines(report["augment"]) if report.get("augment") else []),
+        *(
+            [
+                "- Synthetic voices: eSpeak NG clips of the digit words (`synthetic_voices.py`;",
+                "  the Debian package espeak-ng, GPL-3.0-or-later, whose output audio its license",
+                "  does not cover), each in a random accent, voice variant, pitch and speed.",
+            ]
+            if "eSpeak" in report["train_data"]
+            else []
+        ),
         "",
         "## Metrics",
         f"- Zero-shot text->{'image' if kind == 'clip' else 'audio'} accuracy: "
@@ -148,7 +157,7 @@ def augment_lines(augment: dict[str, Any]) -> list[str]:
         f"  mel-axis warp by up to {augment['freq_warp']:.0%} (VTLP: formants without tempo), "
         f"a time stretch by up to {augment['time_stretch']:.0%},",
         "  then a circular time shift, one time and one frequency mask and a +-5 dB offset.",
-        "  No external audio (noise or impulse responses) and no synthetic voices are used.",
+        "  No external audio (noise or impulse responses) is used.",
     ]
 
 
