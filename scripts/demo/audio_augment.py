@@ -130,7 +130,7 @@ class WaveAugment:
     drr_db: tuple[float, float] = (-3.0, 12.0)
     p_noise: float = 0.6
     snr_db: tuple[float, float] = (5.0, 40.0)
-    gain_db: tuple[float, float] = (-12.0, 6.0)
+    gain_db: tuple[float, float] = (-30.0, 6.0)
     p_shift: float = 0.5
     max_pad_s: float = 0.15
     min_keep: float = 0.85

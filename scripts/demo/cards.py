@@ -87,9 +87,10 @@ def encoder_card(kind: str, folder: Path) -> str:
         *(augment_lines(report["augment"]) if report.get("augment") else []),
         *(
             [
-                "- Synthetic voices: eSpeak NG clips of the digit words (`synthetic_voices.py`;",
-                "  the Debian package espeak-ng, GPL-3.0-or-later, whose output audio its license",
-                "  does not cover), each in a random accent, voice variant, pitch and speed.",
+                "- Synthetic voices: eSpeak NG clips of the digit words (`synthetic_voices.py`,",
+                "  Debian 12 package espeak-ng 1.51, GPL-3.0-or-later; its license does not cover",
+                "  the audio it produces), each in a random English accent, voice variant, pitch",
+                "  and speed, trimmed and resampled to 8 kHz, then augmented like the FSDD clips.",
             ]
             if "eSpeak" in report["train_data"]
             else []

@@ -10,9 +10,11 @@ FSDD has six speakers, so by default the clips are augmented (scripts/demo/audio
 to make the tower hear new voices and rooms: `--copies` augmented copies of every clip are
 made once (speed perturbation, random EQ, synthetic-RIR reverberation, coloured noise at
 5-40 dB SNR, gain, leading silence and crops), epoch e trains on copy e mod copies, and every
-batch gets a mel-axis (VTLP) warp, a time stretch and SpecAugment on top. `--no-augment`
-trains on the clean clips with SpecAugment only (with `--epochs 25 --lr 1e-3`, as the first
-demo CLAP was).
+batch gets a mel-axis (VTLP) warp, a time stretch and SpecAugment on top. By default 100
+clips of each digit word from eSpeak NG in random voices (synthetic_voices.py; needs the
+Debian package espeak-ng) join the training set, as more vocal tracts. `--no-augment`
+trains on the clean clips with SpecAugment only (with `--epochs 25 --lr 1e-3
+--synthetic-voices 0`, as the first demo CLAP was).
 
 Usage:
     .venv/bin/python \
@@ -243,17 +245,18 @@ def main(argv: list[str] | None = None) -> int:
         "--gain-db",
         type=float,
         nargs=2,
-        default=[-12.0, 6.0],
+        default=[-30.0, 6.0],
         metavar=("MIN", "MAX"),
-        help="gain range of the augmented copies, dB",
+        help="gain range of the augmented copies, dB (FSDD's quietest speakers are ~20 dB "
+        "below its loudest)",
     )
     parser.add_argument(
         "--synthetic-voices",
         type=int,
-        default=0,
+        default=100,
         metavar="N",
         help="add N eSpeak NG clips of each digit word in random voices "
-        "(synthetic_voices.py; needs the espeak-ng binary)",
+        "(synthetic_voices.py; needs the espeak-ng binary; 0: FSDD only)",
     )
     parser.add_argument(
         "--audio-width", type=int, default=32, help="HTSAT patch-embedding width (stage 1)"
