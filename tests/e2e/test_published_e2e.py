@@ -12,7 +12,6 @@ bridge records other encoders than it runs.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,39 +22,13 @@ import httpx
 import torch
 from media_factory import make_png_bytes, make_wav_bytes
 from official_mcr import CLAPCLIP_Head, official_cmcr, randomize
+from server_env import server_env
 from tiny_models import TINY_CLIP_DIM
 
 from bridge.model.imports import PUBLISHED_CLAP, PUBLISHED_CLIP
 from bridge.model.projectors import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _env(data_dir: Path, clip: Path, clap: Path, bridge: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
-    env.update(
-        BRIDGE_HOST="127.0.0.1",
-        BRIDGE_PORT=str(_free_port()),
-        BRIDGE_DATA_DIR=str(data_dir),
-        BRIDGE_CLIP_MODEL=str(clip),
-        BRIDGE_CLAP_MODEL=str(clap),
-        BRIDGE_INITIAL_BRIDGE=str(bridge),
-        BRIDGE_DEVICE="cpu",
-        BRIDGE_FAISS_GPU="false",
-        BRIDGE_SEED_SAMPLES="false",
-        BRIDGE_ADMIN_KEY="e2e-admin-key-0123456789",
-        BRIDGE_LOG_LEVEL="warning",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        OMP_NUM_THREADS="1",
-    )
-    return env
 
 
 def _import(checkpoint: Path, out: Path, *flags: str) -> subprocess.CompletedProcess[str]:
@@ -111,7 +84,7 @@ def test_imported_cmcr_bridge_serves_an_audio_query(
     assert done.returncode == 0, done.stderr
     assert f"wrote bridge {bridge}" in done.stdout
 
-    env = _env(tmp_path / "data", tiny_clip_dir, tiny_clap_dir, bridge)
+    env = server_env(tmp_path / "data", tiny_clip_dir, tiny_clap_dir, bridge)
     url = f"http://127.0.0.1:{env['BRIDGE_PORT']}"
     log = tmp_path / "server.log"
     proc = _serve(env, log)
@@ -168,7 +141,7 @@ def test_server_refuses_to_start_with_a_bridge_for_other_encoders(
     bridge = tmp_path / "published-bridge"
     assert _import(released, bridge).returncode == 0  # records the published encoders
 
-    env = _env(tmp_path / "data", tiny_clip_dir, tiny_clap_dir, bridge)
+    env = server_env(tmp_path / "data", tiny_clip_dir, tiny_clap_dir, bridge)
     log = tmp_path / "server.log"
     proc = _serve(env, log)
     try:

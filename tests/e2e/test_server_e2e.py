@@ -8,9 +8,7 @@ acknowledged item again (and the activated version still active).
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,8 +19,9 @@ from typing import Any
 
 import httpx
 import pytest
-from apikit import ADMIN_KEY, CAPTIONS, admin_headers, train_tiny_bridge
+from apikit import CAPTIONS, admin_headers, train_tiny_bridge
 from media_factory import make_png_bytes, make_wav_bytes
+from server_env import server_env
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN = admin_headers()
@@ -33,12 +32,6 @@ def bridge_dir(tiny_clip_encoder: Any, tiny_clap_encoder: Any, tmp_path_factory)
     """A small trained bridge between the tiny encoders (the server's initial version)."""
     out = tmp_path_factory.mktemp("e2e-bridge") / "ckpt"
     return train_tiny_bridge(tiny_clip_encoder, tiny_clap_encoder, out)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Server:
@@ -92,23 +85,7 @@ class Server:
 def server(
     tmp_path: Path, tiny_clip_dir: Path, tiny_clap_dir: Path, bridge_dir: Path
 ) -> Iterator[Server]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
-    env.update(
-        BRIDGE_HOST="127.0.0.1",
-        BRIDGE_PORT=str(_free_port()),
-        BRIDGE_DATA_DIR=str(tmp_path / "data"),
-        BRIDGE_CLIP_MODEL=str(tiny_clip_dir),
-        BRIDGE_CLAP_MODEL=str(tiny_clap_dir),
-        BRIDGE_INITIAL_BRIDGE=str(bridge_dir),
-        BRIDGE_DEVICE="cpu",
-        BRIDGE_FAISS_GPU="false",
-        BRIDGE_SEED_SAMPLES="false",
-        BRIDGE_ADMIN_KEY=ADMIN_KEY,
-        BRIDGE_LOG_LEVEL="warning",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        OMP_NUM_THREADS="1",
-    )
+    env = server_env(tmp_path / "data", tiny_clip_dir, tiny_clap_dir, bridge_dir)
     srv = Server(env, tmp_path / "server.log")
     try:
         yield srv
