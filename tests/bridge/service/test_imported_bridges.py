@@ -75,6 +75,15 @@ def tiny_flags(clip: Any, clap: Any) -> tuple[str, ...]:
     return ("--clip", clip.model_id, "--clap", clap.model_id)
 
 
+@pytest.fixture
+def import_for_tiny(
+    tmp_path: Path, tiny_clip_encoder: Any, tiny_clap_encoder: Any
+) -> Callable[[str], Path]:
+    """import_head(kind) recorded for the tiny towers the test services run."""
+    flags = tiny_flags(tiny_clip_encoder, tiny_clap_encoder)
+    return lambda kind: import_head(kind, tmp_path, *flags)
+
+
 # -- what counts as the same encoder -----------------------------------------------------
 
 
@@ -195,10 +204,9 @@ def test_retrain_from_an_imported_bridge_keeps_its_mode(
     kind: str,
     tmp_path: Path,
     make_service: Callable[..., BridgeService],
-    tiny_clip_encoder: Any,
-    tiny_clap_encoder: Any,
+    import_for_tiny: Callable[[str], Path],
 ) -> None:
-    imported = import_head(kind, tmp_path, *tiny_flags(tiny_clip_encoder, tiny_clap_encoder))
+    imported = import_for_tiny(kind)
     service = make_service(imported)
     assert service.readiness()["active_mode"] == kind
     uploads = [Upload(make_png_bytes(36, 36, seed=i), f"{i}.png", "image/png") for i in range(4)]
@@ -274,14 +282,13 @@ def test_admin_retrain_warm_starts_from_an_imported_bridge(
     kind: str,
     tmp_path: Path,
     make_service: Callable[..., BridgeService],
-    tiny_clip_encoder: Any,
-    tiny_clap_encoder: Any,
+    import_for_tiny: Callable[[str], Path],
 ) -> None:
     """`init: "active"` over HTTP: the new version starts from the imported weights, so after
     one tiny step its projections are the imported bridge's up to a small drift, while the
     same retrain from fresh weights maps the same inputs elsewhere; metrics, the job's
     parameters and the version's report.json record the start."""
-    imported = import_head(kind, tmp_path, *tiny_flags(tiny_clip_encoder, tiny_clap_encoder))
+    imported = import_for_tiny(kind)
     service = make_service(imported)
     _add_media(service)
     body = {"captions": CAPTIONS, "train_overrides": TINY_STEP}
@@ -334,12 +341,11 @@ def test_a_warm_start_that_would_change_the_projector_is_a_422_before_any_job(
     encoding: str,
     tmp_path: Path,
     make_service: Callable[..., BridgeService],
-    tiny_clip_encoder: Any,
-    tiny_clap_encoder: Any,
+    import_for_tiny: Callable[[str], Path],
 ) -> None:
     import json
 
-    imported = import_head(kind, tmp_path, *tiny_flags(tiny_clip_encoder, tiny_clap_encoder))
+    imported = import_for_tiny(kind)
     service = make_service(imported)
     with _admin_client(service, tmp_path / "var") as client:
         if encoding == "json":
@@ -373,11 +379,9 @@ def test_a_warm_start_that_would_change_the_projector_is_a_422_before_any_job(
 def test_init_values_and_a_warm_start_without_an_active_version(
     tmp_path: Path,
     make_service: Callable[..., BridgeService],
-    tiny_clip_encoder: Any,
-    tiny_clap_encoder: Any,
+    import_for_tiny: Callable[[str], Path],
 ) -> None:
-
-    imported = import_head("cmcr", tmp_path, *tiny_flags(tiny_clip_encoder, tiny_clap_encoder))
+    imported = import_for_tiny("cmcr")
     service = make_service(imported)
     with _admin_client(service, tmp_path / "var") as client:
         r = client.post(
