@@ -181,14 +181,22 @@ def cwcl_symmetric(
     """CWCL p -> q plus the reverse direction (CWCL with w.T, or InfoNCE); mean of both.
 
     The value and gradients of `cwcl_directional(p, q, w)` and of its reverse, from one logit
-    matrix in one fused pass (`_SymmetricContrastive`): p -> q's targets are w normalised per
-    row; the reverse's (q -> p with w.T) are w normalised per column.
+    matrix in one fused pass (`_SymmetricContrastive`) with `cwcl_targets(weights, reverse)`.
     """
+    return _symmetric_contrastive(p, q, scale, *cwcl_targets(weights, reverse))
+
+
+def cwcl_targets(
+    weights: torch.Tensor, reverse: CWCLReverse = "infonce"
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(row targets, column targets) of CWCL's two directions: p -> q's are w normalised per
+    row; the reverse's (q -> p with w.T) are w normalised per column, or None (identity: the
+    InfoNCE reverse). No gradient."""
     with torch.no_grad():
         weights = _logit_dtype(weights)
         row_targets = weights / weights.sum(dim=1, keepdim=True)
         col_targets = weights / weights.sum(dim=0, keepdim=True) if reverse == "cwcl" else None
-    return _symmetric_contrastive(p, q, scale, row_targets, col_targets)
+    return row_targets, col_targets
 
 
 def diagonal_target_mass(weights: torch.Tensor) -> float:
@@ -233,10 +241,15 @@ class CMCRLoss(nn.Module):
         self.cwcl_sharpen = cwcl_sharpen
 
     def inter(
-        self, a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor | None
+        self,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        scale: torch.Tensor,
+        targets: tuple[torch.Tensor, torch.Tensor | None] | None,
     ) -> torch.Tensor:
-        if self.loss == "cwcl" and weights is not None:
-            return cwcl_symmetric(a, b, weights, scale, self.cwcl_reverse)
+        """Symmetric InfoNCE, or CWCL with `targets` (cwcl_targets)."""
+        if targets is not None:
+            return _symmetric_contrastive(a, b, scale, *targets)
         return info_nce(a, b, scale)
 
     def forward(
@@ -253,8 +266,10 @@ class CMCRLoss(nn.Module):
             if self.loss == "cwcl" and frozen_text is not None
             else None
         )
-        inter_text = self.inter(shared_clip_text, shared_clap_text, scale, weights)
-        inter_pseudo = self.inter(shared_image, shared_audio, scale, weights)
+        # Both inter terms share the batch's captions, so one set of CWCL targets serves both.
+        targets = cwcl_targets(weights, self.cwcl_reverse) if weights is not None else None
+        inter_text = self.inter(shared_clip_text, shared_clap_text, scale, targets)
+        inter_pseudo = self.inter(shared_image, shared_audio, scale, targets)
         total = inter_text + inter_pseudo
         intra = torch.zeros((), device=total.device)
         if self.intra_weight > 0:
