@@ -66,7 +66,10 @@ def _target_logits(logits: torch.Tensor, targets: torch.Tensor | None, dim: int)
     expects; the diagonal for one-hot (None) targets."""
     if targets is None:
         return logits.diagonal().clone()
-    return (targets.to(logits.dtype) * logits).sum(dim=dim)
+    targets = targets.to(logits.dtype)
+    if dim == 1:  # row-wise dot products without a B x B temporary (half the time)
+        return torch.einsum("ij,ij->i", targets, logits)
+    return (targets * logits).sum(dim=0)  # einsum is ~6x slower along columns
 
 
 class _SymmetricContrastive(torch.autograd.Function):
@@ -77,8 +80,9 @@ class _SymmetricContrastive(torch.autograd.Function):
     T (rows sum to 1) and C (columns sum to 1) are the targets, None meaning the identity
     (then this is symmetric InfoNCE). dL/dlogits = (softmax_rows(L) - T + softmax_cols(L) - C)
     / (2B). Forward keeps both softmax matrices, so backward needs no second exp pass. The
-    matrix products run in the autocast dtype when autocast is on; logits, softmax, targets
-    and the gradient are float32 (float64 for float64 inputs).
+    matrix products run in the autocast dtype when autocast is on, except the logit product
+    of soft targets (CWCL), which is float32; logits, softmax, targets and the gradient are
+    float32 (float64 for float64 inputs).
     """
 
     @staticmethod
@@ -93,14 +97,22 @@ class _SymmetricContrastive(torch.autograd.Function):
         mm_dtype = _matmul_dtype(a)
         acc_dtype = torch.promote_types(mm_dtype, torch.float32)
         a_m, b_m = a.to(mm_dtype), b.to(mm_dtype)
-        logits = (a_m @ b_m.T).to(acc_dtype).mul_(scale.to(acc_dtype))  # (B, B)
-        expected_rows = _target_logits(logits, row_targets, dim=1)
-        expected_cols = _target_logits(logits, col_targets, dim=0)
-        # d loss / d scale = sum(grad * logits) / scale needs the logits themselves.
-        keep_logits = logits.clone() if ctx.needs_input_grad[2] else None
-        softmax_rows, lse_rows = _softmax_and_lse(logits, dim=1, inplace=False)
-        softmax_cols, lse_cols = _softmax_and_lse(logits, dim=0, inplace=True)
-        loss = ((lse_rows - expected_rows).mean() + (lse_cols - expected_cols).mean()) / 2
+        # Soft targets amplify rounded logits, so their logit product is never narrower than
+        # float32; the backward products (gradient times inputs) keep the autocast dtype.
+        soft = row_targets is not None or col_targets is not None
+        logit_dtype = acc_dtype if soft else mm_dtype
+        # Dtypes are explicit from here on; autocast would also narrow the targets' products.
+        with torch.autocast(a.device.type, enabled=False):
+            logits = (a.to(logit_dtype) @ b.to(logit_dtype).T).to(acc_dtype)  # (B, B)
+            logits.mul_(scale.to(acc_dtype))
+            expected_rows = _target_logits(logits, row_targets, dim=1)
+            expected_cols = _target_logits(logits, col_targets, dim=0)
+            # d loss / d scale = sum(grad * logits) / scale needs the logits themselves.
+            keep_logits = logits.clone() if ctx.needs_input_grad[2] else None
+            softmax_rows, lse_rows = _softmax_and_lse(logits, dim=1, inplace=False)
+            softmax_cols, lse_cols = _softmax_and_lse(logits, dim=0, inplace=True)
+            rows_loss = (lse_rows - expected_rows).mean()
+            loss = (rows_loss + (lse_cols - expected_cols).mean()) / 2
         ctx.save_for_backward(
             a_m, b_m, softmax_rows, softmax_cols, scale, keep_logits, row_targets, col_targets
         )
@@ -112,7 +124,9 @@ class _SymmetricContrastive(torch.autograd.Function):
     def backward(ctx: Any, grad_loss: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         a_m, b_m, softmax_rows, softmax_cols, scale, logits, rows, cols = ctx.saved_tensors
         batch = len(softmax_rows)
-        grad = softmax_rows + softmax_cols  # a new matrix: a retained graph can run again
+        # In place: a second backward through a retained graph fails autograd's version check
+        # instead of reading a changed softmax (the trainer runs backward once per step).
+        grad = softmax_rows.add_(softmax_cols)
         for targets in (rows, cols):
             if targets is None:
                 grad.diagonal().sub_(1.0)
@@ -148,13 +162,28 @@ def cwcl_weights(frozen: torch.Tensor, sharpen: float = 1.0) -> torch.Tensor:
     batches the paper's weights (sharpen=1) make targets nearly uniform; sharpen > 1 concentrates
     mass on the true pair (method.md section 4, pitfalls).
     """
-    with torch.no_grad():
+    device = frozen.device.type
+    with torch.no_grad(), torch.autocast(device, enabled=False):  # soft targets: float32
         unit = F.normalize(_logit_dtype(frozen), dim=-1)
-        weights = ((1.0 + unit @ unit.T) / 2.0).clamp(0.0, 1.0)  # (B, B)
+        weights = _half_plus_half_gram(unit).clamp_(0.0, 1.0)  # (1 + cos) / 2, (B, B)
         if sharpen != 1.0:
-            weights = weights.pow(sharpen)
+            weights.pow_(sharpen)
         weights.fill_diagonal_(1.0)
     return weights
+
+
+def _half_plus_half_gram(unit: torch.Tensor) -> torch.Tensor:
+    """0.5 + 0.5 * unit @ unit.T. The product writes into the 0.5 (no B x B temporaries), and
+    the lower-left block is the transpose of the upper-right one, so a quarter of the
+    multiply-adds are saved (the Gram matrix of the 1024-d mean reference is the costliest
+    product of a CWCL step)."""
+    n, half = len(unit), len(unit) // 2
+    base = torch.full((), 0.5, dtype=unit.dtype, device=unit.device)
+    gram = torch.empty(n, n, dtype=unit.dtype, device=unit.device)
+    torch.addmm(base, unit[:half], unit.T, alpha=0.5, out=gram[:half])
+    torch.addmm(base, unit[half:], unit[half:].T, alpha=0.5, out=gram[half:, half:])
+    gram[half:, :half] = gram[:half, half:].T
+    return gram
 
 
 def cwcl_directional(

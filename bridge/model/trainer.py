@@ -170,13 +170,8 @@ class _Optimisation:
         mode = self.config.batchnorm_mode
         s_clip_text, s_image = _project_pair(self.model.clip, t_clip, v, mode)
         s_clap_text, s_audio = _project_pair(self.model.clap, t_clap, a, mode)
-        # InfoNCE keeps its logit products in bf16 (equal metrics, twice the speed); CWCL's
-        # soft targets amplify their rounding (~2% gradient error), so it runs in fp32.
-        with torch.autocast(t_clip.device.type, enabled=bf16 and frozen is None):
-            if frozen is not None:
-                s_clip_text, s_clap_text = s_clip_text.float(), s_clap_text.float()
-                s_image, s_audio = s_image.float(), s_audio.float()
-            return self.criterion(s_clip_text, s_clap_text, s_image, s_audio, self.scale(), frozen)
+        # Under bf16 CWCL's logit products still run in float32 (losses._SymmetricContrastive).
+        return self.criterion(s_clip_text, s_clap_text, s_image, s_audio, self.scale(), frozen)
 
 
 _LOSS_PARTS = ("loss", "inter_text", "inter_pseudo", "intra", "target_mass")
