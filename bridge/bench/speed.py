@@ -24,6 +24,46 @@ def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     return l2_normalize(rng.normal(size=(n, d)).astype(np.float32))
 
 
+def cwcl_gradient_errors(batch: int, dim: int, scale: float = 20.0) -> dict[str, float]:
+    """Relative error (gradient norm) of one CWCL term's input gradients against float64, per
+    precision path, at this batch size. Inputs cluster around 64 concepts (so the soft
+    targets matter) and are rounded to bfloat16 as the projectors' outputs are under bf16."""
+    import torch
+    import torch.nn.functional as F
+
+    from bridge.model.losses import cwcl_symmetric, cwcl_weights
+
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.randn(64, dim, generator=gen)
+    labels = torch.randint(0, 64, (batch,), generator=gen)
+
+    def noisy(spread: float) -> torch.Tensor:
+        return F.normalize(
+            centres[labels] + spread * torch.randn(batch, dim, generator=gen), dim=-1
+        )
+
+    frozen = torch.cat([noisy(0.7), noisy(0.7)], dim=1)  # the "mean" reference: both towers
+    a, b = noisy(1.0).bfloat16().double(), noisy(1.0).bfloat16().double()
+
+    def gradients(dtype: torch.dtype, autocast: bool) -> list[torch.Tensor]:
+        p, q = (x.to(dtype).requires_grad_() for x in (a, b))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = cwcl_symmetric(p, q, cwcl_weights(frozen.to(dtype)), scale)
+        return [g.double() for g in torch.autograd.grad(loss, (p, q))]
+
+    exact = gradients(torch.float64, autocast=False)
+
+    def error(grads: list[torch.Tensor]) -> float:
+        return max(float((g - e).norm() / e.norm()) for g, e in zip(grads, exact, strict=True))
+
+    return {
+        "fp32": error(gradients(torch.float32, autocast=False)),
+        "bf16 (shipped: fp32 logits and targets, bf16 backward products)": error(
+            gradients(torch.float32, autocast=True)
+        ),
+    }
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mbridge bench speed", description=__doc__)
     parser.add_argument("--batch-size", type=int, default=4096)
@@ -110,6 +150,13 @@ def main(argv: list[str]) -> int:
     )
     print(format_table(["variant", "pairs/s", "seconds", "steps", "val R@1"], rows))
     print(f"speed-up: {speedup:.2f}x; identical weights: {same}")
+    gradient_errors = None
+    if args.loss == "cwcl":
+        gradient_errors = cwcl_gradient_errors(args.batch_size, args.dim)
+        print("CWCL input-gradient error against float64, one term at this batch size:")
+        print(
+            format_table(["path", "relative error"], [[k, v] for k, v in gradient_errors.items()])
+        )
     write_json(
         args.json,
         {
@@ -118,6 +165,7 @@ def main(argv: list[str]) -> int:
             "results": results,
             "speedup": speedup,
             "identical_weights": same,
+            "cwcl_gradient_errors": gradient_errors,
             "machine": machine_info(),
         },
     )

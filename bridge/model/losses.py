@@ -109,7 +109,7 @@ class _SymmetricContrastive(torch.autograd.Function):
             expected_cols = _target_logits(logits, col_targets, dim=0)
             # d loss / d scale = sum(grad * logits) / scale needs the logits themselves.
             keep_logits = logits.clone() if ctx.needs_input_grad[2] else None
-            softmax_rows, lse_rows = _softmax_and_lse(logits, dim=1, inplace=False)
+            softmax_rows, lse_rows = _row_softmax_and_lse(logits)
             softmax_cols, lse_cols = _softmax_and_lse(logits, dim=0, inplace=True)
             rows_loss = (lse_rows - expected_rows).mean()
             loss = (rows_loss + (lse_cols - expected_cols).mean()) / 2
@@ -132,15 +132,28 @@ class _SymmetricContrastive(torch.autograd.Function):
                 grad.diagonal().sub_(1.0)
             else:
                 grad.sub_(targets.to(grad.dtype))
-        grad.mul_(grad_loss.to(grad.dtype) / (2 * batch))  # d loss / d logits
+        factor = grad_loss.to(grad.dtype) / (2 * batch)  # grad * factor = d loss / d logits
         grad_scale = None
-        if ctx.needs_input_grad[2]:
-            grad_scale = ((grad * logits).sum() / scale.to(grad.dtype)).to(scale.dtype)
-        grad_m = grad.to(a_m.dtype)
+        if ctx.needs_input_grad[2] or a_m.dtype == grad.dtype:
+            grad.mul_(factor)
+            if ctx.needs_input_grad[2]:
+                grad_scale = ((grad * logits).sum() / scale.to(grad.dtype)).to(scale.dtype)
+            grad_m = grad.to(a_m.dtype)
+        else:  # scaled and narrowed to the product dtype in one pass
+            grad_m = torch.mul(grad, factor, out=torch.empty_like(grad, dtype=a_m.dtype))
         step = scale.to(a_m.dtype)
         grad_a = (grad_m @ b_m).mul_(step).to(ctx.input_dtypes[0])
         grad_b = (grad_m.T @ a_m).mul_(step).to(ctx.input_dtypes[1])
         return grad_a, grad_b, grad_scale, None, None
+
+
+def _row_softmax_and_lse(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax and logsumexp along rows from torch.softmax's fused kernel (faster than the
+    passes of _softmax_and_lse): logsumexp_i = max_i - log(max_j softmax_ij), exact to
+    rounding since the largest probability of a row is at least 1/B."""
+    peak = logits.amax(dim=1)
+    probs = torch.softmax(logits, dim=1)
+    return probs, peak - probs.amax(dim=1).log()
 
 
 def _softmax_and_lse(
@@ -153,6 +166,9 @@ def _softmax_and_lse(
     total = probs.sum(dim=dim, keepdim=True)
     probs.div_(total)
     return probs, (total.log() + peak).squeeze(dim)
+
+
+GRAM_BLOCKS = 4
 
 
 def cwcl_weights(frozen: torch.Tensor, sharpen: float = 1.0) -> torch.Tensor:
@@ -172,17 +188,20 @@ def cwcl_weights(frozen: torch.Tensor, sharpen: float = 1.0) -> torch.Tensor:
     return weights
 
 
-def _half_plus_half_gram(unit: torch.Tensor) -> torch.Tensor:
-    """0.5 + 0.5 * unit @ unit.T. The product writes into the 0.5 (no B x B temporaries), and
-    the lower-left block is the transpose of the upper-right one, so a quarter of the
-    multiply-adds are saved (the Gram matrix of the 1024-d mean reference is the costliest
-    product of a CWCL step)."""
-    n, half = len(unit), len(unit) // 2
+def _half_plus_half_gram(unit: torch.Tensor, blocks: int = GRAM_BLOCKS) -> torch.Tensor:
+    """0.5 + 0.5 * unit @ unit.T. The products write into the 0.5 (no B x B temporaries), and
+    only the blocks on and above the diagonal are multiplied: each row block's part below
+    the diagonal is the transpose of a part already computed (4 blocks: 10/16 of the
+    multiply-adds; this Gram matrix of the 1024-d mean reference is the costliest product of
+    a CWCL step)."""
+    n = len(unit)
     base = torch.full((), 0.5, dtype=unit.dtype, device=unit.device)
     gram = torch.empty(n, n, dtype=unit.dtype, device=unit.device)
-    torch.addmm(base, unit[:half], unit.T, alpha=0.5, out=gram[:half])
-    torch.addmm(base, unit[half:], unit[half:].T, alpha=0.5, out=gram[half:, half:])
-    gram[half:, :half] = gram[:half, half:].T
+    edges = [n * i // blocks for i in range(blocks + 1)]
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        if hi > lo:
+            torch.addmm(base, unit[lo:hi], unit[lo:].T, alpha=0.5, out=gram[lo:hi, lo:])
+            gram[hi:, lo:hi] = gram[lo:hi, hi:].T
     return gram
 
 
@@ -216,15 +235,17 @@ def cwcl_symmetric(
 
 
 def cwcl_targets(
-    weights: torch.Tensor, reverse: CWCLReverse = "infonce"
+    weights: torch.Tensor, reverse: CWCLReverse = "infonce", overwrite: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(row targets, column targets) of CWCL's two directions: p -> q's are w normalised per
     row; the reverse's (q -> p with w.T) are w normalised per column, or None (identity: the
-    InfoNCE reverse). No gradient."""
+    InfoNCE reverse). No gradient. `overwrite`: the row targets reuse `weights`' memory (a
+    B x B matrix fewer), so `weights` holds them afterwards."""
     with torch.no_grad():
         weights = _logit_dtype(weights)
-        row_targets = weights / weights.sum(dim=1, keepdim=True)
         col_targets = weights / weights.sum(dim=0, keepdim=True) if reverse == "cwcl" else None
+        row_sums = weights.sum(dim=1, keepdim=True)
+        row_targets = weights.div_(row_sums) if overwrite else weights / row_sums
     return row_targets, col_targets
 
 
@@ -295,8 +316,14 @@ class CMCRLoss(nn.Module):
             if self.loss == "cwcl" and frozen_text is not None
             else None
         )
-        # Both inter terms share the batch's captions, so one set of CWCL targets serves both.
-        targets = cwcl_targets(weights, self.cwcl_reverse) if weights is not None else None
+        target_mass = diagonal_target_mass(weights) if weights is not None else 1.0
+        # Both inter terms share the batch's captions, so one set of CWCL targets serves both
+        # (the weights are this call's own, so the row targets take their memory).
+        targets = (
+            cwcl_targets(weights, self.cwcl_reverse, overwrite=True)
+            if weights is not None
+            else None
+        )
         inter_text = self.inter(shared_clip_text, shared_clap_text, scale, targets)
         inter_pseudo = self.inter(shared_image, shared_audio, scale, targets)
         total = inter_text + inter_pseudo
@@ -311,5 +338,5 @@ class CMCRLoss(nn.Module):
             inter_text=float(inter_text.detach()),
             inter_pseudo=float(inter_pseudo.detach()),
             intra=float(intra.detach()),
-            target_mass=diagonal_target_mass(weights) if weights is not None else 1.0,
+            target_mass=target_mass,
         )

@@ -198,8 +198,7 @@ def test_cwcl_under_bf16_autocast_keeps_float32_logits_and_targets() -> None:
     centres = torch.randn(8, 64, generator=gen)
     labels = torch.randint(0, 8, (256,), generator=gen)
     a, b, frozen = (
-        F.normalize(centres[labels] + torch.randn(256, 64, generator=gen), dim=-1)
-        for _ in range(3)
+        F.normalize(centres[labels] + torch.randn(256, 64, generator=gen), dim=-1) for _ in range(3)
     )
     a = a.bfloat16().float().requires_grad_()  # the projectors' bf16 outputs, upcast
     reference = a.detach().double().requires_grad_()
