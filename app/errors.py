@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from bridge.errors import (
+    BackendUnavailableError,
     BridgeError,
     ConflictError,
     InvalidInputError,
@@ -34,7 +35,10 @@ BRIDGE_ERROR_STATUS: tuple[tuple[type[BridgeError], int], ...] = (
     (PayloadTooLargeError, 413),
     (NotFoundError, 404),
     (ConflictError, 409),
+    (BackendUnavailableError, 503),
 )
+# Seconds a client should wait before retrying after a 503 from an unreachable backend.
+BACKEND_RETRY_AFTER_SECONDS = 5
 
 
 class AppError(Exception):
@@ -81,6 +85,13 @@ def error_body(detail: str, **extra: Any) -> dict[str, Any]:
 async def _bridge_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, BridgeError)
     status = status_for(exc)
+    if isinstance(exc, BackendUnavailableError):
+        logger.warning("backend unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            error_body(f"the vector backend is unavailable, retry later: {exc}"),
+            status_code=status,
+            headers={"Retry-After": str(BACKEND_RETRY_AFTER_SECONDS)},
+        )
     if status >= 500:
         logger.error("engine error on %s %s: %s", request.method, request.url.path, exc)
         detail = f"internal engine error ({type(exc).__name__}): {exc}"

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 import bridge
 from app.batcher import SearchBatcher
-from app.errors import install_error_handlers
+from app.errors import BACKEND_RETRY_AFTER_SECONDS, install_error_handlers
 from app.fastpath import JSONSearchFastPath
 from app.limits import BodyLimitMiddleware, PathLimit
 from app.observability import MetricsMiddleware
@@ -28,6 +28,7 @@ from app.offload import make_executor
 from app.routes import admin, health, items, search
 from app.settings import Settings
 from app.state import ServiceHolder
+from bridge.errors import BackendUnavailableError
 
 if TYPE_CHECKING:
     from bridge.service import BridgeService
@@ -69,17 +70,34 @@ async def _load(
     holder: ServiceHolder,
     settings: Settings,
     on_load_failure: Callable[[BaseException], None] | None,
+    stopping: anyio.Event,
 ) -> None:
-    try:
-        service = await run_in_threadpool(_open_service, settings)
-    except Exception as exc:
-        logger.error("the engine failed to start: %s", exc, exc_info=True)
-        holder.set_failed(f"{type(exc).__name__}: {exc}")
-        if on_load_failure is not None:
-            on_load_failure(exc)
+    """Open the engine; while the vector backend (a Milvus server) is unreachable, wait and
+    try again (phase "waiting") until it answers or the server stops."""
+    while True:
+        try:
+            service = await run_in_threadpool(_open_service, settings)
+        except BackendUnavailableError as exc:
+            holder.set_waiting(str(exc))
+            logger.warning(
+                "vector backend unavailable at start; retrying in %d s: %s",
+                BACKEND_RETRY_AFTER_SECONDS,
+                exc,
+            )
+            with anyio.move_on_after(BACKEND_RETRY_AFTER_SECONDS):
+                await stopping.wait()
+            if stopping.is_set():
+                return
+            continue
+        except Exception as exc:
+            logger.error("the engine failed to start: %s", exc, exc_info=True)
+            holder.set_failed(f"{type(exc).__name__}: {exc}")
+            if on_load_failure is not None:
+                on_load_failure(exc)
+            return
+        holder.set_ready(service)
+        logger.info("engine ready")
         return
-    holder.set_ready(service)
-    logger.info("engine ready")
 
 
 def create_app(
@@ -111,9 +129,11 @@ def create_app(
             return
         # Loading runs beside the server; at shutdown we wait for it to finish (a thread
         # cannot be cancelled) so that a service opened late is still closed.
+        stopping = anyio.Event()
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_load, holder, settings, on_load_failure)
+            tasks.start_soon(_load, holder, settings, on_load_failure, stopping)
             yield
+            stopping.set()
         opened = holder.take_for_close()
         if opened is not None:
             await run_in_threadpool(opened.close)

@@ -20,7 +20,7 @@ from typing import Annotated, Literal, cast
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bridge.types import DEVICE_NAMES, IndexType, ServiceConfig, parse_device
+from bridge.types import DEVICE_NAMES, BackendName, IndexType, ServiceConfig, parse_device
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,22 @@ class Settings(BaseSettings):
     device: str = Field(default=_ENGINE.device, description=f"{DEVICE_NAMES}.")
     index_type: IndexType = _ENGINE.index_type
     faiss_gpu: bool = _ENGINE.faiss_gpu
+    backend: BackendName = Field(
+        default=_ENGINE.backend, description="Vector backend: faiss (in-process) or milvus."
+    )
+    milvus_uri: str = Field(
+        default=_ENGINE.milvus_uri,
+        description="Milvus server (http://host:19530) or Milvus Lite file; "
+        "empty: <data_dir>/milvus.db.",
+    )
+    milvus_token: SecretStr | None = Field(
+        default=None, description="Milvus token (user:password or API key)."
+    )
+    milvus_db: str = Field(default=_ENGINE.milvus_db, description="Milvus database name.")
+    milvus_timeout: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=_ENGINE.milvus_timeout,
+        description="Seconds a Milvus call may take before the request answers 503.",
+    )
     admin_key: SecretStr | None = Field(default=None, description="Bearer key for /v1/admin/*.")
     api_key: SecretStr | None = Field(
         default=None, description="Bearer key for item and search endpoints; unset = open."
@@ -159,6 +175,8 @@ class Settings(BaseSettings):
         fed = {name: getattr(self, name) for name in fed_fields()}
         if not self.seed_samples:
             fed["samples_dir"] = None
+        token = self.milvus_token
+        fed["milvus_token"] = token.get_secret_value() if token is not None else ""
         return ServiceConfig(**fed)
 
     @property
@@ -214,7 +232,7 @@ def format_validation_error(error: ValidationError) -> str:
     for item in error.errors():
         name = ENV_PREFIX + ".".join(str(p) for p in item["loc"]).upper() if item["loc"] else ""
         got = item.get("input")
-        secret = name.endswith("_KEY")
+        secret = name.endswith(("_KEY", "_TOKEN"))
         shown = "" if secret or isinstance(got, dict) or got is None else f" (got {str(got)!r})"
         lines.append(f"{name}: {item['msg']}{shown}")
     return "invalid settings:\n  " + "\n  ".join(lines)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Literal
 
-from app.errors import ServiceUnavailableError
+from app.errors import BACKEND_RETRY_AFTER_SECONDS, ServiceUnavailableError
 
 if TYPE_CHECKING:
     from bridge.service import BridgeService
 
-Phase = Literal["loading", "ready", "failed", "closed"]
+# waiting: the vector backend did not answer at start; the loader retries (app/main.py).
+Phase = Literal["loading", "waiting", "ready", "failed", "closed"]
 
 
 class ServiceHolder:
@@ -38,6 +39,11 @@ class ServiceHolder:
         with self._lock:
             self._service = service
             self._phase = "ready"
+
+    def set_waiting(self, error: str) -> None:
+        with self._lock:
+            self._error = error
+            self._phase = "waiting"
 
     def set_failed(self, error: str) -> None:
         with self._lock:
@@ -63,6 +69,11 @@ class ServiceHolder:
             raise ServiceUnavailableError(f"the engine failed to start: {self._error}")
         if self._phase == "closed":
             raise ServiceUnavailableError("the service is shutting down")
+        if self._phase == "waiting":
+            raise ServiceUnavailableError(
+                f"waiting for the vector backend: {self._error}",
+                headers={"Retry-After": str(BACKEND_RETRY_AFTER_SECONDS)},
+            )
         raise ServiceUnavailableError(
             "the engine is still loading models and indexes; retry shortly (see /readyz)",
             headers={"Retry-After": "2"},

@@ -19,8 +19,11 @@ from pathlib import Path
 from typing import Any, get_args
 
 from bridge.errors import BridgeError, InvalidInputError
-from bridge.types import DEVICE_NAMES, RETRAIN_INITS
+from bridge.types import DEVICE_NAMES, RETRAIN_INITS, BackendName, IndexType
 from bridge.types import ServiceConfig as ServiceDefaults
+
+INDEX_TYPES = get_args(IndexType)
+BACKENDS = get_args(BackendName)
 
 
 def _add_embed(sub: argparse._SubParsersAction) -> None:
@@ -204,6 +207,29 @@ def _add_retrain(sub: argparse._SubParsersAction) -> None:
         help="the CLAP encoder the service runs (default: $BRIDGE_CLAP_MODEL or the demo tower)",
     )
     p.add_argument("--device", default=os.environ.get("BRIDGE_DEVICE", "auto"), help=DEVICE_NAMES)
+    p.add_argument(
+        "--index-type",
+        choices=INDEX_TYPES,
+        default=os.environ.get("BRIDGE_INDEX_TYPE", ServiceDefaults.index_type),
+        help="the service's index kind (default: $BRIDGE_INDEX_TYPE or flat)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=os.environ.get("BRIDGE_BACKEND", ServiceDefaults.backend),
+        help="the service's vector backend (default: $BRIDGE_BACKEND or faiss)",
+    )
+    p.add_argument(
+        "--milvus-uri",
+        default=os.environ.get("BRIDGE_MILVUS_URI", ServiceDefaults.milvus_uri),
+        help="with --backend milvus: the service's Milvus (default: $BRIDGE_MILVUS_URI, or "
+        "Milvus Lite in the data directory); the token comes from $BRIDGE_MILVUS_TOKEN",
+    )
+    p.add_argument(
+        "--milvus-db",
+        default=os.environ.get("BRIDGE_MILVUS_DB", ServiceDefaults.milvus_db),
+        help="with --backend milvus: the Milvus database (default: $BRIDGE_MILVUS_DB)",
+    )
     p.add_argument("--json", type=Path, help="write the version and its metrics here")
     p.set_defaults(func=_cmd_retrain)
 
@@ -462,6 +488,13 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         clip_model=args.clip_model,
         clap_model=args.clap_model,
         device=args.device,
+        vectors={
+            "index_type": args.index_type,
+            "backend": args.backend,
+            "milvus_uri": args.milvus_uri,
+            "milvus_token": os.environ.get("BRIDGE_MILVUS_TOKEN", ""),
+            "milvus_db": args.milvus_db,
+        },
     )
     print(f"version {result['version']} ready{' and active' if args.activate else ''}")
     if args.json:

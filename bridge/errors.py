@@ -32,6 +32,11 @@ class ConflictError(BridgeError):
     """The request conflicts with current state (e.g. activating an unready version). HTTP 409."""
 
 
+class BackendUnavailableError(BridgeError):
+    """A server the engine depends on (the Milvus vector backend) did not answer; the
+    request may succeed later. HTTP 503 with Retry-After."""
+
+
 class CheckpointError(BridgeError):
     """A bridge checkpoint folder is missing files or does not fit the data."""
 

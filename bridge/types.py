@@ -15,6 +15,7 @@ from typing import Any, Literal, get_args
 from bridge.modalities import Modality, SpaceName
 
 IndexType = Literal["flat", "hnsw", "ivf"]
+BackendName = Literal["faiss", "milvus"]  # bridge/index/backends.py
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
 VersionStatus = Literal["training", "ready", "failed"]
 # Where a retrain's weights start: a fresh initialisation, or the active version's weights
@@ -53,6 +54,15 @@ class ServiceConfig:
     device: str = "auto"  # one of DEVICE_NAMES
     index_type: IndexType = "flat"
     faiss_gpu: bool = True  # used only when faiss.get_num_gpus() > 0
+    # Where the vectors live: in-process FAISS files, or Milvus (bridge/index/backends.py).
+    backend: BackendName = "faiss"
+    # Milvus server URI (http://host:19530), or a Milvus Lite file; empty: <data_dir>/milvus.db.
+    milvus_uri: str = ""
+    milvus_token: str = ""  # "user:password" or an API key, for a server with auth
+    milvus_db: str = ""  # Milvus database; empty: the server's default
+    # Seconds one Milvus call may take (pymilvus retries within it) before the request
+    # fails with BackendUnavailableError (HTTP 503).
+    milvus_timeout: float = 10.0
     max_audio_seconds: float = 30.0
     # Seed from samples_dir/manifest.jsonl when the store is empty; None = off.
     samples_dir: Path | None = Path("models/samples")

@@ -1,14 +1,21 @@
-"""The environment of a real `python -m app` server in end-to-end tests: a free loopback port,
-offline model loading, one OpenMP thread, and the given data dir, towers and initial bridge
-(every other BRIDGE_* variable of the calling shell dropped)."""
+"""A real `python -m app` server in end-to-end tests (`Server`), and its environment: a free
+loopback port, offline model loading, one OpenMP thread, and the given data dir, towers and
+initial bridge (every other BRIDGE_* variable of the calling shell dropped)."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 from apikit import ADMIN_KEY
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -36,3 +43,50 @@ def server_env(data_dir: Path, clip: Path, clap: Path, bridge: Path) -> dict[str
         OMP_NUM_THREADS="1",
     )
     return env
+
+
+class Server:
+    """One `python -m app` process; its output goes to a log file shown on failure."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.url = f"http://127.0.0.1:{env['BRIDGE_PORT']}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> float:
+        """Start and wait for /readyz 200; returns the seconds it took."""
+        begun = time.monotonic()
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "app"], cwd=REPO, env=self.env, stdout=out, stderr=out
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return time.monotonic() - begun
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"server not ready after {timeout}s:\n{self.output()}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-6000:]

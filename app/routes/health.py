@@ -27,19 +27,24 @@ async def healthz() -> HealthOut:
 async def readyz(holder: HolderDep) -> ReadyOut | JSONResponse:
     service = holder.peek()
     if service is None:
-        detail = (
-            f"the engine failed to start: {holder.error}"
-            if holder.phase == "failed"
-            else f"the engine is {holder.phase}"
-        )
-        body = ReadyOut(ready=False, phase=holder.phase, detail=detail)
+        why = {
+            "failed": f"the engine failed to start: {holder.error}",
+            "waiting": f"waiting for the vector backend: {holder.error}",
+        }.get(holder.phase, f"the engine is {holder.phase}")
+        body = ReadyOut(ready=False, phase=holder.phase, detail=why)
         return JSONResponse(body.model_dump(), status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
     engine = await run_in_threadpool(service.readiness)
     ready = bool(engine.get("ready"))
+    backend = engine.get("backend") or {}
+    detail = None
+    if not ready:
+        detail = "the engine reports not ready"
+        if not backend.get("reachable", True):
+            detail = f"the vector backend is unreachable: {backend.get('error')}"
     body = ReadyOut(
         ready=ready,
         phase=holder.phase,
-        detail=None if ready else "the engine reports not ready",
+        detail=detail,
         engine=engine,
     )
     if not ready:

@@ -17,7 +17,9 @@ class ReadyOut(BaseModel):
     detail: str | None = None
     engine: dict[str, Any] = Field(
         default_factory=dict,
-        description="The engine's readiness (BridgeService.readiness): ready, encoders (model, "
+        description="The engine's readiness (BridgeService.readiness): ready, backend (the "
+        "vector backend: name, reachable, and for Milvus its uri, collections or error), "
+        "encoders (model, "
         "dim and device of each), indexes (vectors per index; null for a shared index the "
         "active version has none of), items, active_version, active_mode (the active version's "
         "bridge mode, cmcr or exmcr; null with no active version) and job_running.",

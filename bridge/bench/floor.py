@@ -62,6 +62,10 @@ def index_for(service: BridgeService, which: str, target: str) -> VectorIndex:
         index = shared_index(service.catalog, active, target) if active else None
     if index is None:
         raise LookupError(f"no {which} {target} index is loaded")
+    from bridge.index.vectors import VectorIndex
+
+    if not isinstance(index, VectorIndex):
+        raise LookupError(f"the floor benchmark measures FAISS indexes, not {type(index).__name__}")
     return index
 
 

@@ -67,6 +67,8 @@ class IndexManifest:
     tombstones: int = 0
     params: dict[str, Any] = field(default_factory=dict)
     faiss_version: str = ""
+    backend: str = "faiss"  # or "milvus" (bridge/index/milvus.py)
+    collection: str = ""  # the Milvus collection holding the vectors
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

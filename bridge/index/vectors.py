@@ -100,6 +100,7 @@ class VectorIndex:
 
     _gpu_resources: Any = None
     _gpu_lock = threading.Lock()
+    inline_searches = True  # in-process: a quick search may run on the event loop
 
     def __init__(
         self,

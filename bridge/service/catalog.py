@@ -1,9 +1,11 @@
-"""The FAISS indexes of one data directory, and their reconciliation with the item store.
+"""The vector indexes of one data directory, and their reconciliation with the item store.
 
 Paths: bridge/storage/layout.py (native/<space>_<modality>/, versions/<version>/shared_<modality>/).
 
-Each index directory holds index.faiss, ids.npy, tombstones.npy and manifest.json (see
-bridge/index/vectors.py). FAISS ids are the store's rowids.
+The backend (bridge/index/backends.py) holds the vectors: with FAISS each index directory
+holds index.faiss, ids.npy, tombstones.npy and manifest.json (bridge/index/vectors.py); with
+Milvus only manifest.json, naming the collection (bridge/index/milvus.py). Index ids are the
+store's rowids.
 
 Consistency: the store commits first; indexes follow (``on_items_added``/``on_item_deleted``) and
 are saved after builds and at ``close()``/``save_all()``. After a crash an index on disk may lag
@@ -21,7 +23,6 @@ the old object by one reference assignment, so a search holding the old object f
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from bridge.errors import ConflictError, InvalidInputError, NotFoundError
-from bridge.index.vectors import INDEX_KINDS, IndexCorruptError, VectorIndex
+from bridge.index.backends import FaissBackend, SearchIndex, VectorBackend
+from bridge.index.vectors import INDEX_KINDS, IndexCorruptError
 from bridge.modalities import (
     MODALITIES,
     MODALITY_SPACE,
@@ -40,7 +42,7 @@ from bridge.modalities import (
     shared_index_name,
 )
 from bridge.storage.items import ItemStore
-from bridge.storage.layout import DataLayout, check_version_name
+from bridge.storage.layout import VERSIONS_DIR, DataLayout, check_version_name
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +90,10 @@ class IndexCatalog:
         index_type: str = "flat",
         use_gpu: bool = True,
         index_options: dict[str, Any] | None = None,
+        backend: VectorBackend | None = None,
     ) -> None:
-        """``index_options`` go to ``VectorIndex.build`` (hnsw_m, ivf_nlist, ef_search, nprobe)."""
+        """``index_options`` go to the backend's ``build`` (hnsw_m, ivf_nlist, ef_search,
+        nprobe); ``backend`` holds the vectors (bridge/index/backends.py; FAISS by default)."""
         if index_type not in INDEX_KINDS:
             raise InvalidInputError(f"index_type must be one of {INDEX_KINDS}, got {index_type!r}")
         self.data_dir = Path(data_dir)
@@ -98,9 +102,10 @@ class IndexCatalog:
         self.index_type = index_type
         self.use_gpu = use_gpu
         self.index_options = dict(index_options or {})
+        self.backend: VectorBackend = backend or FaissBackend(use_gpu)
         self._lock = threading.RLock()
-        self._native: dict[str, VectorIndex | None] = dict.fromkeys(MODALITIES)
-        self._shared: dict[tuple[str, str], VectorIndex | None] = {}
+        self._native: dict[str, SearchIndex | None] = dict.fromkeys(MODALITIES)
+        self._shared: dict[tuple[str, str], SearchIndex | None] = {}
         self._projectors: dict[str, ProjectFn] = {}
         self._checkpoints: dict[str, str] = {}
         # The modalities each loaded version keeps a shared index of (an Ex-MCR version:
@@ -119,11 +124,11 @@ class IndexCatalog:
     def shared_dir(self, version: str, modality: str) -> Path:
         return self.layout.shared_dir(version, modality)
 
-    def native(self, modality: str) -> VectorIndex | None:
+    def native(self, modality: str) -> SearchIndex | None:
         """The native index of ``modality`` ("image" -> clip_image, "audio" -> clap_audio)."""
         return self._native[check_modality(modality)]
 
-    def shared(self, version: str, modality: str) -> VectorIndex | None:
+    def shared(self, version: str, modality: str) -> SearchIndex | None:
         """The shared-space index of ``modality`` for a loaded ``version`` (None otherwise)."""
         return self._shared.get((version, check_modality(modality)))
 
@@ -159,8 +164,8 @@ class IndexCatalog:
 
     def _build(
         self, name: str, rowids: np.ndarray, vectors: np.ndarray, fingerprint: str, origin: Origin
-    ) -> VectorIndex:
-        return VectorIndex.build(
+    ) -> SearchIndex:
+        return self.backend.build(
             name,
             rowids,
             vectors,
@@ -168,20 +173,19 @@ class IndexCatalog:
             fingerprint=fingerprint,
             encoder=origin.encoder,
             checkpoint_sha256=origin.checkpoint_sha256,
-            use_gpu=self.use_gpu,
             **self.index_options,
         )
 
-    def _load(self, directory: Path) -> VectorIndex | None:
+    def _load(self, directory: Path) -> SearchIndex | None:
         try:
-            return VectorIndex.load(directory, use_gpu=self.use_gpu)
+            return self.backend.load(directory)
         except NotFoundError:
             return None
         except IndexCorruptError as exc:
             logger.warning("discarding unreadable index %s: %s", directory, exc)
             return None
 
-    def _full_reason(self, index: VectorIndex | None, origin: Origin) -> str | None:
+    def _full_reason(self, index: SearchIndex | None, origin: Origin) -> str | None:
         """Why ``index`` cannot be synced incrementally and must be rebuilt (None: it can)."""
         if index is None:
             return "no index"
@@ -200,10 +204,10 @@ class IndexCatalog:
         self,
         name: str,
         modality: str,
-        index: VectorIndex | None,
+        index: SearchIndex | None,
         transform: Callable[[np.ndarray], np.ndarray],
         origin: Origin,
-    ) -> tuple[VectorIndex | None, str | None]:
+    ) -> tuple[SearchIndex | None, str | None]:
         """Bring ``index`` in line with the store. Returns (index, what changed or None)."""
         reason = self._full_reason(index, origin)
         if reason is None:
@@ -257,8 +261,9 @@ class IndexCatalog:
                         f"service runs {encoder!r}; use the same encoder or a new data directory"
                     )
                 name = NATIVE_NAMES[modality]
-                index = self._native[modality] or self._load(self.native_dir(modality))
-                index, what = self._sync(name, modality, index, lambda raw: raw, Origin(encoder))
+                old = self._native[modality] or self._load(self.native_dir(modality))
+                index, what = self._sync(name, modality, old, lambda raw: raw, Origin(encoder))
+                self._replace(old, index)
                 self._native[modality] = index
                 if what is not None:
                     logger.info("native index %s %s", name, what)
@@ -266,7 +271,7 @@ class IndexCatalog:
                     self._dirty.add(("", modality))
                     self._save(("", modality))
                     if index is None:
-                        shutil.rmtree(self.native_dir(modality), ignore_errors=True)
+                        self.backend.delete(self.native_dir(modality))
         return changed
 
     def build_shared(
@@ -283,7 +288,7 @@ class IndexCatalog:
         deleted meanwhile are caught up under the lock before the indexes are registered.
         """
         check_version_name(version)
-        built: dict[str, VectorIndex | None] = {}
+        built: dict[str, SearchIndex | None] = {}
         for modality in modalities:
             snap = self.store.snapshot(modality, with_embeddings=True)
             assert snap.embeddings is not None
@@ -309,7 +314,7 @@ class IndexCatalog:
         or synced."""
         check_version_name(version)
         with self._lock:
-            current: dict[str, VectorIndex | None] = {}
+            current: dict[str, SearchIndex | None] = {}
             for modality in modalities:
                 key = (version, modality)
                 current[modality] = (
@@ -324,7 +329,7 @@ class IndexCatalog:
         version: str,
         project: ProjectFn,
         checkpoint_sha256: str,
-        indexes: dict[str, VectorIndex | None],
+        indexes: dict[str, SearchIndex | None],
         force_save: bool = False,
     ) -> list[str]:
         changed: list[str] = []
@@ -339,6 +344,7 @@ class IndexCatalog:
                 Origin(checkpoint_sha256=checkpoint_sha256),
             )
             key = (version, modality)
+            self._replace(indexes[modality], index)
             self._shared[key] = index
             if what is not None:
                 logger.info("shared index %s/%s %s", version, name, what)
@@ -347,11 +353,33 @@ class IndexCatalog:
                 self._dirty.add(key)
                 self._save(key)
             if what is not None and index is None:
-                shutil.rmtree(self.shared_dir(version, modality), ignore_errors=True)
+                self.backend.delete(self.shared_dir(version, modality))
         self._projectors[version] = project
         self._checkpoints[version] = checkpoint_sha256
         self._modalities[version] = tuple(indexes)
         return changed
+
+    def _replace(self, old: SearchIndex | None, new: SearchIndex | None) -> None:
+        """``new`` takes ``old``'s place: the backend frees what ``old`` held (after searches
+        that still hold it are done, where that matters)."""
+        if old is not None and old is not new:
+            self.backend.discard(old)
+
+    def index_dirs(self) -> list[Path]:
+        """Every index directory on disk: native ones and each version's shared ones."""
+        dirs = [self.native_dir(m) for m in MODALITIES]
+        versions = self.layout.root / VERSIONS_DIR
+        if versions.is_dir():
+            for version_dir in sorted(p for p in versions.iterdir() if p.is_dir()):
+                dirs.extend(version_dir / SHARED_NAMES[m] for m in MODALITIES)
+        return dirs
+
+    def sweep_backend(self) -> None:
+        """Free what the backend holds for this store that no saved index names (a Milvus
+        collection built just before a crash, or left by a removed version)."""
+        with self._lock:
+            self.save_all()
+            self.backend.sweep(self.index_dirs())
 
     # -- live updates ------------------------------------------------------------------------
 
@@ -402,13 +430,13 @@ class IndexCatalog:
 
     def _add_to(
         self,
-        index: VectorIndex | None,
+        index: SearchIndex | None,
         name: str,
         rowids: np.ndarray,
         vectors: np.ndarray,
         fingerprint: str,
         origin: Origin,
-    ) -> VectorIndex:
+    ) -> SearchIndex:
         vectors = np.asarray(vectors)
         if vectors.ndim != 2 or vectors.shape[0] != rowids.shape[0]:
             raise InvalidInputError(
@@ -458,9 +486,13 @@ class IndexCatalog:
         """Save what changed. The catalog stays usable (close is idempotent)."""
         self.save_all()
 
+    def close_backend(self) -> None:
+        """Close the backend's connection (the last step of a service's close)."""
+        self.backend.close()
+
     def delete_version_indexes(self, version: str) -> None:
         """Unload a version and delete its shared index directories (not its checkpoint)."""
         with self._lock:
             self.unload_version(version, save=False)
             for modality in MODALITIES:
-                shutil.rmtree(self.shared_dir(version, modality), ignore_errors=True)
+                self.backend.delete(self.shared_dir(version, modality))

@@ -40,13 +40,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bridge.encode.pair import Decoded, EncoderPair
-from bridge.errors import ConflictError, NotFoundError
+from bridge.errors import BackendUnavailableError, ConflictError, NotFoundError
 from bridge.index.vectors import faiss_summary
 from bridge.modalities import MODALITIES, native_index_name, shared_index_name
 from bridge.service.evaluation import EVAL_LABEL_KEY
 from bridge.service.ingest import Ingest
 from bridge.service.jobs import JobContext, JobRunner
 from bridge.service.records import check_item_id, item_record
+from bridge.service.repair import IndexRepair
 from bridge.service.retrain import RetrainPipeline, RetrainProgress
 from bridge.service.retrain_plan import check_memory_header
 from bridge.service.search import OVERFETCH_FACTOR, OVERFETCH_MIN, Searcher
@@ -118,6 +119,8 @@ class BridgeService:
             self._write_lock,
             self._encoders.encoder_ids(),
         )
+        # After a backend failure the indexes catch up with the store in the background.
+        self._repair = IndexRepair(self._repair_indexes)
         self._ingest = Ingest(
             store,
             catalog,
@@ -126,6 +129,7 @@ class BridgeService:
             self._versions,
             self._write_lock,
             lambda: self._closed,
+            self._repair,
         )
         self._searcher = Searcher(store, catalog, self._encoders, config.max_k)
         self._retrain = RetrainPipeline(
@@ -155,6 +159,7 @@ class BridgeService:
         are loaded from config.clip_model / config.clap_model.
         """
         from bridge.encode.encoders import load_encoder
+        from bridge.index.backends import make_backend
         from bridge.index.vectors import configure_search_threads, configure_threads
         from bridge.service.catalog import IndexCatalog
         from bridge.storage.items import ItemStore
@@ -171,12 +176,30 @@ class BridgeService:
         except BaseException:
             dir_lock.release()
             raise
+        backend = service = None
         try:
-            catalog = IndexCatalog(layout.root, store, config.index_type, config.faiss_gpu)
+            backend = make_backend(
+                config.backend,
+                store_id=store.store_id,
+                data_dir=layout.root,
+                use_gpu=config.faiss_gpu,
+                milvus_uri=config.milvus_uri,
+                milvus_token=config.milvus_token,
+                milvus_db=config.milvus_db,
+                milvus_timeout=config.milvus_timeout,
+            )
+            catalog = IndexCatalog(
+                layout.root, store, config.index_type, config.faiss_gpu, backend=backend
+            )
             service = cls(config, store, catalog, clip, clap)
             service._dir_lock = dir_lock
             service._start()
         except BaseException:
+            if service is not None:  # its threads, if any started
+                service._jobs.close()
+                service._repair.close()
+            if backend is not None:
+                backend.close()
             store.close()
             dir_lock.release()
             raise
@@ -196,6 +219,7 @@ class BridgeService:
             with self._write_lock:
                 self._versions.publish(active, self._versions.ensure_loaded(active))
         self._ingest.remove_orphan_blobs()
+        self.catalog.sweep_backend()
         if self.config.samples_dir is not None and self.store.count() == 0:
             self.seed_samples(Path(self.config.samples_dir))
         self._ready = True
@@ -208,10 +232,12 @@ class BridgeService:
         self._closed = True
         self._ready = False
         self._jobs.close()
+        self._repair.close()
         with self._write_lock:
             try:
                 self.catalog.save_all()
             finally:
+                self.catalog.close_backend()
                 self.store.close()
                 if self._dir_lock is not None:
                     self._dir_lock.release()
@@ -230,8 +256,14 @@ class BridgeService:
             indexes[native_index_name(modality)] = native.ntotal if native else 0
             shared = shared_index(self.catalog, active, modality) if active else None
             indexes[shared_index_name(modality)] = shared.ntotal if shared is not None else None
+        backend = self.catalog.backend.status()
+        backend["repair_pending"] = self._repair.pending
         return {
-            "ready": self._ready and not self._closed,
+            "ready": self._ready
+            and not self._closed
+            and bool(backend["reachable"])
+            and not self._repair.pending,
+            "backend": backend,
             "encoders": {
                 enc.kind: {"model": enc.model_id, "dim": enc.dim, "device": enc.device}
                 for enc in (self.clip, self.clap)
@@ -286,13 +318,27 @@ class BridgeService:
                 raise answer
         return answers  # type: ignore[return-value]
 
+    def _check_indexes_current(self) -> None:
+        """BackendUnavailableError while the indexes miss acknowledged changes (IndexRepair)."""
+        if self._repair.pending:
+            raise BackendUnavailableError(
+                "the indexes are catching up with acknowledged changes after a vector backend "
+                f"failure ({self._repair.last_error})"
+            )
+
+    def _repair_indexes(self) -> None:
+        with self._write_lock:
+            self._ingest.repair_indexes()
+
     def search_each(self, queries: list[SearchQuery]) -> list[SearchResponse | Exception]:
         """Answer independent queries in one call: those on the same index share one FAISS
         search; a query's error is returned in its slot, not raised (app/batcher.py). All
         use one snapshot of the active bridge."""
+        self._check_indexes_current()
         return self._searcher.search_each(queries, self._active)
 
     def search(self, query: SearchQuery) -> SearchResponse:
+        self._check_indexes_current()
         return self._searcher.search(query, self._active)  # one snapshot for the whole request
 
     def is_quick(self, query: SearchQuery) -> bool:

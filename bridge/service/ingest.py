@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bridge.errors import ConflictError, InvalidInputError
+from bridge.errors import BackendUnavailableError, ConflictError, InvalidInputError
 from bridge.modalities import MODALITIES, MODALITY_SPACE
 from bridge.service.records import check_item_id, item_record
 from bridge.service.versions import projector, shared_modalities
@@ -34,6 +34,7 @@ from bridge.types import ItemRecord, Upload
 if TYPE_CHECKING:
     from bridge.encode.pair import EncoderPair
     from bridge.service.catalog import IndexCatalog
+    from bridge.service.repair import IndexRepair
     from bridge.service.versions import Versions
     from bridge.storage.blobs import BlobStore
     from bridge.storage.items import ItemStore, NewItem, StoredItem
@@ -68,6 +69,7 @@ class Ingest:
     versions: Versions
     write_lock: threading.RLock
     is_closed: Callable[[], bool]
+    repair: IndexRepair
 
     def add(self, uploads: list[Upload], metadata: list[dict[str, Any]]) -> list[ItemRecord]:
         """Decode, encode and commit the uploads in one transaction (all or nothing)."""
@@ -78,6 +80,7 @@ class Ingest:
             try:
                 if self.is_closed():
                     raise ConflictError("the service is shut down")
+                self._check_backend()
                 stored = self.store.add_items(new_items)
             except BaseException:
                 for new in new_items:
@@ -85,9 +88,8 @@ class Ingest:
                 raise
             try:
                 self._index_added(stored, new_items, timer)
-            except Exception:  # committed = acknowledged: repair the derived indexes instead
-                logger.exception("index update after commit failed; reconciling indexes")
-                self.repair_indexes()
+            except Exception as exc:  # committed = acknowledged: repair the derived indexes
+                self._after_index_failure(exc)
         for item in stored:
             ITEMS_INGESTED.labels(modality=item.modality).inc()
         return [item_record(item) for item in stored]
@@ -139,6 +141,26 @@ class Ingest:
                 }
             self.catalog.on_items_added(modality, rowids, raw, shared)
 
+    def _check_backend(self) -> None:
+        """Refuse a change (nothing written) while the indexes are still catching up after a
+        backend failure: the client retries once the backend answers."""
+        if self.repair.pending:
+            raise BackendUnavailableError(
+                f"the vector backend is unavailable, retry later ({self.repair.last_error})"
+            )
+
+    def _after_index_failure(self, exc: Exception) -> None:
+        """Caller holds the writer lock: a committed change did not reach every index."""
+        if isinstance(exc, BackendUnavailableError):
+            logger.warning("vector backend unavailable after a commit; repairing later: %s", exc)
+            self.repair.request(exc)
+            return
+        logger.exception("index update after commit failed; reconciling indexes")
+        try:
+            self.repair_indexes()
+        except BackendUnavailableError as again:
+            self.repair.request(again)
+
     def repair_indexes(self) -> None:
         """Caller holds the writer lock: rebuild whatever index disagrees with the store."""
         self.catalog.reconcile_native(self.encoders.encoder_ids())
@@ -149,8 +171,12 @@ class Ingest:
 
     def delete(self, item_id: str) -> None:
         with self.write_lock:
+            self._check_backend()
             item = self.store.delete(check_item_id(item_id))
-            self.catalog.on_item_deleted(item.modality, item.rowid)
+            try:
+                self.catalog.on_item_deleted(item.modality, item.rowid)
+            except Exception as exc:  # deleted in the store = acknowledged
+                self._after_index_failure(exc)
         content = content_ref(item.metadata)
         if content is not None:
             self.blobs.remove(content["blob"])

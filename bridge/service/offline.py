@@ -52,9 +52,12 @@ def retrain_offline(
     clip_model: str,
     clap_model: str,
     device: str = "auto",
+    vectors: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train, install and evaluate a new bridge version of `data_dir` (module docstring);
-    returns {"version", "metrics"}."""
+    returns {"version", "metrics"}. `vectors`: the service's ServiceConfig fields of its
+    indexes (index_type, backend, milvus_*), so that the new version's indexes are built
+    where the server will look for them."""
     from bridge.service.facade import BridgeService
 
     train_overrides = _parse_overrides(overrides)
@@ -71,6 +74,7 @@ def retrain_offline(
         device=device,
         initial_bridge=None,  # the server registers its initial bridge itself
         samples_dir=None,
+        **(vectors or {}),
     )
     with BridgeService.open(config) as service:
         folder = service.retrain_upload_dir()

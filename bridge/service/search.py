@@ -26,7 +26,7 @@ from bridge.telemetry import StageTimer, count_search
 from bridge.types import SearchHit, SearchQuery, SearchResponse
 
 if TYPE_CHECKING:
-    from bridge.index.vectors import VectorIndex
+    from bridge.index.backends import SearchIndex
     from bridge.service.catalog import IndexCatalog
     from bridge.storage.items import ItemStore
 
@@ -67,7 +67,7 @@ class _Plan:
     vector: np.ndarray
     exclude: int | None
     query_modality: str
-    index: VectorIndex | None
+    index: SearchIndex | None
     timer: StageTimer
     hits: list[SearchHit] | None = None  # filled when ranked together with others
 
@@ -152,15 +152,19 @@ class Searcher:
         return self._respond(plan, hits, active)
 
     def is_quick(self, query: SearchQuery, active: ActiveBridge | None) -> bool:
-        """No encoding, and no exact scan longer than QUICK_FLAT_ITEMS vectors in any index
-        the query could be answered from (native or shared, for its target)."""
+        """No encoding, no call to another process (a Milvus index) and no exact scan longer
+        than QUICK_FLAT_ITEMS vectors in any index the query could be answered from (native
+        or shared, for its target)."""
         if query.text is not None or query.media is not None or query.target not in MODALITIES:
             return False  # an encoder to run, or a query that fails on its own
         candidates = [self.catalog.native(query.target)]
         if active is not None:
             candidates.append(shared_index(self.catalog, active, query.target))
         return all(
-            index is None or index.kind != "flat" or index.ntotal <= QUICK_FLAT_ITEMS
+            index is None
+            or (
+                index.inline_searches and (index.kind != "flat" or index.ntotal <= QUICK_FLAT_ITEMS)
+            )
             for index in candidates
         )
 
@@ -325,7 +329,7 @@ class Searcher:
 
     def _ranked_hits(
         self,
-        index: VectorIndex | None,
+        index: SearchIndex | None,
         vector: np.ndarray,
         query: SearchQuery,
         exclude: int | None,

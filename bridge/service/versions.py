@@ -34,7 +34,7 @@ from bridge.storage.layout import DataLayout
 from bridge.types import VersionRecord
 
 if TYPE_CHECKING:
-    from bridge.index.vectors import VectorIndex
+    from bridge.index.backends import SearchIndex
     from bridge.model.projectors import BridgeCheckpoint
     from bridge.service.catalog import IndexCatalog
     from bridge.storage.items import ItemStore
@@ -53,7 +53,7 @@ class ActiveBridge:
 
     version: str
     checkpoint: BridgeCheckpoint
-    shared: Mapping[str, VectorIndex | None]  # "image" / "audio" -> shared index
+    shared: Mapping[str, SearchIndex | None]  # "image" / "audio" -> shared index
 
     @property
     def mode(self) -> str:
@@ -69,7 +69,7 @@ def shared_modalities(checkpoint: BridgeCheckpoint) -> tuple[str, ...]:
     return MODALITIES
 
 
-def shared_index(catalog: IndexCatalog, active: ActiveBridge, target: str) -> VectorIndex | None:
+def shared_index(catalog: IndexCatalog, active: ActiveBridge, target: str) -> SearchIndex | None:
     """The snapshot version's shared index: the catalog's current object (it replaces the
     object when the first item of a modality arrives or a rebuild happens), else the one
     the snapshot holds (the version was unloaded by a later swap mid-request)."""

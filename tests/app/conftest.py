@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from bridge.service.facade import BridgeService
 
 from apikit import ADMIN_KEY, train_tiny_bridge
+from milvus_kit import require_milvus
 
 
 @pytest.fixture(scope="session")
@@ -42,9 +43,23 @@ def _no_bridge_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+@pytest.fixture(params=["faiss", "milvus"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The vector backend the API runs on: every API test runs against both (Milvus Lite, a
+    real embedded Milvus, in a file of the test's data dir)."""
+    name: str = request.param
+    if name == "milvus":
+        require_milvus()
+    return name
+
+
 @pytest.fixture
 def make_settings(
-    tmp_path: Path, tiny_clip_dir: Path, tiny_clap_dir: Path, tiny_bridge_dir: Path
+    tmp_path: Path,
+    tiny_clip_dir: Path,
+    tiny_clap_dir: Path,
+    tiny_bridge_dir: Path,
+    backend: str,
 ) -> Callable[..., Any]:
     """make_settings(**overrides) -> app.settings.Settings on this test's data dir."""
     from app.settings import Settings
@@ -60,6 +75,7 @@ def make_settings(
             "seed_samples": False,
             "admin_key": ADMIN_KEY,
             "max_audio_seconds": 5.0,
+            "backend": backend,
             **overrides,
         }
         return Settings(**values)

@@ -3,12 +3,14 @@ and the app's own lifespan (loading the engine in the background)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from media_factory import make_png_bytes
 
 from app.errors import ServiceUnavailableError
 from app.main import STATIC_DIR, create_app
@@ -28,6 +30,7 @@ def test_healthz_and_readyz(client: TestClient) -> None:
     # the engine's fields as docs/api.md shows them, with the active version's bridge mode
     assert list(body["engine"]) == [
         "ready",
+        "backend",
         "encoders",
         "indexes",
         "items",
@@ -38,6 +41,30 @@ def test_healthz_and_readyz(client: TestClient) -> None:
     assert body["engine"]["active_mode"] == "cmcr"
     described = client.get("/openapi.json").json()["components"]["schemas"]["ReadyOut"]
     assert "active_mode" in described["properties"]["engine"]["description"]
+
+
+def test_the_configured_backend_holds_the_vectors(
+    client: TestClient, service: BridgeService, backend: str
+) -> None:
+    """Every API test runs on both backends; this one checks that the vectors really live
+    where BRIDGE_BACKEND says (a Milvus collection named in the manifest, or FAISS files)."""
+    r = client.post("/v1/items", files={"file": ("a.png", make_png_bytes(seed=3), "image/png")})
+    assert r.status_code == 201, r.text
+    ready = client.get("/readyz").json()["engine"]
+    assert ready["backend"]["name"] == backend and ready["backend"]["reachable"] is True
+    index = service.catalog.native("image")
+    assert index is not None and index.ntotal == 1
+    assert type(index).__name__ == {"faiss": "VectorIndex", "milvus": "MilvusIndex"}[backend]
+    service.catalog.save_all()
+    directory = service.catalog.native_dir("image")
+    saved = json.loads((directory / "manifest.json").read_text())
+    assert saved["backend"] == backend
+    if backend == "milvus":
+        assert saved["collection"] in service.catalog.backend.connection.collections()  # type: ignore[attr-defined]
+        assert sorted(p.name for p in directory.iterdir()) == ["manifest.json"]
+        assert ready["backend"]["uri"] == str(service.config.data_dir / "milvus.db")
+    else:
+        assert (directory / "index.faiss").is_file()
 
 
 def test_metrics_count_requests_by_route_template_and_stage(

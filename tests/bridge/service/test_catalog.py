@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
+from milvus_kit import require_milvus
 
 from bridge.errors import ConflictError, InvalidInputError
+from bridge.index.backends import MilvusBackend
 from bridge.index.vectors import VectorIndex
 from bridge.service.catalog import IndexCatalog
 from bridge.storage.items import ItemStore, NewItem
@@ -52,11 +55,42 @@ def store(tmp_path: Path) -> Iterator[ItemStore]:
     s.close()
 
 
-def catalog(tmp_path: Path, store: ItemStore, index_type: str = "flat") -> IndexCatalog:
-    return IndexCatalog(tmp_path, store, index_type=index_type, use_gpu=False)
+@dataclass
+class CatalogFactory:
+    """catalog(directory, store, index_type) -> a new IndexCatalog on this test's backend
+    (Milvus: Milvus Lite in directory/milvus.db, old collections dropped at once)."""
+
+    backend: str
+    made: list[IndexCatalog] = field(default_factory=list)
+
+    def __call__(self, directory: Path, store: ItemStore, index_type: str = "flat") -> IndexCatalog:
+        backend = None
+        if self.backend == "milvus":
+            uri = str(directory / "milvus.db")
+            backend = MilvusBackend(uri, store.store_id, drop_grace_seconds=0)
+        made = IndexCatalog(directory, store, index_type, use_gpu=False, backend=backend)
+        self.made.append(made)
+        return made
+
+    def collections(self, cat: IndexCatalog) -> list[str]:
+        """The store's Milvus collections (Milvus only)."""
+        assert isinstance(cat.backend, MilvusBackend)
+        return cat.backend.connection.collections()
 
 
-def test_reconcile_builds_missing_native_indexes(tmp_path: Path, store: ItemStore) -> None:
+@pytest.fixture(params=["faiss", "milvus"])
+def catalog(request: pytest.FixtureRequest) -> Iterator[CatalogFactory]:
+    if request.param == "milvus":
+        require_milvus()
+    factory = CatalogFactory(request.param)
+    yield factory
+    for made in factory.made:
+        made.close_backend()
+
+
+def test_reconcile_builds_missing_native_indexes(
+    tmp_path: Path, store: ItemStore, catalog: CatalogFactory
+) -> None:
     rowids, raw = add(store, "image", 30, seed=0)
     cat = catalog(tmp_path, store)
     assert cat.reconcile_native(ENCODERS) == ["clip_image"]
@@ -75,7 +109,9 @@ def test_reconcile_builds_missing_native_indexes(tmp_path: Path, store: ItemStor
     assert loaded is not None and loaded.manifest.created_at == image.manifest.created_at
 
 
-def test_stale_index_rebuilt_after_simulated_crash(tmp_path: Path, store: ItemStore) -> None:
+def test_stale_index_rebuilt_after_simulated_crash(
+    tmp_path: Path, store: ItemStore, catalog: CatalogFactory
+) -> None:
     """The store committed items (and a delete) that never reached the index on disk."""
     rowids, _ = add(store, "image", 20, seed=1)
     cat = catalog(tmp_path, store)
@@ -100,7 +136,9 @@ def test_stale_index_rebuilt_after_simulated_crash(tmp_path: Path, store: ItemSt
     assert on_disk["count"] == 22
 
 
-def test_index_missing_many_rows_is_rebuilt_whole(tmp_path: Path, store: ItemStore) -> None:
+def test_index_missing_many_rows_is_rebuilt_whole(
+    tmp_path: Path, store: ItemStore, catalog: CatalogFactory
+) -> None:
     add(store, "audio", 4, seed=3)
     cat = catalog(tmp_path, store)
     cat.reconcile_native(ENCODERS)
@@ -113,7 +151,9 @@ def test_index_missing_many_rows_is_rebuilt_whole(tmp_path: Path, store: ItemSto
     assert audio.manifest.created_at != first  # a fresh build, not an incremental sync
 
 
-def test_recreated_store_and_corrupt_index_are_rebuilt(tmp_path: Path, store: ItemStore) -> None:
+def test_recreated_store_and_corrupt_index_are_rebuilt(
+    tmp_path: Path, store: ItemStore, catalog: CatalogFactory
+) -> None:
     add(store, "image", 10, seed=5)
     cat = catalog(tmp_path, store)
     cat.reconcile_native(ENCODERS)
@@ -127,23 +167,35 @@ def test_recreated_store_and_corrupt_index_are_rebuilt(tmp_path: Path, store: It
         assert scores[0, 0] == pytest.approx(1.0, abs=1e-5)
     finally:
         other.close()
-    (tmp_path / "native/clip_image/index.faiss").write_bytes(b"not an index")
+    # Corrupt what the index's vectors live in: the FAISS file, or the Milvus collection.
+    if catalog.backend == "faiss":
+        (tmp_path / "native/clip_image/index.faiss").write_bytes(b"not an index")
+    else:
+        manifest = json.loads((tmp_path / "native/clip_image/manifest.json").read_text())
+        cat.backend.connection.drop(manifest["collection"])  # type: ignore[attr-defined]
     assert catalog(tmp_path, store).reconcile_native(ENCODERS) == ["clip_image"]
 
 
-def test_index_type_change_and_encoder_conflict(tmp_path: Path, store: ItemStore) -> None:
+def test_index_type_change_and_encoder_conflict(
+    tmp_path: Path, store: ItemStore, catalog: CatalogFactory
+) -> None:
     add(store, "image", 10, seed=7)
     catalog(tmp_path, store).reconcile_native(ENCODERS)
     hnsw = catalog(tmp_path, store, index_type="hnsw")
     assert hnsw.reconcile_native(ENCODERS) == ["clip_image"]
-    assert hnsw.native("image").kind == "hnsw"  # type: ignore[union-attr]
+    manifest = hnsw.native("image").manifest  # type: ignore[union-attr]
+    # Milvus Lite has no HNSW and builds FLAT; a Milvus server builds HNSW.
+    assert manifest.requested_kind == "hnsw"
+    assert manifest.kind == ("hnsw" if catalog.backend == "faiss" else "flat")
     with pytest.raises(ConflictError, match="embedded by 'clip-test'"):
         catalog(tmp_path, store).reconcile_native({"image": "another-clip"})
     with pytest.raises(InvalidInputError):
         IndexCatalog(tmp_path, store, index_type="annoy")
 
 
-def test_index_of_an_emptied_store_is_dropped(tmp_path: Path, store: ItemStore) -> None:
+def test_index_of_an_emptied_store_is_dropped(
+    tmp_path: Path, store: ItemStore, catalog: CatalogFactory
+) -> None:
     rowids, _ = add(store, "image", 3, seed=17)
     catalog(tmp_path, store).reconcile_native(ENCODERS)
     for item in store.get_by_rowids(rowids).values():
@@ -158,7 +210,7 @@ def test_index_of_an_emptied_store_is_dropped(tmp_path: Path, store: ItemStore) 
     assert cat.native("image").dim == CLIP_DIM + 4  # type: ignore[union-attr]
 
 
-def test_live_adds_and_deletes(tmp_path: Path, store: ItemStore) -> None:
+def test_live_adds_and_deletes(tmp_path: Path, store: ItemStore, catalog: CatalogFactory) -> None:
     cat = catalog(tmp_path, store)
     assert cat.reconcile_native(ENCODERS) == []  # empty store: nothing to build
     rowids, raw = add(store, "audio", 5, seed=8)
@@ -177,7 +229,9 @@ def test_live_adds_and_deletes(tmp_path: Path, store: ItemStore) -> None:
     assert restarted.native("audio").ntotal == 4  # type: ignore[union-attr]
 
 
-def test_shared_indexes_per_version(tmp_path: Path, store: ItemStore) -> None:
+def test_shared_indexes_per_version(
+    tmp_path: Path, store: ItemStore, catalog: CatalogFactory
+) -> None:
     image_ids, image_raw = add(store, "image", 15, seed=9)
     audio_ids, audio_raw = add(store, "audio", 8, seed=10)
     p1, p2 = make_projector(1), make_projector(2)
@@ -218,7 +272,9 @@ def test_shared_indexes_per_version(tmp_path: Path, store: ItemStore) -> None:
     assert not cat.native("image").contains(new_ids[:1])[0]  # type: ignore[union-attr]
 
 
-def test_reconcile_shared_after_restart(tmp_path: Path, store: ItemStore) -> None:
+def test_reconcile_shared_after_restart(
+    tmp_path: Path, store: ItemStore, catalog: CatalogFactory
+) -> None:
     add(store, "image", 12, seed=12)
     p1 = make_projector(1)
     cat = catalog(tmp_path, store)
@@ -241,7 +297,9 @@ def test_reconcile_shared_after_restart(tmp_path: Path, store: ItemStore) -> Non
     assert sorted(changed) == ["v1/shared_audio", "v1/shared_image"]
 
 
-def test_version_names_are_validated(tmp_path: Path, store: ItemStore) -> None:
+def test_version_names_are_validated(
+    tmp_path: Path, store: ItemStore, catalog: CatalogFactory
+) -> None:
     cat = catalog(tmp_path, store)
     assert cat.version_dir("v1.2_a-b") == tmp_path / "versions" / "v1.2_a-b"
     for bad in ("../etc", "", ".hidden", "a/b", "x" * 65):
@@ -249,18 +307,58 @@ def test_version_names_are_validated(tmp_path: Path, store: ItemStore) -> None:
             cat.version_dir(bad)
 
 
-def test_delete_version_indexes(tmp_path: Path, store: ItemStore) -> None:
+def test_delete_version_indexes(tmp_path: Path, store: ItemStore, catalog: CatalogFactory) -> None:
     add(store, "image", 5, seed=15)
     cat = catalog(tmp_path, store)
     cat.build_shared("v1", make_projector(1), "sha-1")
+    if catalog.backend == "milvus":
+        assert len(catalog.collections(cat)) == 1
     cat.delete_version_indexes("v1")
     assert cat.loaded_versions() == [] and cat.shared("v1", "image") is None
     assert not (cat.version_dir("v1") / "shared_image").exists()
+    if catalog.backend == "milvus":
+        assert catalog.collections(cat) == []  # the collection went with the index
 
 
-def test_saved_index_is_a_plain_vector_index(tmp_path: Path, store: ItemStore) -> None:
+def test_saved_index_is_a_plain_vector_index(
+    tmp_path: Path, store: ItemStore, catalog: CatalogFactory
+) -> None:
+    if catalog.backend != "faiss":
+        pytest.skip("the FAISS file format")
     _, raw = add(store, "image", 6, seed=16)
     cat = catalog(tmp_path, store)
     cat.reconcile_native(ENCODERS)
     index = VectorIndex.load(tmp_path / "native" / "clip_image", use_gpu=False)
     assert index.ntotal == 6 and index.search(raw[2], 1)[1][0, 0] == 3
+
+
+def test_milvus_rebuilds_drop_old_collections_and_start_sweeps_orphans(
+    tmp_path: Path, store: ItemStore, catalog: CatalogFactory
+) -> None:
+    """A rebuild replaces the index's collection and drops the old one; a collection no
+    manifest names (a crash between a build and its manifest) is dropped by the sweep."""
+    if catalog.backend != "milvus":
+        pytest.skip("Milvus collections")
+    add(store, "image", 4, seed=18)
+    cat = catalog(tmp_path, store)
+    cat.reconcile_native(ENCODERS)
+    (first,) = catalog.collections(cat)
+    add(store, "image", 40, seed=19)  # most rows changed: a rebuild
+    restarted = catalog(tmp_path, store)
+    assert restarted.reconcile_native(ENCODERS) == ["clip_image"]
+    (second,) = catalog.collections(restarted)
+    assert second != first
+    assert restarted.native("image").collection == second  # type: ignore[union-attr]
+    orphan = restarted.backend.build(  # type: ignore[call-arg]
+        "shared_image",
+        np.arange(2),
+        np.eye(2, CLIP_DIM),
+        "flat",
+        fingerprint="x",
+        encoder=None,
+        checkpoint_sha256=None,
+    )
+    assert sorted(catalog.collections(restarted)) == sorted([second, orphan.collection])  # type: ignore[attr-defined]
+    restarted.sweep_backend()
+    assert catalog.collections(restarted) == [second]
+    assert restarted.native("image").ntotal == 44  # type: ignore[union-attr]

@@ -1,0 +1,500 @@
+"""Milvus vector index: the interface of VectorIndex (bridge/index/vectors.py) over one Milvus
+collection, for BRIDGE_BACKEND=milvus.
+
+One index is one collection: ``id`` (INT64 primary key, the store's rowid) and ``vector``
+(FLOAT_VECTOR of the index's dimension), inner product on L2-normalised vectors (= cosine),
+created with Strong consistency so that a search right after an insert sees it. Kinds map to
+Milvus index types: flat -> FLAT, hnsw -> HNSW (M, efConstruction; ef at search is
+max(ef_search, k)), ivf -> IVF_FLAT (nlist; nprobe at search). Milvus Lite (a ``.db`` file
+URI) builds FLAT and IVF_FLAT only, so an hnsw index there is built FLAT (exact) and its
+manifest says so.
+
+Collection names are ``mb_<store>_<random>``: every build makes a new collection, so a rebuild
+never disturbs the collection searches are running on; the catalog swaps index objects, then
+``discard()`` drops the old collection after a grace period (searches that took the old object
+finish first). The index directory on disk holds only manifest.json, which names the
+collection; ``sweep`` drops a store's collections that no manifest names (left by a crash
+between a build and the manifest's save).
+
+The live id set is kept in memory (loaded from the collection at ``load``), as VectorIndex
+keeps its own: ``contains``/``ids`` answer without a round trip. One process owns a data
+directory's indexes (the directory lock), so the set cannot go stale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bridge.errors import BackendUnavailableError, BridgeError, InvalidInputError, NotFoundError
+from bridge.index.checks import check_ids, check_queries, check_vectors
+from bridge.index.files import MANIFEST_FILE, IndexCorruptError, IndexManifest, fsync_dir, now
+
+logger = logging.getLogger(__name__)
+
+BACKEND = "milvus"
+MILVUS_MAX_TOPK = 16384  # Milvus refuses a search limit above this
+INSERT_CHUNK = 4096  # rows per insert: 4096 x 1024-d float32 = 16 MiB, under gRPC's 64 MiB cap
+ID_PAGE = 16384
+DROP_GRACE_SECONDS = 30.0
+CONNECT_TIMEOUT_SECONDS = 10.0
+# Creating (and indexing) or loading a big collection legitimately takes longer than a query.
+SLOW_CALL_TIMEOUT_SECONDS = 300.0
+_INDEX_TYPES = {"flat": "FLAT", "hnsw": "HNSW", "ivf": "IVF_FLAT"}
+
+
+def is_lite_uri(uri: str) -> bool:
+    """Milvus Lite: a local ``.db`` file instead of an http(s)/tcp server address."""
+    return not re.match(r"^[a-z]+://", uri)
+
+
+class MilvusConnection:
+    """One MilvusClient for ``uri`` (a Milvus Lite ``.db`` file, or a server such as
+    ``http://localhost:19530``), shared by every index of a catalog. ``prefix`` names the
+    store's collections (``mb_<prefix>_``)."""
+
+    def __init__(
+        self,
+        uri: str,
+        prefix: str,
+        token: str = "",
+        db_name: str = "",
+        timeout: float = CONNECT_TIMEOUT_SECONDS,
+    ) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9]{1,32}", prefix):
+            raise InvalidInputError(f"collection prefix must be 1-32 letters/digits: {prefix!r}")
+        self.uri = uri
+        self.lite = is_lite_uri(uri)
+        self.prefix = f"mb_{prefix}_"
+        self._token = token
+        self._db_name = db_name
+        self._timeout = timeout
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = self._connect()
+            return self._client
+
+    def _connect(self) -> Any:
+        try:
+            from pymilvus import MilvusClient
+        except ImportError as exc:  # the optional dependency
+            raise InvalidInputError(
+                "BRIDGE_BACKEND=milvus needs pymilvus: pip install 'modality-bridge[milvus]'"
+            ) from exc
+        if self.lite:
+            Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+        kwargs: dict[str, Any] = {"uri": self.uri, "timeout": self._timeout}
+        if self._token:
+            kwargs["token"] = self._token
+        if self._db_name:
+            kwargs["db_name"] = self._db_name
+        try:
+            return MilvusClient(**kwargs)
+        except Exception as exc:  # pymilvus raises MilvusException and grpc errors alike
+            raise BackendUnavailableError(
+                f"cannot reach Milvus at {self.uri}: {_reason(exc)}"
+            ) from exc
+
+    def call(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``client.<method>(...)`` bounded by the connection's timeout, a failure turned into
+        BackendUnavailableError. pymilvus retries a failed call until a timeout that is an
+        int (a float one is ignored, and it retries 75 times: minutes), so it gets an int."""
+        kwargs["timeout"] = max(1, math.ceil(kwargs.get("timeout") or self._timeout))
+        client = self.client
+        try:
+            return getattr(client, method)(*args, **kwargs)
+        except BridgeError:
+            raise
+        except Exception as exc:
+            self._reset(client)
+            raise BackendUnavailableError(f"Milvus {what} failed: {_reason(exc)}") from exc
+
+    def _reset(self, client: Any) -> None:
+        """Forget a client whose call failed: the next call connects afresh. (A gRPC channel
+        that saw the server go away waits out a reconnect backoff of up to two minutes.)"""
+        with self._lock:
+            if self._client is not client:
+                return  # another thread has reset it already
+            self._client = None
+        try:
+            client.close()
+        except Exception:  # the channel is broken anyway
+            logger.debug("closing a failed Milvus client", exc_info=True)
+
+    def new_collection_name(self) -> str:
+        return f"{self.prefix}{uuid.uuid4().hex[:16]}"
+
+    def collections(self) -> list[str]:
+        """This store's collections."""
+        names = self.call("list collections", "list_collections")
+        return sorted(n for n in names if n.startswith(self.prefix))
+
+    def drop(self, collection: str) -> None:
+        if self.call("has collection", "has_collection", collection):
+            self.call("drop collection", "drop_collection", collection)
+
+    def sweep(self, keep: Iterable[str]) -> list[str]:
+        """Drop this store's collections that are not in ``keep``; returns their names."""
+        keep = set(keep)
+        dropped = [name for name in self.collections() if name not in keep]
+        for name in dropped:
+            logger.info("dropping Milvus collection %s: no index manifest names it", name)
+            self.drop(name)
+        return dropped
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                try:
+                    self._client.close()
+                finally:
+                    self._client = None
+
+
+def _reason(exc: BaseException) -> str:
+    """A pymilvus error in one short line (its str() embeds a whole gRPC status dump)."""
+    text = str(getattr(exc, "message", None) or exc)
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def read_manifest(directory: Path) -> IndexManifest | None:
+    """The manifest.json of an index directory (None when absent)."""
+    path = Path(directory) / MANIFEST_FILE
+    if not path.is_file():
+        return None
+    try:
+        return IndexManifest.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        raise IndexCorruptError(f"cannot read {path}: {exc}") from exc
+
+
+class MilvusIndex:
+    """One Milvus collection with its manifest (module docstring). Build with ``build`` or
+    ``load``."""
+
+    inline_searches = False  # a search is a call to another process: never on the event loop
+    on_gpu = False
+
+    def __init__(
+        self, connection: MilvusConnection, manifest: IndexManifest, ids: Iterable[int]
+    ) -> None:
+        self._conn = connection
+        self._ids: set[int] = {int(i) for i in ids}
+        self._lock = threading.Lock()  # guards _ids and the manifest
+        self.manifest = dataclasses.replace(manifest, count=len(self._ids))
+
+    # -- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        connection: MilvusConnection,
+        name: str,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        kind: str = "flat",
+        *,
+        fingerprint: str,
+        encoder: str | None = None,
+        checkpoint_sha256: str | None = None,
+        hnsw_m: int = 32,
+        ivf_nlist: int | None = None,
+        ef_search: int = 64,
+        ef_construction: int = 80,
+        nprobe: int = 32,
+        **_faiss_only: Any,
+    ) -> MilvusIndex:
+        """A new collection holding ``vectors`` (N, D) under ``ids`` (N,)."""
+        from pymilvus import DataType, MilvusClient
+
+        if kind not in _INDEX_TYPES:
+            raise InvalidInputError(
+                f"index kind must be one of {tuple(_INDEX_TYPES)}, got {kind!r}"
+            )
+        x = check_vectors(vectors, f"{name} vectors", None, allow_empty=True)
+        id_array = check_ids(ids, x.shape[0], f"{name} ids")
+        n, dim = x.shape
+        built_kind = "flat" if kind == "hnsw" and connection.lite else kind
+        if built_kind != kind:
+            logger.info("%s: Milvus Lite has no HNSW; built FLAT (exact)", name)
+        params: dict[str, Any]
+        index_params: dict[str, Any]
+        if built_kind == "hnsw":
+            params = {"hnsw_m": hnsw_m, "ef_construction": ef_construction, "ef_search": ef_search}
+            index_params = {"M": hnsw_m, "efConstruction": max(ef_construction, hnsw_m)}
+        elif built_kind == "ivf":
+            nlist = ivf_nlist or max(1, min(int(4 * np.sqrt(max(n, 1))), 65536))
+            params = {"nlist": nlist, "nprobe": min(nprobe, nlist)}
+            index_params = {"nlist": nlist}
+        else:
+            params, index_params = {}, {}
+        collection = connection.new_collection_name()
+        schema = MilvusClient.create_schema(
+            auto_id=False, enable_dynamic_field=False, description=f"modality-bridge {name}"
+        )
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        spec = MilvusClient.prepare_index_params()
+        spec.add_index(
+            "vector", index_type=_INDEX_TYPES[built_kind], metric_type="IP", params=index_params
+        )
+        connection.call(
+            "create collection",
+            "create_collection",
+            collection,
+            schema=schema,
+            index_params=spec,
+            consistency_level="Strong",
+            timeout=SLOW_CALL_TIMEOUT_SECONDS,
+        )
+        manifest = IndexManifest(
+            name=name,
+            kind=built_kind,
+            dim=dim,
+            count=0,
+            fingerprint=fingerprint,
+            encoder=encoder,
+            checkpoint_sha256=checkpoint_sha256,
+            created_at=now(),
+            requested_kind=kind,
+            updated_at=now(),
+            params=params,
+            backend=BACKEND,
+            collection=collection,
+        )
+        index = cls(connection, manifest, ())
+        try:
+            index._insert(id_array, x)
+        except BaseException:
+            connection.drop(collection)
+            raise
+        with index._lock:
+            index._ids.update(int(i) for i in id_array)
+            index.manifest = dataclasses.replace(index.manifest, count=len(index._ids))
+        return index
+
+    @classmethod
+    def load(cls, connection: MilvusConnection, directory: Path) -> MilvusIndex:
+        """The index a saved manifest names; NotFoundError when there is none (or the
+        directory holds another backend's index), IndexCorruptError when its collection is
+        gone or disagrees with the manifest."""
+        manifest = read_manifest(Path(directory))
+        if manifest is None or manifest.backend != BACKEND:
+            raise NotFoundError(f"no Milvus index at {directory}")
+        collection = manifest.collection
+        if not connection.call("has collection", "has_collection", collection):
+            raise IndexCorruptError(f"{directory}: Milvus has no collection {collection!r}")
+        connection.call(
+            "load collection", "load_collection", collection, timeout=SLOW_CALL_TIMEOUT_SECONDS
+        )
+        ids = _all_ids(connection, collection)
+        return cls(connection, manifest, ids)
+
+    # -- properties --------------------------------------------------------------------------
+
+    @property
+    def collection(self) -> str:
+        return self.manifest.collection
+
+    @property
+    def ntotal(self) -> int:
+        return len(self._ids)
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.dim
+
+    @property
+    def kind(self) -> str:
+        return self.manifest.kind
+
+    def ids(self) -> np.ndarray:
+        """The live ids, ascending (int64)."""
+        with self._lock:
+            return np.array(sorted(self._ids), dtype=np.int64)
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        with self._lock:
+            return np.array([int(i) in self._ids for i in np.asarray(ids).ravel()], dtype=bool)
+
+    def needs_rebuild(self) -> str | None:
+        return None  # Milvus compacts deletions and grows its own segments
+
+    def set_search_params(self, ef_search: int | None = None, nprobe: int | None = None) -> None:
+        params = dict(self.manifest.params)
+        if ef_search is not None:
+            if ef_search < 1:
+                raise InvalidInputError(f"ef_search must be >= 1, got {ef_search}")
+            if self.kind == "hnsw":
+                params["ef_search"] = int(ef_search)
+        if nprobe is not None:
+            if nprobe < 1:
+                raise InvalidInputError(f"nprobe must be >= 1, got {nprobe}")
+            if self.kind == "ivf":
+                params["nprobe"] = min(int(nprobe), int(params["nlist"]))
+        with self._lock:
+            self.manifest = dataclasses.replace(self.manifest, params=params)
+
+    # -- search and mutation -----------------------------------------------------------------
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` by cosine per query row: ((Q, k) float32 scores, (Q, k) int64 ids), padded
+        with (-inf, -1) where fewer than ``k`` vectors exist (VectorIndex.search's contract)."""
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        q = check_queries(queries, self.dim)
+        k = int(k)
+        scores = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
+        labels = np.full((q.shape[0], k), -1, dtype=np.int64)
+        limit = min(k, self.ntotal, MILVUS_MAX_TOPK)
+        if limit == 0:
+            return scores, labels
+        results = self._conn.call(
+            "search",
+            "search",
+            self.collection,
+            data=list(q),
+            limit=limit,
+            search_params={"metric_type": "IP", "params": self._search_params(limit)},
+            output_fields=[],
+        )
+        for row, hits in enumerate(results):
+            for col, hit in enumerate(hits[:limit]):
+                labels[row, col] = int(hit["id"])
+                scores[row, col] = float(hit["distance"])
+        return scores, labels
+
+    def _search_params(self, k: int) -> dict[str, Any]:
+        params = self.manifest.params
+        if self.kind == "hnsw":
+            return {"ef": max(int(params.get("ef_search", 64)), k)}
+        if self.kind == "ivf":
+            return {"nprobe": int(params.get("nprobe", 32))}
+        return {}
+
+    def _insert(self, ids: np.ndarray, x: np.ndarray) -> None:
+        for start in range(0, ids.shape[0], INSERT_CHUNK):
+            stop = start + INSERT_CHUNK
+            rows = [
+                {"id": int(i), "vector": v}
+                for i, v in zip(ids[start:stop], x[start:stop], strict=True)
+            ]
+            self._conn.call("insert", "insert", self.collection, rows)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray, fingerprint: str) -> None:
+        """Add vectors under new ids (InvalidInputError for an id already present)."""
+        x = check_vectors(vectors, f"{self.manifest.name} vectors", self.dim, allow_empty=True)
+        id_array = check_ids(ids, x.shape[0], f"{self.manifest.name} ids")
+        with self._lock:
+            clash = [int(i) for i in id_array if int(i) in self._ids]
+        if clash:
+            raise InvalidInputError(
+                f"{self.manifest.name}: id(s) already in the index: {clash[:10]}"
+            )
+        if id_array.size:
+            self._insert(id_array, x)
+        with self._lock:
+            self._ids.update(int(i) for i in id_array)
+            self.manifest = dataclasses.replace(
+                self.manifest, count=len(self._ids), fingerprint=fingerprint, updated_at=now()
+            )
+
+    def set_fingerprint(self, fingerprint: str) -> None:
+        with self._lock:
+            self.manifest = dataclasses.replace(self.manifest, fingerprint=fingerprint)
+
+    def remove(self, ids: np.ndarray, fingerprint: str) -> None:
+        """Remove ids (unknown ones are ignored)."""
+        id_array = check_ids(np.unique(np.asarray(ids)), None, f"{self.manifest.name} ids")
+        with self._lock:
+            present = [int(i) for i in id_array if int(i) in self._ids]
+        if present:
+            self._conn.call("delete", "delete", self.collection, ids=present)
+        with self._lock:
+            self._ids.difference_update(present)
+            self.manifest = dataclasses.replace(
+                self.manifest, count=len(self._ids), fingerprint=fingerprint, updated_at=now()
+            )
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def save(self, directory: Path) -> None:
+        """Write manifest.json (the vectors are Milvus's to keep): a temp file renamed over
+        the old one, so a crash leaves the old manifest or the new one."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            payload = json.dumps(self.manifest.to_json(), indent=2) + "\n"
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{MANIFEST_FILE}.")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, directory / MANIFEST_FILE)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        fsync_dir(directory)
+
+    def discard(self, grace_seconds: float = DROP_GRACE_SECONDS) -> None:
+        """Drop the collection once searches that still hold this object are done: after
+        ``grace_seconds`` (0: now). A drop that fails is left to the next ``sweep``."""
+
+        def drop() -> None:
+            try:
+                self._conn.drop(self.collection)
+            except BridgeError as exc:
+                logger.warning("could not drop %s (the next sweep will): %s", self.collection, exc)
+
+        if grace_seconds <= 0:
+            drop()
+            return
+        timer = threading.Timer(grace_seconds, drop)
+        timer.daemon = True
+        timer.start()
+
+
+def _all_ids(connection: MilvusConnection, collection: str) -> list[int]:
+    """Every primary key of ``collection`` (a query iterator: a plain query's limit is capped
+    and its rows come in no set order)."""
+    iterator = connection.call(
+        "query ids",
+        "query_iterator",
+        collection,
+        batch_size=ID_PAGE,
+        filter="id >= 0",
+        output_fields=["id"],
+    )
+    ids: list[int] = []
+    try:
+        while True:
+            try:
+                page = iterator.next()
+            except Exception as exc:
+                raise BackendUnavailableError(
+                    f"Milvus query of ids failed: {_reason(exc)}"
+                ) from exc
+            if not page:
+                return ids
+            ids.extend(int(row["id"]) for row in page)
+    finally:
+        iterator.close()
