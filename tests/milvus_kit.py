@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+
+from bridge.index.milvus_server import EmbeddedMilvus
 
 # Read at import: the API tests' fixtures clear BRIDGE_* variables before each test.
 REQUIRED = os.environ.get("BRIDGE_REQUIRE_MILVUS") == "1"
@@ -29,46 +29,6 @@ def require_milvus() -> None:
     pytest.skip(reason)
 
 
-class MilvusServer:
-    """A real Milvus standalone server (the `milvus` package's embedded one: etcd and local
-    storage in `base_dir`) on a fixed free loopback port, so that a restart keeps the URI.
-    Its embedded etcd binds fixed ports (2379-2380), so one runs per machine at a time: the
-    tests share the session's `milvus_server`."""
-
-    def __init__(self, base_dir: Path, port: int) -> None:
-        from milvus import MilvusServer as Embedded
-
-        self._server = Embedded()
-        self._server.set_base_dir(str(base_dir))
-        # A fixed port, checked with SO_REUSEADDR as Milvus binds it: the package's own check
-        # fails on the old server's TIME_WAIT connections and moves a restart to another port.
-        self._server.config.configs["proxy_port"] = port
-        self._server.config.try_bind_port = _bind_reusable
-        self.uri = f"http://127.0.0.1:{port}"
-
-    def start(self) -> None:
-        self._server.start()  # waits for the server's health check
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    @property
-    def running(self) -> bool:
-        return bool(self._server.running)
-
-
-def _bind_reusable(port: int) -> socket.socket | None:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(("127.0.0.1", port))
-        sock.listen()
-    except OSError:
-        sock.close()
-        return None
-    return sock
-
-
 def require_milvus_server() -> None:
     """Skip (or fail under BRIDGE_REQUIRE_MILVUS=1) without the milvus-server extra."""
     require_milvus()
@@ -80,13 +40,11 @@ def require_milvus_server() -> None:
 
 
 @pytest.fixture(scope="session")
-def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer]:
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedMilvus]:
     """The session's Milvus server (a fault test stops it and starts it again). Registered
     once, in tests/conftest.py: imported into two modules it would be two servers."""
     require_milvus_server()
-    from server_env import free_port
-
-    server = MilvusServer(tmp_path_factory.mktemp("milvus-server"), free_port())
+    server = EmbeddedMilvus(tmp_path_factory.mktemp("milvus-server"))
     server.start()
     try:
         yield server

@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("digits", "digits", "C-MCR on real data: spoken vs handwritten digits"),
         Benchmark("speed", "speed", "training throughput: memory retrieval once vs per step"),
         Benchmark("service", "service", "search latency and q/s vs raw FAISS, and retrain time"),
+        Benchmark("backends", "backends", "FAISS vs Milvus: build, latency, q/s, recall@10"),
         Benchmark(
             "http-overhead", "http_overhead", "one-client HTTP p50 over the floor, in rounds"
         ),

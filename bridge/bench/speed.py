@@ -155,7 +155,10 @@ def main(argv: list[str]) -> int:
         gradient_errors = cwcl_gradient_errors(args.batch_size, args.dim)
         print("CWCL input-gradient error against float64, one term at this batch size:")
         print(
-            format_table(["path", "relative error"], [[k, v] for k, v in gradient_errors.items()])
+            format_table(
+                ["path", "relative error"],
+                [[path, f"{error:.2e}"] for path, error in gradient_errors.items()],
+            )
         )
     write_json(
         args.json,

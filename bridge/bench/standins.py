@@ -38,6 +38,18 @@ def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def clustered_rows(
+    rng: np.random.Generator, n: int, dim: int, clusters: int = 1000, spread: float = 0.35
+) -> np.ndarray:
+    """(n, dim) unit rows around `clusters` random centres, as real embeddings cluster by
+    content (uniform random rows are the worst case of approximate search: every
+    neighbour is about as far as the next)."""
+    centres = rng.standard_normal((clusters, dim), dtype=np.float32)
+    points = centres[rng.integers(0, clusters, n)]
+    points += spread * rng.standard_normal((n, dim), dtype=np.float32)
+    return points / np.linalg.norm(points, axis=1, keepdims=True)
+
+
 def near_queries(rng: np.random.Generator, rows: np.ndarray, n: int = 64) -> np.ndarray:
     """Unit queries close to the first ``n`` of ``rows`` (each plus 5% noise)."""
     queries = rows[:n] + 0.05 * unit_rows(rng, n, rows.shape[1])
@@ -225,16 +237,18 @@ def populate_store(
 
 
 def synthetic_service(
-    work: Path, items: int, dim: int = 512
+    work: Path, items: int, dim: int = 512, clustered: bool = False
 ) -> tuple[ServiceConfig, np.ndarray, np.random.Generator]:
-    """A data directory under ``work`` with ``items`` random image vectors and 1,000 audio
-    ones, stand-in encoders and a random bridge: (the config to open or serve it, the image
-    vectors, the seeded generator they came from, for further draws)."""
+    """A data directory under ``work`` with ``items`` random image vectors (uniform, or
+    ``clustered_rows``) and 1,000 audio ones, stand-in encoders and a random bridge: (the
+    config to open or serve it, the image vectors, the seeded generator they came from, for
+    further draws)."""
     from bridge.encode.encoders import load_encoder
 
     clip_id, clap_id = build_stand_in_encoders(work, dim)
     rng = np.random.default_rng(0)
-    images, audio = unit_rows(rng, items, dim), unit_rows(rng, 1000, dim)
+    images = (clustered_rows if clustered else unit_rows)(rng, items, dim)
+    audio = unit_rows(rng, 1000, dim)
     clip, clap = load_encoder("clip", clip_id, "cpu"), load_encoder("clap", clap_id, "cpu")
     populate_store(work / "var", images, audio, clip.model_id, clap.model_id)
     config = ServiceConfig(

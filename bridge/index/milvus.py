@@ -3,7 +3,7 @@ collection, for BRIDGE_BACKEND=milvus.
 
 One index is one collection: ``id`` (INT64 primary key, the store's rowid) and ``vector``
 (FLOAT_VECTOR of the index's dimension), inner product on L2-normalised vectors (= cosine),
-created with Strong consistency so that a search right after an insert sees it. Kinds map to
+created with Session consistency so that a search right after an insert sees it. Kinds map to
 Milvus index types: flat -> FLAT, hnsw -> HNSW (M, efConstruction; ef at search is
 max(ef_search, k)), ivf -> IVF_FLAT (nlist; nprobe at search). Milvus Lite (a ``.db`` file
 URI) builds FLAT and IVF_FLAT only, so an hnsw index there is built FLAT (exact) and its
@@ -31,6 +31,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -52,6 +53,9 @@ DROP_GRACE_SECONDS = 30.0
 CONNECT_TIMEOUT_SECONDS = 10.0
 # Creating (and indexing) or loading a big collection legitimately takes longer than a query.
 SLOW_CALL_TIMEOUT_SECONDS = 300.0
+# Session: a search sees every write this process made before it (read-your-writes) and
+# waits for nothing else; Strong waits for the server's next time tick (~200-400 ms here).
+CONSISTENCY = "Session"
 _INDEX_TYPES = {"flat": "FLAT", "hnsw": "HNSW", "ivf": "IVF_FLAT"}
 
 
@@ -262,7 +266,7 @@ class MilvusIndex:
             collection,
             schema=schema,
             index_params=spec,
-            consistency_level="Strong",
+            consistency_level=CONSISTENCY,
             timeout=SLOW_CALL_TIMEOUT_SECONDS,
         )
         manifest = IndexManifest(
@@ -283,6 +287,8 @@ class MilvusIndex:
         index = cls(connection, manifest, ())
         try:
             index._insert(id_array, x)
+            if n and not connection.lite:
+                index._seal_and_index(n)
         except BaseException:
             connection.drop(collection)
             raise
@@ -398,6 +404,18 @@ class MilvusIndex:
                 for i, v in zip(ids[start:stop], x[start:stop], strict=True)
             ]
             self._conn.call("insert", "insert", self.collection, rows)
+
+    def _seal_and_index(self, rows: int) -> None:
+        """After a bulk build: seal the segments and wait until Milvus has indexed them (a
+        growing segment is searched by brute force, and one holds up to 512 MB)."""
+        self._conn.call("flush", "flush", self.collection, timeout=SLOW_CALL_TIMEOUT_SECONDS)
+        deadline = time.monotonic() + SLOW_CALL_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            info = self._conn.call("describe index", "describe_index", self.collection, "vector")
+            if int(info.get("indexed_rows", 0)) >= rows:
+                return
+            time.sleep(0.2)
+        logger.warning("%s: Milvus has not finished indexing %d rows", self.collection, rows)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray, fingerprint: str) -> None:
         """Add vectors under new ids (InvalidInputError for an id already present)."""

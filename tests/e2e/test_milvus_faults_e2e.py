@@ -20,8 +20,9 @@ import httpx
 import pytest
 from apikit import train_tiny_bridge
 from media_factory import make_png_bytes, make_wav_bytes
-from milvus_kit import MilvusServer
 from server_env import Server, server_env
+
+from bridge.index.milvus_server import EmbeddedMilvus
 
 
 @pytest.fixture
@@ -31,8 +32,8 @@ def cluster(
     tiny_clap_dir: Path,
     tiny_clip_encoder: Any,
     tiny_clap_encoder: Any,
-    milvus_server: MilvusServer,
-) -> Iterator[tuple[Server, MilvusServer]]:
+    milvus_server: EmbeddedMilvus,
+) -> Iterator[tuple[Server, EmbeddedMilvus]]:
     bridge = train_tiny_bridge(tiny_clip_encoder, tiny_clap_encoder, tmp_path / "bridge")
     env = server_env(tmp_path / "data", tiny_clip_dir, tiny_clap_dir, bridge)
     env.update(
@@ -52,7 +53,7 @@ def _image(i: int) -> tuple[str, bytes, str]:
 
 
 def test_milvus_down_during_ingest_and_search_then_back(
-    cluster: tuple[Server, MilvusServer],
+    cluster: tuple[Server, EmbeddedMilvus],
 ) -> None:
     server, milvus = cluster
     server.start()

@@ -20,8 +20,9 @@ import httpx
 import pytest
 from apikit import CAPTIONS, admin_headers, train_tiny_bridge
 from media_factory import make_png_bytes, make_wav_bytes
-from milvus_kit import MilvusServer
 from server_env import Server, server_env
+
+from bridge.index.milvus_server import EmbeddedMilvus
 
 ADMIN = admin_headers()
 
@@ -44,7 +45,7 @@ def server(
     """The server on each backend: FAISS, or a real Milvus server with HNSW indexes."""
     env = server_env(tmp_path / "data", tiny_clip_dir, tiny_clap_dir, bridge_dir)
     if request.param == "milvus":
-        milvus: MilvusServer = request.getfixturevalue("milvus_server")
+        milvus: EmbeddedMilvus = request.getfixturevalue("milvus_server")
         env.update(BRIDGE_BACKEND="milvus", BRIDGE_MILVUS_URI=milvus.uri, BRIDGE_INDEX_TYPE="hnsw")
     srv = Server(env, tmp_path / "server.log")
     try:

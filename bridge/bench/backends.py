@@ -1,0 +1,161 @@
+"""Vector backends side by side: `mbridge bench backends [--sizes N ...] [--milvus-uri URI]`.
+
+One synthetic collection (bridge/bench/standins.py: N 512-d image items around 1,000
+random centres, as real embeddings cluster, in the item store; stand-in encoders, a random
+bridge) served in turn by each backend variant, in one
+process and one run: FAISS flat (exact, the baseline of every ratio), FAISS HNSW, and
+Milvus with HNSW on a Milvus server (`--milvus-uri`, or an embedded standalone server that
+the benchmark starts itself: the `milvus-server` extra). Per variant: the time to build the
+native image index from the store (opening the service on the data directory), then
+vector queries (`space` clip, target image, k 10: the native index, no encoder) through
+`BridgeService.search` from 1, 8 and 32 client threads: p50/p99 latency, throughput, and
+recall@10 against exact search (NumPy brute force over the same vectors). Timings are also
+given as ratios to FAISS flat at the same client count. One replica: the shared store that
+lets several replicas serve one collection is not built yet.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bridge.bench.report import bench_parser, format_table, set_threads, write_report
+from bridge.bench.standins import near_queries, synthetic_service
+from bridge.bench.timing import run_threads
+
+K = 10
+
+
+def exact_top_k(rows: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k nearest rows by cosine for each query (rows are unit vectors)."""
+    unit = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    scores = unit @ rows.T
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+
+def measure_variant(
+    config: Any, queries: np.ndarray, truth: np.ndarray, clients: list[int], total: int
+) -> dict[str, Any]:
+    """Open the service with `config` (builds its native image index), then query it."""
+    from bridge.service.facade import BridgeService
+    from bridge.types import SearchQuery
+
+    started = time.perf_counter()
+    service = BridgeService.open(config)
+    build_seconds = time.perf_counter() - started
+    try:
+        index = service.catalog.native("image")
+        assert index is not None
+        requests = [
+            SearchQuery(target="image", vector=q.tolist(), space="clip", k=K) for q in queries
+        ]
+        found = [
+            [int(hit.metadata["n"]) for hit in service.search(request).results]
+            for request in requests
+        ]
+        hits = sum(len(set(f) & set(t.tolist())) for f, t in zip(found, truth, strict=True))
+        cells = {}
+        for count in clients:
+            cells[str(count)] = run_threads(
+                lambda i: service.search(requests[i % len(requests)]), total, count
+            )
+        return {
+            "kind": index.kind,
+            "build_seconds": build_seconds,
+            "recall_at_10": hits / truth.size,
+            "clients": cells,
+        }
+    finally:
+        service.close()
+
+
+def main(argv: list[str]) -> int:
+    parser = bench_parser("backends", __doc__ or "")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--queries", type=int, default=512, help="queries per measurement")
+    parser.add_argument("--milvus-uri", default="", help="a Milvus server (default: embedded)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    args = parser.parse_args(argv)
+    set_threads(args.threads)
+    from bridge.index.milvus_server import EmbeddedMilvus
+
+    work = Path(tempfile.mkdtemp(prefix="bench-backends-"))
+    embedded = None
+    try:
+        uri = args.milvus_uri
+        if not uri:
+            embedded = EmbeddedMilvus(work / "milvus")
+            embedded.start()
+            uri = embedded.uri
+        variants = [
+            ("faiss", "flat", {}),
+            ("faiss", "hnsw", {}),
+            ("milvus", "hnsw", {"milvus_uri": uri}),
+        ]
+        results: list[dict[str, Any]] = []
+        for size in args.sizes:
+            config, images, rng = synthetic_service(work / f"n{size}", size, clustered=True)
+            queries = near_queries(rng, images)
+            truth = exact_top_k(images, queries, K)
+            for backend, kind, extra in variants:
+                variant = replace(config, backend=backend, index_type=kind, **extra)
+                print(f"N={size}: {backend} {kind} ...", flush=True)
+                measured = measure_variant(variant, queries, truth, args.clients, args.queries)
+                results.append({"size": size, "backend": backend, "requested": kind, **measured})
+            shutil.rmtree(work / f"n{size}", ignore_errors=True)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print(render(results, args.clients))
+    write_report(args.json, "backends", argv, results=results, clients=args.clients)
+    return 0
+
+
+def render(results: list[dict[str, Any]], clients: list[int]) -> str:
+    """One row per (size, variant, clients); ratios against FAISS flat of the same size and
+    client count."""
+    baseline = {
+        (r["size"], c): r["clients"][str(c)]
+        for r in results
+        if r["backend"] == "faiss" and r["kind"] == "flat"
+        for c in clients
+    }
+    rows = []
+    for r in results:
+        for c in clients:
+            cell, base = r["clients"][str(c)], baseline[(r["size"], c)]
+            rows.append(
+                [
+                    r["size"],
+                    f"{r['backend']} {r['kind']}",
+                    c,
+                    r["build_seconds"],
+                    cell["p50_ms"],
+                    cell["p99_ms"],
+                    cell["qps"],
+                    cell["p50_ms"] / base["p50_ms"],
+                    cell["qps"] / base["qps"],
+                    r["recall_at_10"],
+                ]
+            )
+    headers = [
+        "items",
+        "backend",
+        "clients",
+        "build s",
+        "p50 ms",
+        "p99 ms",
+        "q/s",
+        "p50 / flat",
+        "q/s / flat",
+        "recall@10",
+    ]
+    return format_table(headers, rows)
