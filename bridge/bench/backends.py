@@ -28,6 +28,7 @@ import numpy as np
 from bridge.bench.report import bench_parser, format_table, set_threads, write_report
 from bridge.bench.standins import near_queries, synthetic_service
 from bridge.bench.timing import run_threads
+from bridge.types import BackendName, IndexType
 
 K = 10
 
@@ -94,18 +95,18 @@ def main(argv: list[str]) -> int:
             embedded = EmbeddedMilvus(work / "milvus")
             embedded.start()
             uri = embedded.uri
-        variants = [
-            ("faiss", "flat", {}),
-            ("faiss", "hnsw", {}),
-            ("milvus", "hnsw", {"milvus_uri": uri}),
+        variants: list[tuple[BackendName, IndexType]] = [
+            ("faiss", "flat"),
+            ("faiss", "hnsw"),
+            ("milvus", "hnsw"),
         ]
         results: list[dict[str, Any]] = []
         for size in args.sizes:
             config, images, rng = synthetic_service(work / f"n{size}", size, clustered=True)
             queries = near_queries(rng, images)
             truth = exact_top_k(images, queries, K)
-            for backend, kind, extra in variants:
-                variant = replace(config, backend=backend, index_type=kind, **extra)
+            for backend, kind in variants:
+                variant = replace(config, backend=backend, index_type=kind, milvus_uri=uri)
                 print(f"N={size}: {backend} {kind} ...", flush=True)
                 measured = measure_variant(variant, queries, truth, args.clients, args.queries)
                 results.append({"size": size, "backend": backend, "requested": kind, **measured})

@@ -69,3 +69,22 @@ def check_ids(ids: Any, n: int | None, name: str = "ids") -> np.ndarray:
     if np.unique(array).shape[0] != array.shape[0]:
         raise InvalidInputError(f"{name}: ids must be unique")
     return np.ascontiguousarray(array)
+
+
+def search_params_with(
+    params: dict[str, Any], kind: str, ef_search: int | None, nprobe: int | None
+) -> dict[str, Any]:
+    """An index's search parameters with a new HNSW ``ef_search`` or IVF ``nprobe`` (each
+    ignored for the kinds it does not apply to; nprobe capped at nlist)."""
+    params = dict(params)
+    if ef_search is not None:
+        if ef_search < 1:
+            raise InvalidInputError(f"ef_search must be >= 1, got {ef_search}")
+        if kind == "hnsw":
+            params["ef_search"] = int(ef_search)
+    if nprobe is not None:
+        if nprobe < 1:
+            raise InvalidInputError(f"nprobe must be >= 1, got {nprobe}")
+        if kind == "ivf":
+            params["nprobe"] = min(int(nprobe), int(params["nlist"]))
+    return params

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from bridge.errors import BackendUnavailableError, BridgeError, InvalidInputError, NotFoundError
-from bridge.index.checks import check_ids, check_queries, check_vectors
+from bridge.index.checks import check_ids, check_queries, check_vectors, search_params_with
 from bridge.index.files import MANIFEST_FILE, IndexCorruptError, IndexManifest, fsync_dir, now
 
 logger = logging.getLogger(__name__)
@@ -345,17 +345,7 @@ class MilvusIndex:
         return None  # Milvus compacts deletions and grows its own segments
 
     def set_search_params(self, ef_search: int | None = None, nprobe: int | None = None) -> None:
-        params = dict(self.manifest.params)
-        if ef_search is not None:
-            if ef_search < 1:
-                raise InvalidInputError(f"ef_search must be >= 1, got {ef_search}")
-            if self.kind == "hnsw":
-                params["ef_search"] = int(ef_search)
-        if nprobe is not None:
-            if nprobe < 1:
-                raise InvalidInputError(f"nprobe must be >= 1, got {nprobe}")
-            if self.kind == "ivf":
-                params["nprobe"] = min(int(nprobe), int(params["nlist"]))
+        params = search_params_with(self.manifest.params, self.kind, ef_search, nprobe)
         with self._lock:
             self.manifest = dataclasses.replace(self.manifest, params=params)
 

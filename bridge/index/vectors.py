@@ -50,7 +50,13 @@ import numpy as np
 
 from bridge.errors import InvalidInputError
 from bridge.index import threads
-from bridge.index.checks import check_ids, check_queries, check_vectors, usable_square
+from bridge.index.checks import (
+    check_ids,
+    check_queries,
+    check_vectors,
+    search_params_with,
+    usable_square,
+)
 from bridge.index.coalesce import SearchCoalescer
 from bridge.index.files import (
     IDS_FILE,
@@ -268,17 +274,7 @@ class VectorIndex:
 
     def set_search_params(self, ef_search: int | None = None, nprobe: int | None = None) -> None:
         """Change HNSW ``ef_search`` or IVF ``nprobe`` (ignored for kinds they do not apply to)."""
-        params = dict(self.manifest.params)
-        if ef_search is not None:
-            if ef_search < 1:
-                raise InvalidInputError(f"ef_search must be >= 1, got {ef_search}")
-            if self.kind == "hnsw":
-                params["ef_search"] = int(ef_search)
-        if nprobe is not None:
-            if nprobe < 1:
-                raise InvalidInputError(f"nprobe must be >= 1, got {nprobe}")
-            if self.kind == "ivf":
-                params["nprobe"] = min(int(nprobe), int(params["nlist"]))
+        params = search_params_with(self.manifest.params, self.kind, ef_search, nprobe)
         with self._lock.write():
             self._apply_params(params)
             self.manifest = dataclasses.replace(self.manifest, params=params)
