@@ -6,6 +6,7 @@ in a bare python image.
 
     python docker/requirements.py pyproject.toml --exclude torch --exclude faiss-cpu
     python docker/requirements.py pyproject.toml --only torch        # -> torch==2.13.0
+    python docker/requirements.py pyproject.toml --extra milvus      # + that extra's pins
 """
 
 from __future__ import annotations
@@ -31,13 +32,20 @@ def requirement_name(requirement: str) -> str:
     return canonical(match.group(1))
 
 
-def dependencies(pyproject: Path) -> list[str]:
-    """The [project].dependencies list of a pyproject.toml."""
+def dependencies(pyproject: Path, extras: list[str] | None = None) -> list[str]:
+    """The [project].dependencies list of a pyproject.toml, then those of each extra in
+    `extras` ([project.optional-dependencies])."""
     with pyproject.open("rb") as handle:
         data = tomllib.load(handle)
-    deps = data.get("project", {}).get("dependencies")
+    project = data.get("project", {})
+    deps = project.get("dependencies")
     if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
         raise ValueError(f"{pyproject}: [project].dependencies must be a list of strings")
+    optional = project.get("optional-dependencies", {})
+    for extra in extras or []:
+        if extra not in optional:
+            raise ValueError(f"{pyproject}: no optional dependencies named {extra!r}")
+        deps = [*deps, *optional[extra]]
     return list(deps)
 
 
@@ -61,9 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pyproject", type=Path, nargs="?", default=Path("pyproject.toml"))
     parser.add_argument("--exclude", action="append", default=[], metavar="NAME")
     parser.add_argument("--only", action="append", default=[], metavar="NAME")
+    parser.add_argument("--extra", action="append", default=[], metavar="EXTRA")
     args = parser.parse_args(argv)
     try:
-        chosen = select(dependencies(args.pyproject), args.exclude, args.only)
+        chosen = select(dependencies(args.pyproject, args.extra), args.exclude, args.only)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

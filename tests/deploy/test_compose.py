@@ -57,11 +57,12 @@ def dockerfile(request: pytest.FixtureRequest) -> Dockerfile:
     return read_dockerfile(CPU_FILE if request.param == "cpu" else GPU_FILE)
 
 
-def pyproject_pin(name: str) -> str:
-    """The pinned version of a dependency in pyproject.toml."""
+def pyproject_pin(name: str, extra: str | None = None) -> str:
+    """The pinned version of a dependency in pyproject.toml (of `extra`, if given)."""
     import tomllib
 
-    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    deps = project["optional-dependencies"][extra] if extra else project["dependencies"]
     for dep in deps:
         match = re.fullmatch(rf"{re.escape(name)}==(\S+)", dep.strip())
         if match:
@@ -364,6 +365,14 @@ def test_cpu_image_installs_cpu_torch_and_faiss_cpu() -> None:
     everything = [r for p in installs for r in p["reqs"]]
     assert f"faiss-cpu=={pyproject_pin('faiss-cpu')}" in everything
     assert "faiss-gpu" not in names(everything)
+
+
+def test_both_images_carry_the_milvus_client() -> None:
+    """BRIDGE_BACKEND=milvus works in the images: the `milvus` extra is installed."""
+    for path in (CPU_FILE, GPU_FILE):
+        df = read_dockerfile(path)
+        everything = [r for p in pip_installs(df, df.stage("builder")) for r in p["reqs"]]
+        assert f"pymilvus=={pyproject_pin('pymilvus', 'milvus')}" in everything, path
 
 
 def test_gpu_image_never_installs_faiss_cpu() -> None:
