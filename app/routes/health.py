@@ -41,6 +41,8 @@ async def readyz(holder: HolderDep) -> ReadyOut | JSONResponse:
         detail = "the engine reports not ready"
         if not backend.get("reachable", True):
             detail = f"the vector backend is unreachable: {backend.get('error')}"
+        elif not backend.get("serving", True):
+            detail = f"the vector backend is loading collections: {backend.get('loading')}"
     body = ReadyOut(
         ready=ready,
         phase=holder.phase,

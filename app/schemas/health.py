@@ -18,7 +18,8 @@ class ReadyOut(BaseModel):
     engine: dict[str, Any] = Field(
         default_factory=dict,
         description="The engine's readiness (BridgeService.readiness): ready, backend (the "
-        "vector backend: name, reachable, and for Milvus its uri, collections or error), "
+        "vector backend: name, reachable, serving (the collections in use are loaded), "
+        "repair_pending, and for Milvus its uri, collections, loading or error), "
         "encoders (model, "
         "dim and device of each), indexes (vectors per index; null for a shared index the "
         "active version has none of), items, active_version, active_mode (the active version's "

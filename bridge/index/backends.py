@@ -90,8 +90,9 @@ class VectorBackend(Protocol):
         """Free what no index saved under ``directories`` holds (a crash's leftovers)."""
         ...
 
-    def status(self) -> dict[str, Any]:
-        """{"name", "reachable", ...} for readiness; never raises."""
+    def status(self, serving: Iterable[SearchIndex] = ()) -> dict[str, Any]:
+        """{"name", "reachable", "serving": whether the `serving` indexes can answer now,
+        ...} for readiness; never raises."""
         ...
 
     def close(self) -> None: ...
@@ -145,8 +146,8 @@ class FaissBackend:
     def sweep(self, directories: Iterable[Path]) -> None:
         pass
 
-    def status(self) -> dict[str, Any]:
-        return {"name": self.name, "reachable": True}
+    def status(self, serving: Iterable[SearchIndex] = ()) -> dict[str, Any]:
+        return {"name": self.name, "reachable": True, "serving": True}
 
     def close(self) -> None:
         pass
@@ -239,15 +240,23 @@ class MilvusBackend:
                 keep.add(manifest.collection)
         self.connection.sweep(keep)
 
-    def status(self) -> dict[str, Any]:
+    def status(self, serving: Iterable[SearchIndex] = ()) -> dict[str, Any]:
+        """Reachable, and whether every collection in `serving` is loaded: a restarted Milvus
+        reloads its collections before it answers searches on them."""
         from bridge.errors import BridgeError
+        from bridge.index.milvus import MilvusIndex
 
         out: dict[str, Any] = {"name": self.name, "uri": self.connection.uri}
         try:
             out["collections"] = len(self.connection.collections())
             out["reachable"] = True
+            names = [i.collection for i in serving if isinstance(i, MilvusIndex)]
+            loading = [name for name in names if not self.connection.loaded(name)]
+            out["serving"] = not loading
+            if loading:
+                out["loading"] = loading
         except BridgeError as exc:
-            out["reachable"] = False
+            out["reachable"] = out["serving"] = False
             out["error"] = str(exc)
         return out
 

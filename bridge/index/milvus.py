@@ -142,6 +142,11 @@ class MilvusConnection:
         except Exception:  # the channel is broken anyway
             logger.debug("closing a failed Milvus client", exc_info=True)
 
+    def loaded(self, collection: str) -> bool:
+        """Whether Milvus has `collection` loaded (searchable); after a restart it reloads."""
+        state = self.call("load state", "get_load_state", collection)
+        return str(state.get("state")) == "Loaded"  # LoadState: NotLoad, Loading, Loaded
+
     def new_collection_name(self) -> str:
         return f"{self.prefix}{uuid.uuid4().hex[:16]}"
 

@@ -149,6 +149,11 @@ class IndexCatalog:
             self._checkpoints.pop(version, None)
             self._modalities.pop(version, None)
 
+    def indexes(self) -> list[SearchIndex]:
+        """Every index searches may use now: the native ones and each loaded version's."""
+        loaded = [*self._native.values(), *self._shared.values()]
+        return [index for index in loaded if index is not None]
+
     def status(self) -> dict[str, Any]:
         """Manifests of every loaded index, for readiness and metrics."""
         out: dict[str, Any] = {}

@@ -256,12 +256,12 @@ class BridgeService:
             indexes[native_index_name(modality)] = native.ntotal if native else 0
             shared = shared_index(self.catalog, active, modality) if active else None
             indexes[shared_index_name(modality)] = shared.ntotal if shared is not None else None
-        backend = self.catalog.backend.status()
+        backend = self.catalog.backend.status(self.catalog.indexes())
         backend["repair_pending"] = self._repair.pending
         return {
             "ready": self._ready
             and not self._closed
-            and bool(backend["reachable"])
+            and bool(backend["reachable"] and backend["serving"])
             and not self._repair.pending,
             "backend": backend,
             "encoders": {

@@ -4,9 +4,9 @@ While it is down every request answers (no 500, no hang past BRIDGE_MILVUS_TIMEO
 searches and refused writes get 503 with Retry-After, /readyz says the vector backend is
 the dependency that is down, and a write whose commit went through before the failure was
 noticed is acknowledged (201) and caught up later. When Milvus returns, the replica
-recovers by itself: /readyz turns 200 again without a restart, searches answer once Milvus
-has reloaded its collections (503 with Retry-After until then), and every acknowledged item
-is stored and found by search.
+recovers by itself: /readyz turns 200 again without a restart once Milvus has reloaded the
+collections, searches answer (a first one may still time out: 503 with Retry-After), and
+every acknowledged item is stored and found by search.
 """
 
 from __future__ import annotations
@@ -90,14 +90,15 @@ def test_milvus_down_during_ingest_and_search_then_back(
         assert ready.json()["engine"]["backend"]["reachable"] is False
 
         milvus.start()
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while client.get("/readyz").status_code != 200:  # recovers without a restart
             assert time.monotonic() < deadline, client.get("/readyz").json()
             time.sleep(0.5)
         for item_id in acked:
             assert client.get(f"/v1/items/{item_id}").status_code == 200
-        # A restarted Milvus reloads its collections before it answers searches (about 20 s
-        # here): until then a search is a 503 with Retry-After, never a 500.
+        # /readyz waited for Milvus to reload the collections; the first searches after a
+        # restart can still outlast BRIDGE_MILVUS_TIMEOUT (3 s here): 503 with Retry-After,
+        # never a 500, and a client that retries gets its answer.
         query = {"text": "a red square", "target": "image", "k": 50}
         while (found := client.post("/v1/search", json=query)).status_code != 200:
             assert found.status_code == 503 and "Retry-After" in found.headers, found.text
