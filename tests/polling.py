@@ -1,4 +1,5 @@
-"""Waiting for a background job to end, for tests that drive the engine's job runner."""
+"""Waiting for a background job to end (tests that drive the engine's job runner), or for
+any condition to hold."""
 
 from __future__ import annotations
 
@@ -19,3 +20,12 @@ def wait_for_job(
             return current
         time.sleep(0.01)
     raise AssertionError(f"job {job.id} did not finish in {timeout_s} s")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll `condition` until it holds; AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met in {timeout} s")
+        time.sleep(0.01)

@@ -31,11 +31,13 @@ class IndexRepair:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._repairing = False
         self.last_error: str | None = None
 
     @property
     def pending(self) -> bool:
-        return self._wanted.is_set()
+        """A repair is owed or running: the indexes may miss an acknowledged change."""
+        return self._wanted.is_set() or self._repairing
 
     def request(self, error: BaseException) -> None:
         """An index missed a committed change because of `error`: repair in the background."""
@@ -52,11 +54,13 @@ class IndexRepair:
             if not self._wanted.is_set():
                 continue
             # Cleared first: a change that fails while this repair runs asks for another.
+            self._repairing = True
             self._wanted.clear()
             try:
                 self._repair()
             except Exception as exc:
                 self._wanted.set()
+                self._repairing = False
                 self.last_error = str(exc)
                 if isinstance(exc, BackendUnavailableError):
                     logger.warning("indexes still behind the store, retrying: %s", exc)
@@ -64,6 +68,7 @@ class IndexRepair:
                     logger.exception("index repair failed; retrying")
                 self._stop.wait(self._retry_seconds)
                 continue
+            self._repairing = False
             self.last_error = None
             logger.info("indexes caught up with the store")
 
