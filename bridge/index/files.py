@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from bridge.errors import BridgeError, NotFoundError
+from bridge.io import fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -128,19 +129,6 @@ def read_index_dir(directory: Path) -> tuple[Any, IndexManifest, np.ndarray, np.
             f"{directory}: manifest count {manifest.count} != {ids.shape[0]} ids"
         )
     return index, manifest, ids, tombstones
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def recover_interrupted_save(directory: Path) -> None:

@@ -27,9 +27,7 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 import threading
 import time
 import uuid
@@ -41,7 +39,8 @@ import numpy as np
 
 from bridge.errors import BackendUnavailableError, BridgeError, InvalidInputError, NotFoundError
 from bridge.index.checks import check_ids, check_queries, check_vectors, search_params_with
-from bridge.index.files import MANIFEST_FILE, IndexCorruptError, IndexManifest, fsync_dir, now
+from bridge.index.files import MANIFEST_FILE, IndexCorruptError, IndexManifest, now
+from bridge.io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -452,21 +451,9 @@ class MilvusIndex:
     def save(self, directory: Path) -> None:
         """Write manifest.json (the vectors are Milvus's to keep): a temp file renamed over
         the old one, so a crash leaves the old manifest or the new one."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         with self._lock:
             payload = json.dumps(self.manifest.to_json(), indent=2) + "\n"
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{MANIFEST_FILE}.")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, directory / MANIFEST_FILE)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        fsync_dir(directory)
+        atomic_write_text(Path(directory) / MANIFEST_FILE, payload, durable=True)
 
     def discard(self, grace_seconds: float = DROP_GRACE_SECONDS) -> None:
         """Drop the collection once searches that still hold this object are done: after

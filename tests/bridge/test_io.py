@@ -51,3 +51,24 @@ def test_atomic_write_text_replaces_whole_files(tmp_path: Path) -> None:
     atomic_write_text(target, "second")
     assert target.read_text() == "second"
     assert [p.name for p in target.parent.iterdir()] == ["a.txt"]  # no temp file left
+
+
+def test_durable_atomic_write_fsyncs_the_file_and_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    target = tmp_path / "manifest.json"
+    atomic_write_text(target, "plain")
+    assert synced == []  # not asked for
+    atomic_write_text(target, "durable", durable=True)
+    assert len(synced) == 2 and target.read_text() == "durable"  # the file, then the folder
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
