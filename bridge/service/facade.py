@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bridge.encode.pair import Decoded, EncoderPair
-from bridge.errors import BackendUnavailableError, ConflictError, NotFoundError
+from bridge.errors import ConflictError, NotFoundError
 from bridge.index.vectors import faiss_summary
 from bridge.modalities import MODALITIES, native_index_name, shared_index_name
 from bridge.service.evaluation import EVAL_LABEL_KEY
@@ -318,14 +318,6 @@ class BridgeService:
                 raise answer
         return answers  # type: ignore[return-value]
 
-    def _check_indexes_current(self) -> None:
-        """BackendUnavailableError while the indexes miss acknowledged changes (IndexRepair)."""
-        if self._repair.pending:
-            raise BackendUnavailableError(
-                "the indexes are catching up with acknowledged changes after a vector backend "
-                f"failure ({self._repair.last_error})"
-            )
-
     def _repair_indexes(self) -> None:
         with self._write_lock:
             self._ingest.repair_indexes()
@@ -334,11 +326,11 @@ class BridgeService:
         """Answer independent queries in one call: those on the same index share one FAISS
         search; a query's error is returned in its slot, not raised (app/batcher.py). All
         use one snapshot of the active bridge."""
-        self._check_indexes_current()
+        self._repair.check()
         return self._searcher.search_each(queries, self._active)
 
     def search(self, query: SearchQuery) -> SearchResponse:
-        self._check_indexes_current()
+        self._repair.check()
         return self._searcher.search(query, self._active)  # one snapshot for the whole request
 
     def is_quick(self, query: SearchQuery) -> bool:

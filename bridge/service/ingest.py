@@ -80,7 +80,7 @@ class Ingest:
             try:
                 if self.is_closed():
                     raise ConflictError("the service is shut down")
-                self._check_backend()
+                self.repair.check()
                 stored = self.store.add_items(new_items)
             except BaseException:
                 for new in new_items:
@@ -141,14 +141,6 @@ class Ingest:
                 }
             self.catalog.on_items_added(modality, rowids, raw, shared)
 
-    def _check_backend(self) -> None:
-        """Refuse a change (nothing written) while the indexes are still catching up after a
-        backend failure: the client retries once the backend answers."""
-        if self.repair.pending:
-            raise BackendUnavailableError(
-                f"the vector backend is unavailable, retry later ({self.repair.last_error})"
-            )
-
     def _after_index_failure(self, exc: Exception) -> None:
         """Caller holds the writer lock: a committed change did not reach every index."""
         if isinstance(exc, BackendUnavailableError):
@@ -171,7 +163,7 @@ class Ingest:
 
     def delete(self, item_id: str) -> None:
         with self.write_lock:
-            self._check_backend()
+            self.repair.check()
             item = self.store.delete(check_item_id(item_id))
             try:
                 self.catalog.on_item_deleted(item.modality, item.rowid)

@@ -39,6 +39,15 @@ class IndexRepair:
         """A repair is owed or running: the indexes may miss an acknowledged change."""
         return self._wanted.is_set() or self._repairing
 
+    def check(self) -> None:
+        """BackendUnavailableError while a repair is pending: the indexes may miss an
+        acknowledged change, so searches and further changes wait (nothing is written)."""
+        if self.pending:
+            raise BackendUnavailableError(
+                "the indexes are catching up with acknowledged changes after a vector backend "
+                f"failure ({self.last_error})"
+            )
+
     def request(self, error: BaseException) -> None:
         """An index missed a committed change because of `error`: repair in the background."""
         self.last_error = str(error)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from polling import wait_until
 
 from bridge.errors import BackendUnavailableError
@@ -21,9 +22,12 @@ def test_retries_until_the_backend_answers_then_clears() -> None:
 
     repairer = IndexRepair(repair, retry_seconds=0.05)
     assert not repairer.pending
+    repairer.check()  # nothing owed: searches and changes go ahead
     try:
         repairer.request(BackendUnavailableError("first failure"))
         assert repairer.pending  # owed or running: searches and writes answer 503 meanwhile
+        with pytest.raises(BackendUnavailableError, match="catching up"):
+            repairer.check()
         wait_until(lambda: not repairer.pending, timeout=10)
         assert len(calls) == 3 and repairer.last_error is None
     finally:
