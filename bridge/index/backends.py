@@ -17,16 +17,17 @@ import logging
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, get_args
 
 import numpy as np
 
 from bridge.errors import InvalidInputError
 from bridge.index.files import IndexManifest
+from bridge.types import BackendName, ServiceConfig
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("faiss", "milvus")
+BACKENDS = get_args(BackendName)
 
 
 class SearchIndex(Protocol):
@@ -264,24 +265,18 @@ class MilvusBackend:
         self.connection.close()
 
 
-def make_backend(
-    name: str,
-    *,
-    store_id: str,
-    data_dir: Path,
-    use_gpu: bool = True,
-    milvus_uri: str = "",
-    milvus_token: str = "",
-    milvus_db: str = "",
-    milvus_timeout: float | None = None,
-) -> VectorBackend:
-    """The backend ``name`` for a store; Milvus's URI defaults to a Milvus Lite file in the
-    data directory."""
-    if name == "faiss":
-        return FaissBackend(use_gpu)
-    if name == "milvus":
-        uri = milvus_uri or str(Path(data_dir) / "milvus.db")
+def make_backend(config: ServiceConfig, store_id: str) -> VectorBackend:
+    """The backend `config.backend` names, for the store `store_id` (its Milvus collections
+    are named after it); Milvus's URI defaults to a Milvus Lite file in the data directory."""
+    if config.backend == "faiss":
+        return FaissBackend(config.faiss_gpu)
+    if config.backend == "milvus":
+        uri = config.milvus_uri or str(Path(config.data_dir) / "milvus.db")
         return MilvusBackend(
-            uri, store_id, token=milvus_token, db_name=milvus_db, timeout=milvus_timeout
+            uri,
+            store_id,
+            token=config.milvus_token,
+            db_name=config.milvus_db,
+            timeout=config.milvus_timeout,
         )
-    raise InvalidInputError(f"backend must be one of {BACKENDS}, got {name!r}")
+    raise InvalidInputError(f"backend must be one of {BACKENDS}, got {config.backend!r}")

@@ -93,14 +93,14 @@ class IndexCatalog:
         backend: VectorBackend | None = None,
     ) -> None:
         """``index_options`` go to the backend's ``build`` (hnsw_m, ivf_nlist, ef_search,
-        nprobe); ``backend`` holds the vectors (bridge/index/backends.py; FAISS by default)."""
+        nprobe); ``backend`` holds the vectors (bridge/index/backends.py; by default FAISS,
+        on the GPU when ``use_gpu`` and FAISS sees one)."""
         if index_type not in INDEX_KINDS:
             raise InvalidInputError(f"index_type must be one of {INDEX_KINDS}, got {index_type!r}")
         self.data_dir = Path(data_dir)
         self.layout = DataLayout(self.data_dir)
         self.store = store
         self.index_type = index_type
-        self.use_gpu = use_gpu
         self.index_options = dict(index_options or {})
         self.backend: VectorBackend = backend or FaissBackend(use_gpu)
         self._lock = threading.RLock()

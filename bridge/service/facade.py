@@ -178,19 +178,8 @@ class BridgeService:
             raise
         backend = service = None
         try:
-            backend = make_backend(
-                config.backend,
-                store_id=store.store_id,
-                data_dir=layout.root,
-                use_gpu=config.faiss_gpu,
-                milvus_uri=config.milvus_uri,
-                milvus_token=config.milvus_token,
-                milvus_db=config.milvus_db,
-                milvus_timeout=config.milvus_timeout,
-            )
-            catalog = IndexCatalog(
-                layout.root, store, config.index_type, config.faiss_gpu, backend=backend
-            )
+            backend = make_backend(config, store.store_id)
+            catalog = IndexCatalog(layout.root, store, config.index_type, backend=backend)
             service = cls(config, store, catalog, clip, clap)
             service._dir_lock = dir_lock
             service._start()
