@@ -110,7 +110,7 @@ class _SymmetricContrastive(torch.autograd.Function):
             # d loss / d scale = sum(grad * logits) / scale needs the logits themselves.
             keep_logits = logits.clone() if ctx.needs_input_grad[2] else None
             softmax_rows, lse_rows = _row_softmax_and_lse(logits)
-            softmax_cols, lse_cols = _softmax_and_lse(logits, dim=0, inplace=True)
+            softmax_cols, lse_cols = _column_softmax_and_lse_(logits)
             rows_loss = (lse_rows - expected_rows).mean()
             loss = (rows_loss + (lse_cols - expected_cols).mean()) / 2
         ctx.save_for_backward(
@@ -149,23 +149,21 @@ class _SymmetricContrastive(torch.autograd.Function):
 
 def _row_softmax_and_lse(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax and logsumexp along rows from torch.softmax's fused kernel (faster than the
-    passes of _softmax_and_lse): logsumexp_i = max_i - log(max_j softmax_ij), exact to
+    passes of _column_softmax_and_lse_): logsumexp_i = max_i - log(max_j softmax_ij), exact to
     rounding since the largest probability of a row is at least 1/B."""
     peak = logits.amax(dim=1)
     probs = torch.softmax(logits, dim=1)
     return probs, peak - probs.amax(dim=1).log()
 
 
-def _softmax_and_lse(
-    logits: torch.Tensor, dim: int, inplace: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax(logits, dim) and logsumexp(logits, dim), sharing one max-shifted exp pass."""
-    peak = logits.amax(dim=dim, keepdim=True)
-    shifted = logits.sub_(peak) if inplace else torch.sub(logits, peak)
-    probs = shifted.exp_()
-    total = probs.sum(dim=dim, keepdim=True)
+def _column_softmax_and_lse_(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax and logsumexp down the columns, sharing one max-shifted exp pass, in place:
+    `logits` becomes the softmax (torch's fused softmax is slower along columns)."""
+    peak = logits.amax(dim=0, keepdim=True)
+    probs = logits.sub_(peak).exp_()
+    total = probs.sum(dim=0, keepdim=True)
     probs.div_(total)
-    return probs, (total.log() + peak).squeeze(dim)
+    return probs, (total.log() + peak).squeeze(0)
 
 
 GRAM_BLOCKS = 4
