@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 LAION_REF := $(VENV)/laion-clap-ref
 LAION_STAMP := $(LAION_REF)/.installed-stamp
 
-.PHONY: serve test lint typecheck check clean
+.PHONY: serve test cluster lint typecheck check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ $(LAION_STAMP): tests/laion-clap-reference.txt $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/python -m app
+
+# Scale-out development: a Milvus server and REPLICAS API replicas on ports from CLUSTER_PORT,
+# sharing CLUSTER_DIR (scripts/cluster.py). Ctrl-C or SIGTERM stops them all.
+REPLICAS ?= 2
+CLUSTER_PORT ?= 8001
+CLUSTER_DIR ?= var/cluster
+cluster: $(STAMP)
+	$(BIN)/python scripts/cluster.py --replicas $(REPLICAS) --port $(CLUSTER_PORT) --dir $(CLUSTER_DIR)
 
 test: $(STAMP) $(LAION_STAMP)
 	$(BIN)/python -m pytest -q

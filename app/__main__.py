@@ -84,6 +84,26 @@ def main(argv: list[str] | None = None) -> int:
 
     from app.main import create_app
 
+    if settings.workers > 1:
+        # Replicas in one server: each worker process opens the engine from the environment.
+        logger.info(
+            "serving on http://%s:%d with %d worker processes (data dir %s)",
+            settings.host,
+            settings.port,
+            settings.workers,
+            settings.data_dir,
+        )
+        uvicorn.run(
+            "app.main:create_app_from_environment",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            workers=settings.workers,
+            timeout_graceful_shutdown=10,
+        )
+        return 0
+
     server: uvicorn.Server | None = None
 
     def stop(_: BaseException) -> None:

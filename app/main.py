@@ -100,6 +100,17 @@ async def _load(
         return
 
 
+def create_app_from_environment() -> FastAPI:
+    """The app of one worker process when BRIDGE_WORKERS > 1 (uvicorn's factory): settings
+    from the environment, as `python -m app` read them."""
+    from app.__main__ import configure_logging
+    from app.settings import load_settings
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
+
+
 def create_app(
     settings: Settings,
     service: BridgeService | None = None,

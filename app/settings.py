@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Annotated, Literal, cast
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bridge.types import DEVICE_NAMES, BackendName, IndexType, ServiceConfig, parse_device
@@ -121,7 +121,11 @@ class Settings(BaseSettings):
     )
     log_level: LogLevel = "info"
     workers: int = Field(
-        default=1, description="Must be 1: the index and versions live in-process."
+        default=1,
+        description=(
+            "Server processes. Above 1 only with the indexes on a Milvus server "
+            "(BRIDGE_BACKEND=milvus, BRIDGE_MILVUS_URI=http://...): they serve as replicas."
+        ),
     )
 
     @field_validator("initial_bridge", mode="before")
@@ -161,13 +165,20 @@ class Settings(BaseSettings):
 
     @field_validator("workers")
     @classmethod
-    def _one_worker(cls, value: int) -> int:
-        if value != 1:
-            raise ValueError(
-                "must be 1: items, indexes and the active bridge version live in one process; "
-                "run more instances with separate data dirs instead"
-            )
+    def _positive_workers(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be at least 1, got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _workers_need_shared_indexes(self) -> Settings:
+        if self.workers > 1 and not self.service_config().shares_indexes:
+            raise ValueError(
+                f"BRIDGE_WORKERS={self.workers} needs the indexes on a Milvus server "
+                "(BRIDGE_BACKEND=milvus and BRIDGE_MILVUS_URI=http://host:19530): FAISS and "
+                "Milvus Lite keep them in one process"
+            )
+        return self
 
     def service_config(self) -> ServiceConfig:
         """The engine's configuration: each ServiceConfig field from the setting of the same
@@ -234,7 +245,7 @@ def format_validation_error(error: ValidationError) -> str:
         got = item.get("input")
         secret = name.endswith(("_KEY", "_TOKEN"))
         shown = "" if secret or isinstance(got, dict) or got is None else f" (got {str(got)!r})"
-        lines.append(f"{name}: {item['msg']}{shown}")
+        lines.append(f"{name}: {item['msg']}{shown}" if name else item["msg"])
     return "invalid settings:\n  " + "\n  ".join(lines)
 
 

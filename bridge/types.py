@@ -77,6 +77,19 @@ class ServiceConfig:
     # 1 = never split); bridge/index/split_scan.py.
     search_threads: int = 0
 
+    @property
+    def shares_indexes(self) -> bool:
+        """Whether processes (replicas) may serve the data directory together: the vectors
+        are on a Milvus server, which every replica reaches (bridge/service/replicas.py), not
+        in this process (FAISS) or in a Milvus Lite file."""
+        return self.backend == "milvus" and not is_milvus_lite_uri(self.milvus_uri)
+
+
+def is_milvus_lite_uri(uri: str) -> bool:
+    """Milvus Lite: a local ``.db`` file (or none: the data directory's) instead of an
+    http(s)/tcp server address."""
+    return not re.match(r"^[a-z]+://", uri)
+
 
 @dataclass(frozen=True)
 class Upload:

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -57,10 +58,20 @@ class Server:
     def start(self, timeout: float = 60.0) -> float:
         """Start and wait for /readyz 200; returns the seconds it took."""
         begun = time.monotonic()
+        self.launch()
+        return self.wait_ready(timeout, begun)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it (then ``wait_ready``)."""
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "app"], cwd=REPO, env=self.env, stdout=out, stderr=out
             )
+
+    def wait_ready(self, timeout: float = 60.0, begun: float | None = None) -> float:
+        """Wait for /readyz 200; returns the seconds since ``begun`` (default: now)."""
+        assert self.proc is not None, "launch() first"
+        begun = time.monotonic() if begun is None else begun
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -90,3 +101,38 @@ class Server:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-6000:]
+
+
+class QueryLoop(threading.Thread):
+    """Fires bridged and native queries back to back until stopped; records every outcome."""
+
+    def __init__(self, url: str, audio_item: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.audio_item = audio_item
+        self.stop_flag = threading.Event()
+        # (time the query was sent, bridge_version, space)
+        self.answers: list[tuple[float, str | None, str]] = []
+        self.failures: list[str] = []
+
+    def run(self) -> None:
+        bodies = [
+            {"item_id": self.audio_item, "target": "image", "k": 5},
+            {"text": "a loud dog", "target": "image", "k": 5},
+        ]
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            n = 0
+            while not self.stop_flag.is_set():
+                body = bodies[n % 2]
+                n += 1
+                sent = time.monotonic()
+                try:
+                    r = client.post("/v1/search", json=body)
+                except httpx.HTTPError as exc:
+                    self.failures.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                if r.status_code != 200 or not r.json()["results"]:
+                    self.failures.append(f"{r.status_code}: {r.text[:300]}")
+                    continue
+                answer = r.json()
+                self.answers.append((sent, answer["bridge_version"], answer["space"]))

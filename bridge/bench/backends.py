@@ -10,8 +10,11 @@ native image index from the store (opening the service on the data directory), t
 vector queries (`space` clip, target image, k 10: the native index, no encoder) through
 `BridgeService.search` from 1, 8 and 32 client threads: p50/p99 latency, throughput, and
 recall@10 against exact search (NumPy brute force over the same vectors). Timings are also
-given as ratios to FAISS flat at the same client count. One replica: the shared store that
-lets several replicas serve one collection is not built yet.
+given as ratios to FAISS flat at the same client count. The last variant is two Milvus
+replicas (two services opened on the one data directory, as `make cluster` runs them, here
+in one process) with the client threads' queries alternating between them: what the
+replicas' coordination costs, not what a second machine adds (both share this machine's
+cores with the Milvus server).
 """
 
 from __future__ import annotations
@@ -41,39 +44,50 @@ def exact_top_k(rows: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
 
 
 def measure_variant(
-    config: Any, queries: np.ndarray, truth: np.ndarray, clients: list[int], total: int
+    config: Any,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    clients: list[int],
+    total: int,
+    replicas: int = 1,
 ) -> dict[str, Any]:
-    """Open the service with `config` (builds its native image index), then query it."""
+    """Open the service with `config` (the first one builds its native image index; further
+    `replicas` load it), then query them, query i through replica i % replicas."""
     from bridge.service.facade import BridgeService
     from bridge.types import SearchQuery
 
     started = time.perf_counter()
-    service = BridgeService.open(config)
+    services = [BridgeService.open(config)]
     build_seconds = time.perf_counter() - started
     try:
-        index = service.catalog.native("image")
+        services += [BridgeService.open(config) for _ in range(replicas - 1)]
+        index = services[0].catalog.native("image")
         assert index is not None
         requests = [
             SearchQuery(target="image", vector=q.tolist(), space="clip", k=K) for q in queries
         ]
         found = [
-            [int(hit.metadata["n"]) for hit in service.search(request).results]
-            for request in requests
+            [int(hit.metadata["n"]) for hit in services[i % replicas].search(request).results]
+            for i, request in enumerate(requests)
         ]
         hits = sum(len(set(f) & set(t.tolist())) for f, t in zip(found, truth, strict=True))
         cells = {}
         for count in clients:
             cells[str(count)] = run_threads(
-                lambda i: service.search(requests[i % len(requests)]), total, count
+                lambda i: services[i % replicas].search(requests[i % len(requests)]),
+                total,
+                count,
             )
         return {
             "kind": index.kind,
+            "replicas": replicas,
             "build_seconds": build_seconds,
             "recall_at_10": hits / truth.size,
             "clients": cells,
         }
     finally:
-        service.close()
+        for service in services:
+            service.close()
 
 
 def main(argv: list[str]) -> int:
@@ -95,20 +109,23 @@ def main(argv: list[str]) -> int:
             embedded = EmbeddedMilvus(work / "milvus")
             embedded.start()
             uri = embedded.uri
-        variants: list[tuple[BackendName, IndexType]] = [
-            ("faiss", "flat"),
-            ("faiss", "hnsw"),
-            ("milvus", "hnsw"),
+        variants: list[tuple[BackendName, IndexType, int]] = [
+            ("faiss", "flat", 1),
+            ("faiss", "hnsw", 1),
+            ("milvus", "hnsw", 1),
+            ("milvus", "hnsw", 2),
         ]
         results: list[dict[str, Any]] = []
         for size in args.sizes:
             config, images, rng = synthetic_service(work / f"n{size}", size, clustered=True)
             queries = near_queries(rng, images)
             truth = exact_top_k(images, queries, K)
-            for backend, kind in variants:
+            for backend, kind, replicas in variants:
                 variant = replace(config, backend=backend, index_type=kind, milvus_uri=uri)
-                print(f"N={size}: {backend} {kind} ...", flush=True)
-                measured = measure_variant(variant, queries, truth, args.clients, args.queries)
+                print(f"N={size}: {backend} {kind} x{replicas} ...", flush=True)
+                measured = measure_variant(
+                    variant, queries, truth, args.clients, args.queries, replicas
+                )
                 results.append({"size": size, "backend": backend, "requested": kind, **measured})
             shutil.rmtree(work / f"n{size}", ignore_errors=True)
     finally:
@@ -126,7 +143,7 @@ def render(results: list[dict[str, Any]], clients: list[int]) -> str:
     baseline = {
         (r["size"], c): r["clients"][str(c)]
         for r in results
-        if r["backend"] == "faiss" and r["kind"] == "flat"
+        if r["backend"] == "faiss" and r["kind"] == "flat" and r.get("replicas", 1) == 1
         for c in clients
     }
     rows = []
@@ -136,7 +153,8 @@ def render(results: list[dict[str, Any]], clients: list[int]) -> str:
             rows.append(
                 [
                     r["size"],
-                    f"{r['backend']} {r['kind']}",
+                    f"{r['backend']} {r['kind']}"
+                    + (f" x{r['replicas']} replicas" if r.get("replicas", 1) > 1 else ""),
                     c,
                     r["build_seconds"],
                     cell["p50_ms"],

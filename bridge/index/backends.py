@@ -61,6 +61,11 @@ class SearchIndex(Protocol):
 class VectorBackend(Protocol):
     name: str
 
+    @property
+    def shared(self) -> bool:
+        """Whether several processes (replicas) may use the same indexes at once."""
+        ...
+
     def build(
         self,
         name: str,
@@ -103,6 +108,7 @@ class FaissBackend:
     """In-process FAISS indexes, saved as files (the default)."""
 
     name = "faiss"
+    shared = False  # the indexes live in this process's memory
 
     def __init__(self, use_gpu: bool = True) -> None:
         self.use_gpu = use_gpu
@@ -231,15 +237,21 @@ class MilvusBackend:
             self.connection.drop(manifest.collection)
         shutil.rmtree(directory, ignore_errors=True)
 
+    @property
+    def shared(self) -> bool:
+        """Whether other processes (replicas) may use the same collections: a Milvus server,
+        not Milvus Lite's file."""
+        return not self.connection.lite
+
     def sweep(self, directories: Iterable[Path]) -> None:
-        from bridge.index.milvus import read_manifest
+        from bridge.index.milvus import SHARED_SWEEP_MIN_AGE_SECONDS, read_manifest
 
         keep = set()
         for directory in directories:
             manifest = read_manifest(directory) if Path(directory).is_dir() else None
             if manifest is not None and manifest.collection:
                 keep.add(manifest.collection)
-        self.connection.sweep(keep)
+        self.connection.sweep(keep, SHARED_SWEEP_MIN_AGE_SECONDS if self.shared else 0.0)
 
     def status(self, serving: Iterable[SearchIndex] = ()) -> dict[str, Any]:
         """Reachable, and whether every collection in `serving` is loaded: a restarted Milvus

@@ -16,9 +16,14 @@ finish first). The index directory on disk holds only manifest.json, which names
 collection; ``sweep`` drops a store's collections that no manifest names (left by a crash
 between a build and the manifest's save).
 
-The live id set is kept in memory (loaded from the collection at ``load``), as VectorIndex
-keeps its own: ``contains``/``ids`` answer without a round trip. One process owns a data
-directory's indexes (the directory lock), so the set cannot go stale.
+With Milvus Lite one process owns a data directory's indexes (the directory lock), so the
+live id set is kept in memory (loaded from the collection at ``load``), as VectorIndex keeps
+its own: ``contains``/``ids`` answer without a round trip. On a Milvus server several
+replicas write the same collections (docs/architecture.md, "Replicas"), so the server is the
+authority: ``ids`` asks it, ``add`` upserts (a row another replica added already is
+overwritten with the same vector, never duplicated), ``remove`` deletes whatever it is given,
+and a search asks for ``k`` rows whatever this process counted; the in-memory set is this
+process's estimate, for ``ntotal`` and ``contains``.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from bridge.errors import BackendUnavailableError, BridgeError, InvalidInputErro
 from bridge.index.checks import check_ids, check_queries, check_vectors, search_params_with
 from bridge.index.files import MANIFEST_FILE, IndexCorruptError, IndexManifest, now
 from bridge.io import atomic_write_text
+from bridge.types import is_milvus_lite_uri
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +55,11 @@ MILVUS_MAX_TOPK = 16384  # Milvus refuses a search limit above this
 INSERT_CHUNK = 4096  # rows per insert: 4096 x 1024-d float32 = 16 MiB, under gRPC's 64 MiB cap
 ID_PAGE = 16384
 DROP_GRACE_SECONDS = 30.0
+# How stale a shared collection's row count may be (another replica's writes since).
+COUNT_TTL_SECONDS = 0.5
+# On a server shared by replicas, an unnamed collection younger than this may be one that
+# another replica is still building (a big HNSW build takes minutes to hours).
+SHARED_SWEEP_MIN_AGE_SECONDS = 6 * 3600.0
 CONNECT_TIMEOUT_SECONDS = 10.0
 # Creating (and indexing) or loading a big collection legitimately takes longer than a query.
 SLOW_CALL_TIMEOUT_SECONDS = 300.0
@@ -58,9 +69,7 @@ CONSISTENCY = "Session"
 _INDEX_TYPES = {"flat": "FLAT", "hnsw": "HNSW", "ivf": "IVF_FLAT"}
 
 
-def is_lite_uri(uri: str) -> bool:
-    """Milvus Lite: a local ``.db`` file instead of an http(s)/tcp server address."""
-    return not re.match(r"^[a-z]+://", uri)
+is_lite_uri = is_milvus_lite_uri  # the rule's home is bridge/types.py
 
 
 class MilvusConnection:
@@ -147,7 +156,20 @@ class MilvusConnection:
         return str(state.get("state")) == "Loaded"  # LoadState: NotLoad, Loading, Loaded
 
     def new_collection_name(self) -> str:
-        return f"{self.prefix}{uuid.uuid4().hex[:16]}"
+        """``<prefix><creation time, hex seconds>_<random>``: ``sweep`` can tell a collection
+        another replica is still building from one a crash left."""
+        return f"{self.prefix}{int(time.time()):x}_{uuid.uuid4().hex[:12]}"
+
+    def _created_at(self, name: str) -> float | None:
+        """The creation time a collection's name records (None: a name from before names
+        carried it)."""
+        stamp = name[len(self.prefix) :].split("_")[0]
+        if "_" not in name[len(self.prefix) :]:
+            return None
+        try:
+            return float(int(stamp, 16))
+        except ValueError:
+            return None
 
     def collections(self) -> list[str]:
         """This store's collections."""
@@ -158,10 +180,17 @@ class MilvusConnection:
         if self.call("has collection", "has_collection", collection):
             self.call("drop collection", "drop_collection", collection)
 
-    def sweep(self, keep: Iterable[str]) -> list[str]:
-        """Drop this store's collections that are not in ``keep``; returns their names."""
+    def sweep(self, keep: Iterable[str], min_age_seconds: float = 0.0) -> list[str]:
+        """Drop this store's collections that are not in ``keep`` and were created at least
+        ``min_age_seconds`` ago (replicas: one may be building a collection no manifest
+        names yet); returns their names."""
         keep = set(keep)
-        dropped = [name for name in self.collections() if name not in keep]
+        cutoff = time.time() - min_age_seconds
+        dropped = [
+            name
+            for name in self.collections()
+            if name not in keep and (self._created_at(name) or 0.0) <= cutoff
+        ]
         for name in dropped:
             logger.info("dropping Milvus collection %s: no index manifest names it", name)
             self.drop(name)
@@ -205,7 +234,12 @@ class MilvusIndex:
         self, connection: MilvusConnection, manifest: IndexManifest, ids: Iterable[int]
     ) -> None:
         self._conn = connection
+        # Other processes write the collection too unless it lives in Milvus Lite.
+        self.shared = not connection.lite
         self._ids: set[int] = {int(i) for i in ids}
+        # A shared collection's row count, as Milvus last said (ntotal).
+        self._count = len(self._ids)
+        self._counted_at = time.monotonic()
         self._lock = threading.Lock()  # guards _ids and the manifest
         self.manifest = dataclasses.replace(manifest, count=len(self._ids))
 
@@ -298,6 +332,7 @@ class MilvusIndex:
             raise
         with index._lock:
             index._ids.update(int(i) for i in id_array)
+            index._count = len(index._ids)
             index.manifest = dataclasses.replace(index.manifest, count=len(index._ids))
         return index
 
@@ -326,7 +361,22 @@ class MilvusIndex:
 
     @property
     def ntotal(self) -> int:
-        return len(self._ids)
+        """The rows: this process's count, or for a shared collection Milvus's, asked at
+        most every COUNT_TTL_SECONDS (searches size their fetch by it)."""
+        if not self.shared:
+            return len(self._ids)
+        if time.monotonic() - self._counted_at > COUNT_TTL_SECONDS:
+            rows = self._conn.call(
+                "count", "query", self.collection, filter="", output_fields=["count(*)"]
+            )
+            with self._lock:
+                self._count = int(rows[0]["count(*)"]) if rows else 0
+                self._counted_at = time.monotonic()
+        return self._count
+
+    def _recount(self) -> None:
+        """This process changed the collection: the next ntotal asks Milvus."""
+        self._counted_at = -math.inf
 
     @property
     def dim(self) -> int:
@@ -337,7 +387,13 @@ class MilvusIndex:
         return self.manifest.kind
 
     def ids(self) -> np.ndarray:
-        """The live ids, ascending (int64)."""
+        """The live ids, ascending (int64): the server's when replicas share it."""
+        if self.shared:
+            live = _all_ids(self._conn, self.collection)
+            with self._lock:
+                self._ids = set(live)
+                self._count, self._counted_at = len(live), time.monotonic()
+                self.manifest = dataclasses.replace(self.manifest, count=len(self._ids))
         with self._lock:
             return np.array(sorted(self._ids), dtype=np.int64)
 
@@ -364,7 +420,8 @@ class MilvusIndex:
         k = int(k)
         scores = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
         labels = np.full((q.shape[0], k), -1, dtype=np.int64)
-        limit = min(k, self.ntotal, MILVUS_MAX_TOPK)
+        # A shared collection may hold rows other replicas added since this one counted.
+        limit = min(k, MILVUS_MAX_TOPK) if self.shared else min(k, self.ntotal, MILVUS_MAX_TOPK)
         if limit == 0:
             return scores, labels
         results = self._conn.call(
@@ -390,14 +447,15 @@ class MilvusIndex:
             return {"nprobe": int(params.get("nprobe", 32))}
         return {}
 
-    def _insert(self, ids: np.ndarray, x: np.ndarray) -> None:
+    def _insert(self, ids: np.ndarray, x: np.ndarray, upsert: bool = False) -> None:
+        method = "upsert" if upsert else "insert"
         for start in range(0, ids.shape[0], INSERT_CHUNK):
             stop = start + INSERT_CHUNK
             rows = [
                 {"id": int(i), "vector": v}
                 for i, v in zip(ids[start:stop], x[start:stop], strict=True)
             ]
-            self._conn.call("insert", "insert", self.collection, rows)
+            self._conn.call(method, method, self.collection, rows)
 
     def _seal_and_index(self, rows: int) -> None:
         """After a bulk build: seal the segments and wait until Milvus has indexed them (a
@@ -412,17 +470,20 @@ class MilvusIndex:
         logger.warning("%s: Milvus has not finished indexing %d rows", self.collection, rows)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray, fingerprint: str) -> None:
-        """Add vectors under new ids (InvalidInputError for an id already present)."""
+        """Add vectors under new ids (InvalidInputError for an id already present; in a
+        shared collection an id another replica added is overwritten: ids are rowids, so
+        its vector is the same)."""
         x = check_vectors(vectors, f"{self.manifest.name} vectors", self.dim, allow_empty=True)
         id_array = check_ids(ids, x.shape[0], f"{self.manifest.name} ids")
         with self._lock:
             clash = [int(i) for i in id_array if int(i) in self._ids]
-        if clash:
+        if clash and not self.shared:
             raise InvalidInputError(
                 f"{self.manifest.name}: id(s) already in the index: {clash[:10]}"
             )
         if id_array.size:
-            self._insert(id_array, x)
+            self._insert(id_array, x, upsert=self.shared)
+            self._recount()
         with self._lock:
             self._ids.update(int(i) for i in id_array)
             self.manifest = dataclasses.replace(
@@ -437,9 +498,10 @@ class MilvusIndex:
         """Remove ids (unknown ones are ignored)."""
         id_array = check_ids(np.unique(np.asarray(ids)), None, f"{self.manifest.name} ids")
         with self._lock:
-            present = [int(i) for i in id_array if int(i) in self._ids]
+            present = [int(i) for i in id_array if self.shared or int(i) in self._ids]
         if present:
             self._conn.call("delete", "delete", self.collection, ids=present)
+            self._recount()
         with self._lock:
             self._ids.difference_update(present)
             self.manifest = dataclasses.replace(
@@ -474,8 +536,14 @@ class MilvusIndex:
 
 
 def _all_ids(connection: MilvusConnection, collection: str) -> list[int]:
-    """Every primary key of ``collection`` (a query iterator: a plain query's limit is capped
-    and its rows come in no set order)."""
+    """Every primary key of ``collection``: one plain query when they fit in a page (a few
+    ms), else a query iterator (a plain query's limit is capped and its rows come in no set
+    order; an iterator costs over a second to set up on a 2.3 server)."""
+    rows = connection.call(
+        "query ids", "query", collection, filter="id >= 0", output_fields=["id"], limit=ID_PAGE
+    )
+    if len(rows) < ID_PAGE:
+        return [int(row["id"]) for row in rows]
     iterator = connection.call(
         "query ids",
         "query_iterator",

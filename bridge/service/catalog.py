@@ -18,6 +18,13 @@ store. The id-set comparison makes the check exact even if a save raced with an 
 Every mutation of the catalog takes one re-entrant lock; searches never take it: they get an
 index object (``native``/``shared``) and use its own readers-writer lock. Rebuilt indexes replace
 the old object by one reference assignment, so a search holding the old object finishes on it.
+
+Replicas (a backend whose indexes several processes share: a Milvus server) share the data
+directory. The lock is then also a file lock (``<data_dir>/.catalog.lock``), so one replica at
+a time changes the indexes; manifests are written only when an index is built (they name its
+collection; counts in them are informational), and ``refresh`` loads whatever another replica
+built since, at the start of every mutation and from the service's watcher
+(docs/architecture.md, "Replicas").
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import numpy as np
 
 from bridge.errors import ConflictError, InvalidInputError, NotFoundError
 from bridge.index.backends import FaissBackend, SearchIndex, VectorBackend
+from bridge.index.files import MANIFEST_FILE
 from bridge.index.vectors import INDEX_KINDS, IndexCorruptError
 from bridge.modalities import (
     MODALITIES,
@@ -42,7 +50,7 @@ from bridge.modalities import (
     shared_index_name,
 )
 from bridge.storage.items import ItemStore
-from bridge.storage.layout import VERSIONS_DIR, DataLayout, check_version_name
+from bridge.storage.layout import VERSIONS_DIR, DataLayout, ProcessRLock, check_version_name
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +111,13 @@ class IndexCatalog:
         self.index_type = index_type
         self.index_options = dict(index_options or {})
         self.backend: VectorBackend = backend or FaissBackend(use_gpu)
-        self._lock = threading.RLock()
+        self.replicated = self.backend.shared
+        self._lock: threading.RLock | ProcessRLock = (
+            self.layout.catalog_lock() if self.replicated else threading.RLock()
+        )
+        # Replicas: the manifest each loaded index came from (its file's mtime), so that
+        # refresh() sees another replica's builds.
+        self._stamps: dict[tuple[str, str], int | None] = {}
         self._native: dict[str, SearchIndex | None] = dict.fromkeys(MODALITIES)
         self._shared: dict[tuple[str, str], SearchIndex | None] = {}
         self._projectors: dict[str, ProjectFn] = {}
@@ -164,6 +178,82 @@ class IndexCatalog:
                 None if index is None else index.manifest.to_json()
             )
         return out
+
+    # -- replicas ----------------------------------------------------------------------------
+
+    @property
+    def lock(self) -> threading.RLock | ProcessRLock:
+        """The lock every change of the indexes takes (across replicas, a file lock)."""
+        return self._lock
+
+    def _index_dir(self, key: tuple[str, str]) -> Path:
+        version, modality = key
+        return self.native_dir(modality) if version == "" else self.shared_dir(version, modality)
+
+    def _manifest_stamp(self, key: tuple[str, str]) -> int | None:
+        try:
+            return (self._index_dir(key) / MANIFEST_FILE).stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+
+    def _current(self, key: tuple[str, str]) -> SearchIndex | None:
+        version, modality = key
+        return self._native[modality] if version == "" else self._shared.get(key)
+
+    def _set_current(self, key: tuple[str, str], index: SearchIndex | None) -> None:
+        version, modality = key
+        if version == "":
+            self._native[modality] = index
+        else:
+            self._shared[key] = index
+
+    def refresh(self) -> list[str]:
+        """Replicas: load the indexes other replicas built since this one last looked (their
+        manifests changed); returns their keys as ``version/modality``. The replica that
+        replaced an index frees it, after the grace that lets searches finish."""
+        if not self.replicated:
+            return []
+        keys = [("", m) for m in MODALITIES] + list(self._shared)
+        if all(
+            key in self._stamps and self._manifest_stamp(key) == self._stamps[key] for key in keys
+        ):
+            return []  # nothing new: no need for the lock every replica's writes take
+        changed: list[str] = []
+        with self._lock:
+            keys = [("", m) for m in MODALITIES] + list(self._shared)
+            for key in keys:
+                stamp = self._manifest_stamp(key)
+                if key in self._stamps and stamp == self._stamps[key]:
+                    continue
+                current = self._current(key)
+                if stamp is None:
+                    fresh = None
+                elif current is not None and self._names_same(key, current):
+                    fresh = current  # a save of the same collection: keep the object
+                else:
+                    fresh = self._load(self._index_dir(key))
+                if fresh is not current:
+                    self._set_current(key, fresh)
+                    changed.append(f"{key[0]}/{key[1]}")
+                self._stamps[key] = stamp
+        if changed:
+            logger.info("loaded indexes another replica built: %s", changed)
+        return changed
+
+    def _names_same(self, key: tuple[str, str], index: SearchIndex) -> bool:
+        from bridge.index.milvus import read_manifest
+
+        try:
+            manifest = read_manifest(self._index_dir(key))
+        except IndexCorruptError:
+            return False  # being replaced: load() decides
+        return manifest is not None and manifest.collection == index.manifest.collection
+
+    def _mark_changed(self, key: tuple[str, str]) -> None:
+        """An add or delete changed the index: save it later. Replicas don't: their
+        manifests only name collections (the counts would race)."""
+        if not self.replicated:
+            self._dirty.add(key)
 
     # -- building and syncing ----------------------------------------------------------------
 
@@ -257,6 +347,7 @@ class IndexCatalog:
         """
         changed: list[str] = []
         with self._lock:
+            self.refresh()
             for modality in MODALITIES:
                 encoder = encoders.get(modality) or encoders.get(MODALITY_SPACE[modality])
                 stored = self.store.encoder(modality)
@@ -305,6 +396,7 @@ class IndexCatalog:
             name = SHARED_NAMES[modality]
             built[modality] = self._build(name, snap.rowids, vectors, snap.fingerprint, origin)
         with self._lock:
+            self.refresh()
             self._register_version(version, project, checkpoint_sha256, built, force_save=True)
 
     def reconcile_shared(
@@ -319,6 +411,7 @@ class IndexCatalog:
         or synced."""
         check_version_name(version)
         with self._lock:
+            self.refresh()
             current: dict[str, SearchIndex | None] = {}
             for modality in modalities:
                 key = (version, modality)
@@ -407,6 +500,7 @@ class IndexCatalog:
         if rowids.size == 0:
             return
         with self._lock:
+            self.refresh()
             fingerprint = self.store.fingerprint(modality)
             encoder = self.store.encoder(modality)
             name = NATIVE_NAMES[modality]
@@ -414,7 +508,7 @@ class IndexCatalog:
             self._native[modality] = self._add_to(
                 native, name, rowids, raw, fingerprint, Origin(encoder)
             )
-            self._dirty.add(("", modality))
+            self._after_add(("", modality), built=native is None)
             for version, project in self._projectors.items():
                 if modality not in self._modalities[version]:
                     continue  # an Ex-MCR version's images: searched in the native index
@@ -423,15 +517,18 @@ class IndexCatalog:
                     vectors = project_in_chunks(project, MODALITY_SPACE[modality], raw)
                 key = (version, modality)
                 origin = Origin(encoder, self._checkpoints[version])
+                before = self._shared.get(key)
                 self._shared[key] = self._add_to(
-                    self._shared.get(key),
-                    SHARED_NAMES[modality],
-                    rowids,
-                    vectors,
-                    fingerprint,
-                    origin,
+                    before, SHARED_NAMES[modality], rowids, vectors, fingerprint, origin
                 )
-                self._dirty.add(key)
+                self._after_add(key, built=before is None)
+
+    def _after_add(self, key: tuple[str, str], built: bool) -> None:
+        """A replica saves an index it has just built at once, so the others find it."""
+        if built and self.replicated:
+            self._save(key)
+        else:
+            self._mark_changed(key)
 
     def _add_to(
         self,
@@ -458,26 +555,26 @@ class IndexCatalog:
         check_modality(modality)
         ids = np.array([int(rowid)], dtype=np.int64)
         with self._lock:
+            self.refresh()
             fingerprint = self.store.fingerprint(modality)
             native = self._native[modality]
             if native is not None:
                 native.remove(ids, fingerprint)
-                self._dirty.add(("", modality))
+                self._mark_changed(("", modality))
             for (version, mod), index in self._shared.items():
                 if mod == modality and index is not None:
                     index.remove(ids, fingerprint)
-                    self._dirty.add((version, mod))
+                    self._mark_changed((version, mod))
 
     # -- persistence -------------------------------------------------------------------------
 
     def _save(self, key: tuple[str, str]) -> None:
-        version, modality = key
-        index = self._native[modality] if version == "" else self._shared.get(key)
+        index = self._current(key)
         if index is None:
             return
-        directory = self.native_dir(modality) if version == "" else self.shared_dir(*key)
-        index.save(directory)
+        index.save(self._index_dir(key))
         self._dirty.discard(key)
+        self._stamps[key] = self._manifest_stamp(key)
 
     def save_all(self, force: bool = False) -> None:
         """Save every index that changed since it was last saved (all of them with force)."""

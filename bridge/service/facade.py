@@ -31,7 +31,9 @@ can tell which state of the service answered).
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import socket
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bridge.encode.pair import Decoded, EncoderPair
-from bridge.errors import ConflictError, NotFoundError
+from bridge.errors import BridgeError, ConflictError, NotFoundError
 from bridge.index.vectors import faiss_summary
 from bridge.modalities import MODALITIES, native_index_name, shared_index_name
 from bridge.service.evaluation import EVAL_LABEL_KEY
@@ -48,6 +50,7 @@ from bridge.service.ingest import Ingest
 from bridge.service.jobs import JobContext, JobRunner
 from bridge.service.records import check_item_id, item_record
 from bridge.service.repair import IndexRepair
+from bridge.service.replicas import ReplicaFollower
 from bridge.service.retrain import RetrainPipeline, RetrainProgress
 from bridge.service.retrain_plan import check_memory_header
 from bridge.service.search import OVERFETCH_FACTOR, OVERFETCH_MIN, Searcher
@@ -67,6 +70,7 @@ from bridge.types import (
 
 if TYPE_CHECKING:
     from bridge.encode.encoders import Encoder
+    from bridge.index.backends import SearchIndex
     from bridge.service.catalog import IndexCatalog
     from bridge.storage.items import ItemStore
 
@@ -84,6 +88,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# Replicas: a blob no item names is an orphan only once no upload can still be committing it.
+ORPHAN_BLOB_MIN_AGE_SECONDS = 3600.0
 
 
 class BridgeService:
@@ -136,6 +143,8 @@ class BridgeService:
             self.layout, store, self._encoders, self._versions, self.device
         )
         self._jobs = JobRunner(store)
+        # Replicas sharing the data directory (bridge/service/replicas.py): None when alone.
+        self._follower = ReplicaFollower(self._follow_replicas) if catalog.replicated else None
         self._dir_lock: DirectoryLock | None = None
         self._closed = False
         self._ready = False
@@ -166,7 +175,7 @@ class BridgeService:
 
         layout = DataLayout(Path(config.data_dir))
         layout.root.mkdir(parents=True, exist_ok=True)
-        dir_lock = layout.lock()
+        dir_lock = layout.lock(shared=config.shares_indexes)
         try:
             configure_threads(config.faiss_threads or None)
             configure_search_threads(config.search_threads or None)
@@ -187,6 +196,8 @@ class BridgeService:
             if service is not None:  # its threads, if any started
                 service._jobs.close()
                 service._repair.close()
+                if service._follower is not None:
+                    service._follower.close()
             if backend is not None:
                 backend.close()
             store.close()
@@ -196,22 +207,42 @@ class BridgeService:
 
     def _start(self) -> None:
         logger.info("%s", faiss_summary())
-        self.store.fail_interrupted_jobs()
-        self._remove_spent_uploads()
-        self._versions.fail_interrupted()
-        self._versions.register_initial(self.config.initial_bridge)
-        rebuilt = self.catalog.reconcile_native(self.encoder_ids())
-        if rebuilt:
-            logger.info("rebuilt native indexes: %s", rebuilt)
-        active, _ = self.store.get_active()
-        if active is not None:
-            with self._write_lock:
-                self._versions.publish(active, self._versions.ensure_loaded(active))
-        self._ingest.remove_orphan_blobs()
-        self.catalog.sweep_backend()
-        if self.config.samples_dir is not None and self.store.count() == 0:
-            self.seed_samples(Path(self.config.samples_dir))
+        replicated = self._follower is not None
+        # Replicas starting together take turns here (the catalog's lock is then a file lock),
+        # so the first one alone registers the initial bridge and seeds the samples.
+        with self.catalog.lock:
+            self.store.fail_interrupted_jobs(stale_only=replicated)
+            if not replicated or self.store.live_job() is None:
+                # Another replica's running job still needs its uploads and its version.
+                self._remove_spent_uploads()
+                self._versions.fail_interrupted()
+            self._versions.register_initial(self.config.initial_bridge)
+            rebuilt = self.catalog.reconcile_native(self.encoder_ids())
+            if rebuilt:
+                logger.info("rebuilt native indexes: %s", rebuilt)
+            active, _ = self.store.get_active()
+            if active is not None:
+                with self._write_lock:
+                    self._versions.publish(active, self._versions.ensure_loaded(active))
+            # Another replica may be between writing a blob and committing its item.
+            self._ingest.remove_orphan_blobs(ORPHAN_BLOB_MIN_AGE_SECONDS if replicated else 0.0)
+            self.catalog.sweep_backend()
+            if self.config.samples_dir is not None and self.store.count() == 0:
+                self.seed_samples(Path(self.config.samples_dir))
+        if self._follower is not None:
+            self._follower.start()
         self._ready = True
+
+    def _follow_replicas(self, check_jobs: bool) -> None:
+        """One pass of the replica follower (bridge/service/replicas.py)."""
+        if self._closed:
+            return
+        self.catalog.refresh()
+        with self._write_lock:
+            self._versions.follow_active()
+        stale = check_jobs and self.store.fail_interrupted_jobs(stale_only=True)
+        if stale and self.store.live_job() is None:
+            self._versions.fail_interrupted()  # the dead job's version was training
 
     def close(self) -> None:
         """Stop the job thread, save every index, close the store, free the directory.
@@ -222,6 +253,8 @@ class BridgeService:
         self._ready = False
         self._jobs.close()
         self._repair.close()
+        if self._follower is not None:
+            self._follower.close()
         with self._write_lock:
             try:
                 self.catalog.save_all()
@@ -240,11 +273,19 @@ class BridgeService:
     def readiness(self) -> dict[str, Any]:
         active = self._active
         indexes: dict[str, int | None] = {}
+
+        def rows(index: SearchIndex | None, absent: int | None) -> int | None:
+            if index is None:
+                return absent
+            try:
+                return index.ntotal  # a shared Milvus collection's count asks Milvus
+            except BridgeError:
+                return None  # unknown while the backend is away (backend says so)
+
         for modality in MODALITIES:
-            native = self.catalog.native(modality)
-            indexes[native_index_name(modality)] = native.ntotal if native else 0
+            indexes[native_index_name(modality)] = rows(self.catalog.native(modality), 0)
             shared = shared_index(self.catalog, active, modality) if active else None
-            indexes[shared_index_name(modality)] = shared.ntotal if shared is not None else None
+            indexes[shared_index_name(modality)] = rows(shared, None)
         backend = self.catalog.backend.status(self.catalog.indexes())
         backend["repair_pending"] = self._repair.pending
         return {
@@ -262,6 +303,11 @@ class BridgeService:
             "active_version": active.version if active else None,
             "active_mode": active.mode if active else None,
             "job_running": self._jobs.busy(),
+            "replica": {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "shared": self._follower is not None,  # one of several (replicas.py)
+            },
         }
 
     def encoder_ids(self) -> dict[str, str]:
@@ -357,8 +403,12 @@ class BridgeService:
     def retrain(self, request: RetrainRequest, progress: RetrainProgress) -> dict[str, Any]:
         """The same pipeline in the caller's thread (`mbridge retrain`); returns
         {"version", "metrics"}. A failure marks the version failed and is raised."""
-        if self._jobs.busy():
-            raise ConflictError("a job is already running (one at a time); retry when it ends")
+        live = self.store.live_job()  # a job of this process, or of another replica
+        if self._jobs.busy() or live is not None:
+            raise ConflictError(
+                f"a job ({live or 'of this process'}) is already running (one at a time); "
+                "retry when it ends"
+            )
         return self._retrain.run(self._retrain.plan(request), progress)
 
     def retrain_upload_dir(self) -> Path:

@@ -193,8 +193,9 @@ class Ingest:
         logger.info("seeded %d sample items from %s", len(records), samples_dir)
         return records
 
-    def remove_orphan_blobs(self) -> None:
-        """Blobs no stored item references: a crash between blob write and commit."""
+    def remove_orphan_blobs(self, min_age_seconds: float = 0.0) -> None:
+        """Blobs no stored item references: a crash between blob write and commit (of those
+        at least ``min_age_seconds`` old)."""
         if not self.blobs.keys():
             return
         referenced: set[str] = set()
@@ -204,6 +205,6 @@ class Ingest:
                 content = content_ref(item.metadata)
                 if content is not None:
                     referenced.add(content["blob"])
-        removed = self.blobs.remove_orphans(referenced)
+        removed = self.blobs.remove_orphans(referenced, min_age_seconds)
         if removed:
             logger.warning("removed %d orphan blob(s) left by an interrupted upload", removed)

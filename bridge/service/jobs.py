@@ -6,6 +6,10 @@ builds new indexes, so two at once only compete for the same cores, and a client
 second one can poll the first job and retry. Job records live in the item store, so their
 status survives a restart; a job a crash interrupted is marked failed on the next start
 (ItemStore.fail_interrupted_jobs). What a retrain job does: bridge/service/retrain.py.
+
+The rule holds across replicas sharing a store: the store refuses a new job while another
+one's row is fresh, and the runner touches its job's row every JOB_HEARTBEAT_SECONDS so that
+a job whose process died is told apart from a slow one (bridge/storage/jobs.py).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bridge.errors import BridgeError, ConflictError
+from bridge.storage.jobs import JOB_HEARTBEAT_SECONDS
 from bridge.telemetry import JOBS, JOBS_RUNNING
 from bridge.types import JobRecord
 
@@ -32,6 +37,7 @@ class JobStore(Protocol):
     def create_job(self, kind: str, params: dict[str, Any]) -> dict[str, Any]: ...
     def update_job(self, job_id: str, **fields: Any) -> None: ...
     def get_job(self, job_id: str) -> dict[str, Any]: ...
+    def touch_job(self, job_id: str) -> None: ...
 
 
 def job_record(row: dict[str, Any]) -> JobRecord:
@@ -131,6 +137,11 @@ class JobRunner:
         on_failure: Callable[[BaseException], None] | None,
     ) -> None:
         JOBS_RUNNING.inc()
+        done = threading.Event()
+        heartbeat = threading.Thread(
+            target=self._heartbeat, args=(ctx.job_id, done), name="job-heartbeat", daemon=True
+        )
+        heartbeat.start()
         try:
             self._store.update_job(ctx.job_id, status="running", message="started")
             result = work(ctx)
@@ -150,7 +161,15 @@ class JobRunner:
                 ctx.job_id, kind, status="succeeded", message="done", progress=1.0, result=result
             )
         finally:
+            done.set()
             JOBS_RUNNING.dec()
+
+    def _heartbeat(self, job_id: str, done: threading.Event) -> None:
+        while not done.wait(JOB_HEARTBEAT_SECONDS):
+            try:
+                self._store.touch_job(job_id)
+            except Exception:  # the store closing under a finishing job; the next beat retries
+                logger.debug("heartbeat of job %s failed", job_id, exc_info=True)
 
     def _finish(self, job_id: str, kind: str, **fields: Any) -> None:
         JOBS.labels(kind=kind, status=fields["status"]).inc()

@@ -204,6 +204,22 @@ class Versions:
             logger.info("activated bridge version %s (was %s)", version, old and old.version)
         return version_record(self.store.get_version(version), version)
 
+    def follow_active(self) -> bool:
+        """Replicas: caller holds the writer lock. Serve the version the store names active
+        when another replica has activated one; True when this changed what is served."""
+        active, previous = self.store.get_active()
+        if active is None or (self.active is not None and self.active.version == active):
+            return False
+        old = self.active
+        self.publish(active, self.ensure_loaded(active))
+        self.keep_loaded(active, previous)
+        logger.info(
+            "serving bridge version %s, activated by another replica (was %s)",
+            active,
+            old and old.version,
+        )
+        return True
+
     def rollback(self) -> VersionRecord:
         """Back to the previously active version; ConflictError if there is none."""
         with self._write_lock:

@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -71,11 +72,19 @@ class BlobStore:
     def keys(self) -> set[str]:
         return {p.name for p in self.root.glob("??/*") if not p.name.startswith(".")}
 
-    def remove_orphans(self, referenced: set[str]) -> int:
-        """Delete blobs no item references (a crash between blob write and commit) and temps."""
+    def remove_orphans(self, referenced: set[str], min_age_seconds: float = 0.0) -> int:
+        """Delete blobs no item references (a crash between blob write and commit) and temps,
+        of those last written at least ``min_age_seconds`` ago (replicas: another one may be
+        between writing a blob and committing its item)."""
         removed = 0
+        cutoff = time.time() - min_age_seconds
         for path in self.root.glob("??/*"):
             if path.name.startswith(".tmp-") or path.name not in referenced:
+                try:
+                    if min_age_seconds > 0 and path.stat().st_mtime > cutoff:
+                        continue
+                except FileNotFoundError:
+                    continue
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed

@@ -1,5 +1,11 @@
 """The jobs table: background jobs (kind, status, progress, params, result), kept across
-restarts; a job a crash interrupted is marked failed on the next start."""
+restarts; a job a crash interrupted is marked failed on the next start.
+
+One job runs at a time across every process that shares the store (replicas): a queued or
+running job whose ``updated_at`` is younger than ``JOB_LEASE_SECONDS`` holds the lease, and
+its runner touches the row every ``JOB_HEARTBEAT_SECONDS`` (bridge/service/jobs.py). A job
+whose row stopped being touched lost its process: ``fail_interrupted_jobs`` fails it.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,24 @@ import json
 import logging
 import math
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bridge.errors import InvalidInputError
+from bridge.errors import ConflictError, InvalidInputError
 from bridge.storage.database import Database, dump_json, utc_now
 
 logger = logging.getLogger(__name__)
 
 JOB_ACTIVE_STATUSES = ("queued", "running")
+JOB_HEARTBEAT_SECONDS = 2.0
+JOB_LEASE_SECONDS = 15.0
+
+
+def _utc_ago(seconds: float) -> str:
+    """utc_now()'s format, ``seconds`` ago (ISO strings of one format compare as times)."""
+    return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
+
+
 _JOB_FIELDS = ("status", "progress", "message", "result", "error", "params")
 
 
@@ -42,11 +58,22 @@ class JobTable(Database):
     )
 
     def create_job(self, kind: str, params: dict[str, Any]) -> dict[str, Any]:
-        """A new job in status "queued" with progress 0; returns it as a dict."""
+        """A new job in status "queued" with progress 0; returns it as a dict. ConflictError
+        while another job holds the lease (module docstring)."""
         params_json = dump_json(params, "job params")
         job_id = uuid.uuid4().hex
         now = utc_now()
+        marks = ",".join("?" * len(JOB_ACTIVE_STATUSES))
         with self._write() as conn:
+            holder = conn.execute(
+                f"SELECT id FROM jobs WHERE status IN ({marks}) AND updated_at > ? LIMIT 1",
+                (*JOB_ACTIVE_STATUSES, _utc_ago(JOB_LEASE_SECONDS)),
+            ).fetchone()
+            if holder is not None:
+                raise ConflictError(
+                    f"job {holder[0]} is already running (one at a time); poll it and retry "
+                    "when it ends"
+                )
             conn.execute(
                 f"INSERT INTO jobs ({self._JOB_COLUMNS}) VALUES (?, ?, 'queued', 0, '', ?, NULL,"
                 " NULL, ?, ?)",
@@ -87,18 +114,37 @@ class JobTable(Database):
             ).fetchall()
         return [self._job_dict(r) for r in rows]
 
-    def fail_interrupted_jobs(self) -> int:
-        """On start: jobs a crash left queued/running become "failed"; returns how many."""
+    def touch_job(self, job_id: str) -> None:
+        """The runner's heartbeat: the job's process is alive (module docstring)."""
+        with self._write() as conn:
+            conn.execute("UPDATE jobs SET updated_at=? WHERE id=?", (utc_now(), job_id))
+
+    def live_job(self) -> str | None:
+        """The id of the job that holds the lease, if one does."""
         marks = ",".join("?" * len(JOB_ACTIVE_STATUSES))
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT id FROM jobs WHERE status IN ({marks}) AND updated_at > ? LIMIT 1",
+                (*JOB_ACTIVE_STATUSES, _utc_ago(JOB_LEASE_SECONDS)),
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def fail_interrupted_jobs(self, stale_only: bool = False) -> int:
+        """Jobs a crash left queued/running become "failed"; returns how many. On a lone
+        process's start every one of them; with ``stale_only`` (replicas) only those whose
+        heartbeat stopped."""
+        marks = ",".join("?" * len(JOB_ACTIVE_STATUSES))
+        cutoff = _utc_ago(JOB_LEASE_SECONDS) if stale_only else "9999"
         with self._write() as conn:
             cursor = conn.execute(
                 f"UPDATE jobs SET status='failed', error=?, message=?, updated_at=?"
-                f" WHERE status IN ({marks})",
+                f" WHERE status IN ({marks}) AND updated_at < ?",
                 (
                     "interrupted: the service stopped before the job finished",
                     "interrupted",
                     utc_now(),
                     *JOB_ACTIVE_STATUSES,
+                    cutoff,
                 ),
             )
             count = int(cursor.rowcount)

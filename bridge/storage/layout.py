@@ -2,6 +2,8 @@
 
     <data_dir>/store.sqlite (-wal, -shm)         items, raw embeddings, versions, jobs
     <data_dir>/.lock                             held by the process serving this directory
+                                                 (shared by replicas on a Milvus server)
+    <data_dir>/.catalog.lock                     replicas: one changes the indexes at a time
     <data_dir>/blobs/<key[:2]>/<key>             original upload bytes
     <data_dir>/native/clip_image/                native CLIP index of image items
     <data_dir>/native/clap_audio/                native CLAP index of audio items
@@ -22,6 +24,7 @@ import fcntl
 import os
 import re
 import shutil
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,7 @@ from bridge.modalities import check_modality, native_index_name, shared_index_na
 
 STORE_FILE = "store.sqlite"  # and its -wal, -shm and -journal files
 LOCK_FILE = ".lock"
+CATALOG_LOCK_FILE = ".catalog.lock"
 BLOBS_DIR = "blobs"
 NATIVE_DIR = "native"
 VERSIONS_DIR = "versions"
@@ -140,9 +144,15 @@ class DataLayout:
             raise NotFoundError(f"{what}: no file {relative!r} under the data directory")
         return path
 
-    def lock(self) -> DirectoryLock:
-        """Take the directory for this process (ConflictError when another holds it)."""
-        return DirectoryLock(self.root / LOCK_FILE)
+    def lock(self, shared: bool = False) -> DirectoryLock:
+        """Take the directory for this process (ConflictError when another holds it), or
+        with ``shared`` for this replica (ConflictError only while a process holds it
+        alone)."""
+        return DirectoryLock(self.root / LOCK_FILE, shared)
+
+    def catalog_lock(self) -> ProcessRLock:
+        """The lock replicas sharing this directory take to change its indexes."""
+        return ProcessRLock(self.root / CATALOG_LOCK_FILE)
 
 
 def _reserved(relative: Path) -> bool:
@@ -151,31 +161,83 @@ def _reserved(relative: Path) -> bool:
 
 
 class DirectoryLock:
-    """An exclusive advisory lock on ``<data_dir>/.lock``, held while a service has the
-    directory open: its FAISS indexes live in that process's memory, so a second process
+    """An advisory lock on ``<data_dir>/.lock``, held while a service has the directory open.
+    Exclusive by default: FAISS indexes live in that process's memory, so a second process
     (another server, or `mbridge retrain` while the server runs) would write indexes the first
-    never sees. The kernel drops the lock when the process dies, so a crash leaves none."""
+    never sees. Shared for replicas whose indexes live on a Milvus server: they coordinate
+    through the store and ``ProcessRLock``, and still keep out a process that wants the
+    directory alone. The kernel drops the lock when the process dies, so a crash leaves none."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, shared: bool = False) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file: IO[str] | None = path.open("a+")
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         try:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._file.fileno(), mode | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             self._file.seek(0)
             holder = self._file.read().strip() or "another process"
             self._file.close()
             self._file = None
+            hint = (
+                "replicas share a directory only on a Milvus server (BRIDGE_BACKEND=milvus, "
+                "BRIDGE_MILVUS_URI=http://...)"
+                if shared
+                else "stop it first, or retrain through that server's POST /v1/admin/retrain"
+            )
             raise ConflictError(
-                f"data directory {path.parent} is in use by {holder}; stop it first, or retrain "
-                "through that server's POST /v1/admin/retrain"
+                f"data directory {path.parent} is in use by {holder}; {hint}"
             ) from exc
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(f"process {os.getpid()}\n")
-        self._file.flush()
+        if not shared:
+            self._file.seek(0)
+            self._file.truncate()
+            self._file.write(f"process {os.getpid()}\n")
+            self._file.flush()
 
     def release(self) -> None:
         if self._file is not None:
             self._file.close()  # closing the descriptor drops the flock
             self._file = None
+
+
+class ProcessRLock:
+    """A lock that threads of this process and other processes on the same file both
+    respect: a ``threading.RLock`` (re-entrant) around an exclusive ``flock`` taken by the
+    outermost holder. The kernel drops the flock when its holder dies."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self._thread_lock.acquire()
+        try:
+            if self._depth == 0:
+                handle = self._path.open("a+")
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+                except BaseException:
+                    handle.close()
+                    raise
+                self._file = handle
+            self._depth += 1
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def release(self) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._file is not None:
+            self._file.close()  # closing the descriptor drops the flock
+            self._file = None
+        self._thread_lock.release()
+
+    def __enter__(self) -> ProcessRLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

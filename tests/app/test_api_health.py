@@ -37,7 +37,9 @@ def test_healthz_and_readyz(client: TestClient) -> None:
         "active_version",
         "active_mode",
         "job_running",
+        "replica",
     ]
+    assert body["engine"]["replica"]["shared"] is False  # FAISS or Milvus Lite: one process
     assert body["engine"]["active_mode"] == "cmcr"
     described = client.get("/openapi.json").json()["components"]["schemas"]["ReadyOut"]
     assert "active_mode" in described["properties"]["engine"]["description"]

@@ -156,7 +156,7 @@ def test_settings_and_the_resolver_refuse_a_device_in_the_same_words(spelling: s
         ("BRIDGE_PORT", "http", "valid integer"),
         ("BRIDGE_INDEX_TYPE", "annoy", "'flat', 'hnsw' or 'ivf'"),
         ("BRIDGE_DEVICE", "tpu", "auto, cpu, cuda"),
-        ("BRIDGE_WORKERS", "4", "must be 1"),
+        ("BRIDGE_WORKERS", "0", "at least 1"),
         ("BRIDGE_MAX_UPLOAD_BYTES", "0", "greater than 0"),
         ("BRIDGE_FAISS_GPU", "maybe", "valid boolean"),
         ("BRIDGE_SEARCH_THREADS", "-1", "greater than or equal to 0"),
@@ -170,6 +170,32 @@ def test_bad_values_name_the_variable(
         Settings()
     message = format_validation_error(caught.value)
     assert f"{name}: " in message and words in message and repr(value) in message
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},  # FAISS: the indexes live in one process
+        {"BRIDGE_BACKEND": "milvus"},  # Milvus Lite: one process too
+        {"BRIDGE_BACKEND": "milvus", "BRIDGE_MILVUS_URI": "/tmp/x/milvus.db"},
+    ],
+)
+def test_workers_above_one_need_a_milvus_server(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+) -> None:
+    for key, value in {"BRIDGE_WORKERS": "2", **env}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    message = format_validation_error(caught.value)
+    assert "BRIDGE_WORKERS=2 needs the indexes on a Milvus server" in message
+
+
+def test_workers_serve_as_replicas_on_a_milvus_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_WORKERS", "3")
+    monkeypatch.setenv("BRIDGE_BACKEND", "milvus")
+    monkeypatch.setenv("BRIDGE_MILVUS_URI", "http://milvus:19530")
+    assert Settings().workers == 3
 
 
 def test_keys_never_appear_in_error_messages(monkeypatch: pytest.MonkeyPatch) -> None:

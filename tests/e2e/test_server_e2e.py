@@ -10,7 +10,6 @@ FAISS, and a real Milvus server (tests/milvus_kit.py).
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ import httpx
 import pytest
 from apikit import CAPTIONS, admin_headers, train_tiny_bridge
 from media_factory import make_png_bytes, make_wav_bytes
-from server_env import Server, server_env
+from server_env import QueryLoop, Server, server_env
 
 from bridge.index.milvus_server import EmbeddedMilvus
 
@@ -68,41 +67,6 @@ def _search_file(client: httpx.Client, file: tuple[str, bytes, str], target: str
     r = client.post("/v1/search", files={"file": file}, data={"target": target, "k": "5"})
     assert r.status_code == 200, r.text
     return dict(r.json())
-
-
-class QueryLoop(threading.Thread):
-    """Fires bridged and native queries back to back until stopped; records every outcome."""
-
-    def __init__(self, url: str, audio_item: str) -> None:
-        super().__init__(daemon=True)
-        self.url = url
-        self.audio_item = audio_item
-        self.stop_flag = threading.Event()
-        # (time the query was sent, bridge_version, space)
-        self.answers: list[tuple[float, str | None, str]] = []
-        self.failures: list[str] = []
-
-    def run(self) -> None:
-        bodies = [
-            {"item_id": self.audio_item, "target": "image", "k": 5},
-            {"text": "a loud dog", "target": "image", "k": 5},
-        ]
-        with httpx.Client(base_url=self.url, timeout=30) as client:
-            n = 0
-            while not self.stop_flag.is_set():
-                body = bodies[n % 2]
-                n += 1
-                sent = time.monotonic()
-                try:
-                    r = client.post("/v1/search", json=body)
-                except httpx.HTTPError as exc:
-                    self.failures.append(f"{type(exc).__name__}: {exc}")
-                    continue
-                if r.status_code != 200 or not r.json()["results"]:
-                    self.failures.append(f"{r.status_code}: {r.text[:300]}")
-                    continue
-                answer = r.json()
-                self.answers.append((sent, answer["bridge_version"], answer["space"]))
 
 
 def test_ingest_search_retrain_swap_and_crash_recovery(server: Server) -> None:

@@ -1,6 +1,6 @@
 """MilvusIndex on a real Milvus (Milvus Lite): the VectorIndex contract (brute-force ranking,
 padding, mutation, persistence) and what is Milvus's own (collections, discard, sweep, an
-unreachable server)."""
+unreachable server); on a real Milvus server, what replicas sharing a collection rely on."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ require_milvus()
 
 from test_index import brute_force, clustered, recall  # noqa: E402
 
-from bridge.index.milvus import MilvusConnection, MilvusIndex  # noqa: E402
+from bridge.index import milvus as milvus_module  # noqa: E402
+from bridge.index.milvus import MilvusConnection, MilvusIndex, _all_ids  # noqa: E402
+from bridge.index.milvus_server import EmbeddedMilvus  # noqa: E402
 
 DIM = 16
 
@@ -159,6 +161,58 @@ def test_discard_drops_after_the_grace_period_and_sweep_keeps_named(
         assert other.collections() == [theirs.collection]
     finally:
         other.close()
+
+
+def test_ids_past_one_page_come_from_the_query_iterator(
+    connection: MilvusConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = np.arange(30, dtype=np.int64) * 3
+    index = build(connection, ids, clustered(30, DIM))
+    assert sorted(_all_ids(connection, index.collection)) == ids.tolist()  # one plain query
+    monkeypatch.setattr(milvus_module, "ID_PAGE", 8)  # 30 rows: past a page
+    assert sorted(_all_ids(connection, index.collection)) == ids.tolist()
+
+
+def test_replicas_share_a_collection_on_a_server(
+    tmp_path: Path, milvus_server: EmbeddedMilvus
+) -> None:
+    """Two processes' indexes on one collection: each sees the other's writes, a row both
+    add is stored once, and a sweep spares a collection another replica is still building."""
+    first = MilvusConnection(milvus_server.uri, "replicastore")
+    second = MilvusConnection(milvus_server.uri, "replicastore")
+    try:
+        vectors = clustered(12, DIM, seed=8)
+        mine = build(first, np.arange(4), vectors[:4])
+        mine.save(tmp_path)
+        theirs = MilvusIndex.load(second, tmp_path)
+        assert mine.shared and theirs.shared and theirs.ntotal == 4
+        mine.add(np.arange(4, 8), vectors[4:8], "f2")  # the other one has not counted these
+        theirs.add(np.arange(6, 10), vectors[6:10], "f3")  # 6 and 7 twice: upserted
+        assert theirs.ids().tolist() == list(range(10)) == mine.ids().tolist()
+        deadline = time.monotonic() + 5
+        while True:  # another client's writes: visible within Milvus's time tick
+            _, found = theirs.search(vectors[5], 12)
+            if 5 in found[0] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        hits = [int(i) for i in found[0] if i >= 0]
+        assert hits[0] == 5 and sorted(hits) == list(range(10))  # each row once
+        time.sleep(milvus_module.COUNT_TTL_SECONDS)
+        assert mine.ntotal == theirs.ntotal == 10  # Milvus's count, not each one's own
+        theirs.remove(np.array([1]), "f4")  # a row this process never counted
+        deadline = time.monotonic() + 5
+        while 1 in mine.ids().tolist():  # the other client's delete, within a time tick
+            assert time.monotonic() < deadline, "a delete through the other client stays"
+            time.sleep(0.1)
+        # A collection no manifest names yet: young, so another replica may be building it.
+        building = build(second, np.arange(2), vectors[:2])
+        assert first.sweep([mine.collection], min_age_seconds=3600) == []
+        assert first.sweep([mine.collection]) == [building.collection]
+    finally:
+        for name in first.collections():
+            first.drop(name)
+        first.close()
+        second.close()
 
 
 def test_unreachable_server_is_backend_unavailable() -> None:

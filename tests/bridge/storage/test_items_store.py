@@ -14,6 +14,7 @@ import pytest
 
 from bridge.errors import ConflictError, InvalidInputError, NotFoundError
 from bridge.storage.items import ItemStore, NewItem
+from bridge.storage.jobs import JOB_LEASE_SECONDS
 from bridge.storage.metadata import MAX_METADATA_DEPTH
 
 DIM = 8
@@ -261,14 +262,28 @@ def test_versions_active_previous(store: ItemStore) -> None:
         store.update_version("v1", colour="red")
 
 
+def _age_job(store: ItemStore, job_id: str, seconds: float) -> None:
+    """Make a job's last heartbeat ``seconds`` old (as if its process had stopped then)."""
+    from datetime import UTC, datetime, timedelta
+
+    then = (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
+    with store._write() as conn:
+        conn.execute("UPDATE jobs SET updated_at=? WHERE id=?", (then, job_id))
+
+
 def test_jobs_and_fail_interrupted(store: ItemStore) -> None:
-    job = store.create_job("retrain", {"epochs": 2})
-    assert job["status"] == "queued" and job["progress"] == 0.0 and job["params"] == {"epochs": 2}
-    running = store.create_job("retrain", {})
     done = store.create_job("retrain", {})
-    store.update_job(running["id"], status="running", progress=0.5, message="epoch 1")
     store.update_job(done["id"], status="succeeded", progress=1.0, result={"version": "v1"})
     assert store.get_job(done["id"])["result"] == {"version": "v1"}
+    job = store.create_job("retrain", {"epochs": 2})
+    assert job["status"] == "queued" and job["progress"] == 0.0 and job["params"] == {"epochs": 2}
+    assert store.live_job() == job["id"]
+    with pytest.raises(ConflictError, match="one at a time"):  # the lease, for every replica
+        store.create_job("retrain", {})
+    _age_job(store, job["id"], JOB_LEASE_SECONDS + 1)  # its process stopped beating
+    assert store.live_job() is None
+    running = store.create_job("retrain", {})
+    store.update_job(running["id"], status="running", progress=0.5, message="epoch 1")
     assert store.get_job(running["id"])["message"] == "epoch 1"
     with pytest.raises(NotFoundError):
         store.get_job("nope")
@@ -278,13 +293,18 @@ def test_jobs_and_fail_interrupted(store: ItemStore) -> None:
         store.update_job(job["id"], colour="red")
     with pytest.raises(InvalidInputError):
         store.update_job(job["id"], progress=float("nan"))
-    assert store.fail_interrupted_jobs() == 2
+    # A replica fails only the job whose heartbeat stopped; a lone process's start fails all.
+    assert store.fail_interrupted_jobs(stale_only=True) == 1
+    assert store.get_job(job["id"])["status"] == "failed"
+    assert store.get_job(running["id"])["status"] == "running"
+    store.touch_job(running["id"])
+    assert store.fail_interrupted_jobs() == 1
     for job_id in (job["id"], running["id"]):
         failed = store.get_job(job_id)
         assert failed["status"] == "failed" and "interrupted" in failed["error"]
     assert store.get_job(done["id"])["status"] == "succeeded"
     assert store.fail_interrupted_jobs() == 0
-    assert [j["id"] for j in store.list_jobs()] == [done["id"], running["id"], job["id"]]
+    assert [j["id"] for j in store.list_jobs()] == [running["id"], job["id"], done["id"]]
 
 
 def test_everything_survives_reopen(tmp_path: Path) -> None:
