@@ -13,7 +13,7 @@ LAION_STAMP := $(LAION_REF)/.installed-stamp
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,milvus,milvus-server]'
+	$(BIN)/python -m pip install -q -e '.[dev,milvus,milvus-server,postgres]'
 	touch $(STAMP)
 
 $(LAION_STAMP): tests/laion-clap-reference.txt $(STAMP)

@@ -88,7 +88,7 @@ async def _bridge_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, BackendUnavailableError):
         logger.warning("backend unavailable on %s %s: %s", request.method, request.url.path, exc)
         return JSONResponse(
-            error_body(f"the vector backend is unavailable, retry later: {exc}"),
+            error_body(f"the {exc.dependency} is unavailable, retry later: {exc}"),
             status_code=status,
             headers={"Retry-After": str(BACKEND_RETRY_AFTER_SECONDS)},
         )

@@ -94,6 +94,11 @@ class Settings(BaseSettings):
         default=_ENGINE.milvus_timeout,
         description="Seconds a Milvus call may take before the request answers 503.",
     )
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="Item store on PostgreSQL (postgresql://user:password@host:5432/db), "
+        "shared by replicas on several machines; unset: SQLite in the data dir.",
+    )
     admin_key: SecretStr | None = Field(default=None, description="Bearer key for /v1/admin/*.")
     api_key: SecretStr | None = Field(
         default=None, description="Bearer key for item and search endpoints; unset = open."
@@ -135,7 +140,7 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator("admin_key", "api_key", mode="before")
+    @field_validator("admin_key", "api_key", "database_url", mode="before")
     @classmethod
     def _empty_key_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
@@ -186,8 +191,9 @@ class Settings(BaseSettings):
         fed = {name: getattr(self, name) for name in fed_fields()}
         if not self.seed_samples:
             fed["samples_dir"] = None
-        token = self.milvus_token
-        fed["milvus_token"] = token.get_secret_value() if token is not None else ""
+        for secret in ("milvus_token", "database_url"):  # plain strings for the engine
+            value = getattr(self, secret)
+            fed[secret] = value.get_secret_value() if value is not None else ""
         return ServiceConfig(**fed)
 
     @property
@@ -243,7 +249,7 @@ def format_validation_error(error: ValidationError) -> str:
     for item in error.errors():
         name = ENV_PREFIX + ".".join(str(p) for p in item["loc"]).upper() if item["loc"] else ""
         got = item.get("input")
-        secret = name.endswith(("_KEY", "_TOKEN"))
+        secret = name.endswith(("_KEY", "_TOKEN", "_DATABASE_URL"))
         shown = "" if secret or isinstance(got, dict) or got is None else f" (got {str(got)!r})"
         lines.append(f"{name}: {item['msg']}{shown}" if name else item["msg"])
     return "invalid settings:\n  " + "\n  ".join(lines)

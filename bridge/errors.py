@@ -36,6 +36,14 @@ class BackendUnavailableError(BridgeError):
     """A server the engine depends on (the Milvus vector backend) did not answer; the
     request may succeed later. HTTP 503 with Retry-After."""
 
+    dependency = "vector backend"  # what the 503's message says is unavailable
+
+
+class StoreUnavailableError(BackendUnavailableError):
+    """The item store's database server (PostgreSQL) did not answer."""
+
+    dependency = "item store"
+
 
 class CheckpointError(BridgeError):
     """A bridge checkpoint folder is missing files or does not fit the data."""

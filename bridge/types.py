@@ -63,6 +63,9 @@ class ServiceConfig:
     # Seconds one Milvus call may take (pymilvus retries within it) before the request
     # fails with BackendUnavailableError (HTTP 503).
     milvus_timeout: float = 10.0
+    # The item store: empty for a SQLite file in the data directory; a postgresql:// URL for
+    # a PostgreSQL database that replicas on several machines share.
+    database_url: str = ""
     max_audio_seconds: float = 30.0
     # Seed from samples_dir/manifest.jsonl when the store is empty; None = off.
     samples_dir: Path | None = Path("models/samples")

@@ -37,6 +37,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 import media_factory  # noqa: E402  (after the offline switch on purpose)
 import tiny_models  # noqa: E402
 from milvus_kit import milvus_server  # noqa: E402, F401  (one session Milvus server for all)
+from postgres_kit import postgres_server  # noqa: E402, F401  (and one PostgreSQL server)
 
 if TYPE_CHECKING:
     from bridge.bench.synthetic_world import World

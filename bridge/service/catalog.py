@@ -49,6 +49,7 @@ from bridge.modalities import (
     native_index_name,
     shared_index_name,
 )
+from bridge.storage.dialects import AdvisoryRLock
 from bridge.storage.items import ItemStore
 from bridge.storage.layout import VERSIONS_DIR, DataLayout, ProcessRLock, check_version_name
 
@@ -112,8 +113,12 @@ class IndexCatalog:
         self.index_options = dict(index_options or {})
         self.backend: VectorBackend = backend or FaissBackend(use_gpu)
         self.replicated = self.backend.shared
-        self._lock: threading.RLock | ProcessRLock = (
-            self.layout.catalog_lock() if self.replicated else threading.RLock()
+        # Replicas on several machines share a PostgreSQL store's lock; on one machine, a
+        # file's beside the data.
+        self._lock: threading.RLock | ProcessRLock | AdvisoryRLock = (
+            (store.cluster_lock() or self.layout.catalog_lock())
+            if self.replicated
+            else threading.RLock()
         )
         # Replicas: the manifest each loaded index came from (its file's mtime), so that
         # refresh() sees another replica's builds.
@@ -182,7 +187,7 @@ class IndexCatalog:
     # -- replicas ----------------------------------------------------------------------------
 
     @property
-    def lock(self) -> threading.RLock | ProcessRLock:
+    def lock(self) -> threading.RLock | ProcessRLock | AdvisoryRLock:
         """The lock every change of the indexes takes (across replicas, a file lock)."""
         return self._lock
 

@@ -181,7 +181,7 @@ class BridgeService:
             configure_search_threads(config.search_threads or None)
             clip = clip or load_encoder("clip", config.clip_model, config.device)
             clap = clap or load_encoder("clap", config.clap_model, config.device)
-            store = ItemStore(layout.store_file)
+            store = ItemStore(config.database_url or layout.store_file)
         except BaseException:
             dir_lock.release()
             raise

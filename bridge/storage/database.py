@@ -1,21 +1,24 @@
-"""The SQLite file of a data directory: schema, connections and transactions.
+"""The item store's database: schema, connections and transactions.
 
-One SQLite file (``<data_dir>/store.sqlite``) in WAL mode with ``synchronous=FULL``, so a
-committed transaction survives a process kill or a power loss. Tables: ``items`` and
+By default one SQLite file (``<data_dir>/store.sqlite``) in WAL mode with
+``synchronous=FULL``, so a committed transaction survives a process kill or a power loss; or a
+PostgreSQL database (``BRIDGE_DATABASE_URL``) that replicas on several machines share
+(bridge/storage/dialects.py holds what differs). Tables: ``items`` and
 ``modality_state`` (bridge/storage/items.py), ``versions`` and the active pointer in ``meta``
 (registry.py), ``jobs`` (jobs.py); ``meta`` also holds ``store_id`` (random, created with the
 file: a recreated store never matches an old index's fingerprint) and ``schema_version``.
 
-Concurrency: one writer connection guarded by a ``threading.Lock`` (``BEGIN IMMEDIATE`` ...
-``COMMIT``); readers use one connection per thread (WAL readers never block the writer nor each
-other), and multi-statement reads run inside one read transaction so they see one snapshot.
+Concurrency: one writer connection guarded by a ``threading.Lock``, and one writing
+transaction at a time across processes (SQLite's ``BEGIN IMMEDIATE``, PostgreSQL's advisory
+lock); readers use one connection per thread (they never block the writer nor each other), and
+multi-statement reads run inside one read transaction so they see one snapshot.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
-import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,51 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from bridge.errors import ConflictError, InvalidInputError, NotFoundError
+from bridge.storage.dialects import (
+    CATALOG_LOCK_KEY,
+    AdvisoryRLock,
+    Connection,
+    PostgresDialect,
+    dialect_for,
+    is_broken,
+)
 
 SCHEMA_VERSION = 1
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS items (
-    rowid INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    modality TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    encoder TEXT NOT NULL,
-    dim INTEGER NOT NULL,
-    embedding BLOB NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS items_by_modality ON items (modality, rowid);
-CREATE TABLE IF NOT EXISTS modality_state (
-    modality TEXT PRIMARY KEY,
-    changes INTEGER NOT NULL,
-    count INTEGER NOT NULL,
-    last_rowid INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS versions (
-    version TEXT PRIMARY KEY,
-    checkpoint_dir TEXT NOT NULL,
-    status TEXT NOT NULL,
-    sha256 TEXT,
-    metrics TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    status TEXT NOT NULL,
-    progress REAL NOT NULL,
-    message TEXT NOT NULL,
-    params TEXT NOT NULL,
-    result TEXT,
-    error TEXT,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-"""
 
 
 def utc_now() -> str:
@@ -91,17 +59,18 @@ def dump_json(value: Any, what: str) -> str:
 class Database:
     """Connections and transactions of one store file (module docstring)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, location: Path | str) -> None:
+        """``location``: a SQLite file, or a ``postgresql://`` URL."""
+        self.dialect = dialect_for(location)
+        self.location = self.dialect.describe()  # for messages: never a password
         self._write_lock = threading.Lock()
         self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._readers: list[Connection] = []
         self._readers_lock = threading.Lock()
         self._closed = False
-        self._writer = self._connect()
+        self._writer = self.dialect.connect()
         with self._write_lock:
-            self._writer.executescript(_SCHEMA)
+            self.dialect.create_schema(self._writer)
             with self._write_txn() as conn:
                 row = conn.execute("SELECT value FROM meta WHERE key='store_id'").fetchone()
                 if row is None:
@@ -117,60 +86,71 @@ class Database:
 
     # -- connections -------------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-        except sqlite3.DatabaseError as exc:
-            raise InvalidInputError(f"cannot open the item store {self.path}: {exc}") from exc
-        return conn
+    def cluster_lock(self) -> AdvisoryRLock | None:
+        """A lock replicas on every machine share, for changing the indexes (the catalog's),
+        when the store is a server that can hold one (PostgreSQL); None for a SQLite file,
+        whose replicas share a machine and lock a file beside it instead."""
+        if isinstance(self.dialect, PostgresDialect):
+            return AdvisoryRLock(self.dialect, CATALOG_LOCK_KEY)
+        return None
 
-    def _reader(self) -> sqlite3.Connection:
+    def _reader(self) -> Connection:
         if self._closed:
             raise ConflictError("the item store is closed")
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and is_broken(conn):  # the server went away and came back
+            self._forget_reader(conn)
+            conn = None
         if conn is None:
-            conn = self._connect()
+            conn = self.dialect.connect()
             self._local.conn = conn
             with self._readers_lock:
                 self._readers.append(conn)
         return conn
 
+    def _forget_reader(self, conn: Connection) -> None:
+        with self._readers_lock:
+            if conn in self._readers:
+                self._readers.remove(conn)
+        with contextlib.suppress(Exception):  # already broken
+            conn.close()
+
     @contextmanager
-    def _write_txn(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction on the writer connection; caller holds ``_write_lock``."""
+    def _write_txn(self) -> Iterator[Connection]:
+        """One writing transaction on the writer connection; caller holds ``_write_lock``."""
+        if is_broken(self._writer):  # the server went away and came back
+            self._writer.close()
+            self._writer = self.dialect.connect()
         conn = self._writer
-        conn.execute("BEGIN IMMEDIATE")
+        self.dialect.begin_write(conn)
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            if not is_broken(conn):  # a lost server has dropped the transaction itself
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> Iterator[Connection]:
         if self._closed:
             raise ConflictError("the item store is closed")
         with self._write_lock, self._write_txn() as conn:
             yield conn
 
     @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
+    def _read(self) -> Iterator[Connection]:
         """A read transaction: every statement inside sees the same snapshot."""
         conn = self._reader()
-        conn.execute("BEGIN")
+        self.dialect.begin_read(conn)
         try:
             yield conn
         finally:
-            conn.execute("COMMIT")
+            if not is_broken(conn):
+                conn.execute("COMMIT")
 
     @contextmanager
-    def _autocommit_reader(self) -> Iterator[sqlite3.Connection]:
+    def _autocommit_reader(self) -> Iterator[Connection]:
         """This thread's reader, for a single statement outside an explicit transaction."""
         yield self._reader()
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import threading
 import uuid
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ import numpy as np
 from bridge.errors import ConflictError, InvalidInputError, NotFoundError
 from bridge.modalities import MODALITIES, check_modality
 from bridge.storage.database import utc_now
+from bridge.storage.dialects import Connection
 from bridge.storage.jobs import JobTable
 from bridge.storage.metadata import check_metadata, json_equal
 from bridge.storage.registry import VersionRegistry
@@ -125,21 +125,23 @@ class _HitCache:
 
 
 class ItemStore(VersionRegistry, JobTable):
-    """SQLite-backed store of items, raw embeddings, bridge versions and jobs (module docstring)."""
+    """The store of items, raw embeddings, bridge versions and jobs (module docstring), in a
+    SQLite file or a PostgreSQL database (bridge/storage/database.py)."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
+    def __init__(self, location: Path | str) -> None:
+        super().__init__(location)
         self._hits = _HitCache(HIT_CACHE_ITEMS)
         with self._write():
             for modality in MODALITIES:
                 self._writer.execute(
-                    "INSERT OR IGNORE INTO modality_state VALUES (?, 0, 0, 0)", (modality,)
+                    "INSERT INTO modality_state VALUES (?, 0, 0, 0) ON CONFLICT DO NOTHING",
+                    (modality,),
                 )
 
     # -- items -------------------------------------------------------------------------------
 
     @staticmethod
-    def _item(row: sqlite3.Row | tuple[Any, ...]) -> StoredItem:
+    def _item(row: tuple[Any, ...]) -> StoredItem:
         item_id, rowid, modality, metadata, created_at = row
         return StoredItem(
             id=item_id,
@@ -188,7 +190,7 @@ class ItemStore(VersionRegistry, JobTable):
                 item_id = uuid.uuid4().hex
                 cursor = conn.execute(
                     "INSERT INTO items (id, modality, metadata, encoder, dim, embedding,"
-                    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING rowid",
                     (
                         item_id,
                         item.modality,
@@ -199,7 +201,7 @@ class ItemStore(VersionRegistry, JobTable):
                         now,
                     ),
                 )
-                rowid = int(cursor.lastrowid or 0)
+                rowid = int(cursor.fetchone()[0])
                 conn.execute(
                     "UPDATE modality_state SET changes=changes+1, count=count+1, last_rowid=?"
                     " WHERE modality=?",
@@ -342,7 +344,7 @@ class ItemStore(VersionRegistry, JobTable):
         return None if row is None else str(row[0])
 
     @staticmethod
-    def _fingerprint(conn: sqlite3.Connection, modality: str) -> str:
+    def _fingerprint(conn: Connection, modality: str) -> str:
         store_id, changes, count, last = conn.execute(
             "SELECT m.value, s.changes, s.count, s.last_rowid FROM modality_state s, meta m"
             " WHERE s.modality=? AND m.key='store_id'",

@@ -5,7 +5,6 @@ active, with the previously active one kept for rollback (``meta.active`` / ``me
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Collection
 from typing import Any
 
@@ -13,6 +12,10 @@ from bridge.errors import ConflictError, InvalidInputError, NotFoundError
 from bridge.storage.database import Database, dump_json, utc_now
 
 _VERSION_FIELDS = ("checkpoint_dir", "status", "sha256", "metrics")
+_SET_META = (
+    "INSERT INTO meta (key, value) VALUES (?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
 
 
 class VersionRegistry(Database):
@@ -50,7 +53,7 @@ class VersionRegistry(Database):
                     f"INSERT INTO versions ({self._VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (version, str(checkpoint_dir), status, sha256, metrics_json, now, now),
                 )
-            except sqlite3.IntegrityError as exc:
+            except self.dialect.integrity_errors as exc:
                 raise ConflictError(f"bridge version {version!r} already exists") from exc
 
     def update_version(self, version: str, **fields: Any) -> None:
@@ -114,9 +117,5 @@ class VersionRegistry(Database):
             if current is not None and current[0] == version:
                 return
             if current is not None:
-                conn.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('previous', ?)", (current[0],)
-                )
-            conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('active', ?)", (version,)
-            )
+                conn.execute(_SET_META, ("previous", current[0]))
+            conn.execute(_SET_META, ("active", version))

@@ -373,6 +373,10 @@ def test_both_images_carry_the_milvus_client() -> None:
         df = read_dockerfile(path)
         everything = [r for p in pip_installs(df, df.stage("builder")) for r in p["reqs"]]
         assert f"pymilvus=={pyproject_pin('pymilvus', 'milvus')}" in everything, path
+        # and BRIDGE_DATABASE_URL (replicas on several machines): the `postgres` extra
+        assert f"psycopg[binary]=={pyproject_pin('psycopg[binary]', 'postgres')}" in everything, (
+            path
+        )
 
 
 def test_gpu_image_never_installs_faiss_cpu() -> None:

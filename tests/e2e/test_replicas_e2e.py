@@ -1,4 +1,5 @@
-"""Two replicas of `python -m app` on one data directory and a real Milvus server.
+"""Two replicas of `python -m app` on one data directory and a real Milvus server, with the
+store in the directory's SQLite file or on a real PostgreSQL server.
 
 They start together on an empty store and seed the samples once. An item added through one
 is found through the other within 2 s, and deleted through one it is a 404 through the
@@ -46,8 +47,9 @@ def _small_samples(dest: Path) -> int:
     return len(kept)
 
 
-@pytest.fixture
+@pytest.fixture(params=["sqlite", "postgres"])
 def replicas(
+    request: pytest.FixtureRequest,
     tmp_path: Path,
     tiny_clip_dir: Path,
     tiny_clap_dir: Path,
@@ -58,6 +60,13 @@ def replicas(
     bridge = train_tiny_bridge(tiny_clip_encoder, tiny_clap_encoder, tmp_path / "bridge")
     samples = tmp_path / "samples"
     count = _small_samples(samples)
+    # The store: a SQLite file in the shared data directory (replicas on one machine), or a
+    # PostgreSQL database (replicas on several; the catalog's lock is then an advisory lock).
+    database = (
+        request.getfixturevalue("postgres_server").new_database()
+        if request.param == "postgres"
+        else ""
+    )
     servers = []
     for name in ("a", "b"):
         env = server_env(tmp_path / "data", tiny_clip_dir, tiny_clap_dir, bridge)
@@ -66,6 +75,7 @@ def replicas(
             BRIDGE_MILVUS_URI=milvus_server.uri,
             BRIDGE_SEED_SAMPLES="true",
             BRIDGE_SAMPLES_DIR=str(samples),
+            BRIDGE_DATABASE_URL=database,
         )
         servers.append(Server(env, tmp_path / f"replica-{name}.log"))
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bridge.errors import ConflictError, InvalidInputError, NotFoundError
+from bridge.errors import ConflictError, InvalidInputError, NotFoundError, StoreUnavailableError
 from bridge.storage.items import ItemStore, NewItem
 from bridge.storage.jobs import JOB_LEASE_SECONDS
 from bridge.storage.metadata import MAX_METADATA_DEPTH
@@ -25,9 +25,14 @@ def _item(rng: np.random.Generator, modality: str = "image", **metadata: object)
     return NewItem(modality, dict(metadata), rng.standard_normal(DIM), encoder)
 
 
-@pytest.fixture()
-def store(tmp_path: Path) -> Iterator[ItemStore]:
-    s = ItemStore(tmp_path / "store.sqlite")
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ItemStore]:
+    """The store on each database: a SQLite file, and a PostgreSQL database on a real server
+    (BRIDGE_DATABASE_URL: tests/postgres_kit.py)."""
+    if request.param == "postgres":
+        s = ItemStore(request.getfixturevalue("postgres_server").new_database())
+    else:
+        s = ItemStore(tmp_path / "store.sqlite")
     yield s
     s.close()
 
@@ -390,3 +395,30 @@ def test_concurrent_writers_and_readers(store: ItemStore) -> None:
     assert errors == []
     assert store.count("image") == 80
     assert len(set(store.raw_embeddings("image")[0].tolist())) == 80
+
+
+def test_a_lost_postgres_server_is_unavailable_then_recovers(tmp_path: Path) -> None:
+    """PostgreSQL stopped under a store: reads and writes raise StoreUnavailableError (HTTP
+    503), nothing half-written; started again, the same store object works, having kept
+    every committed item."""
+    from postgres_kit import LocalPostgres, require_postgres
+
+    require_postgres()
+    server = LocalPostgres()  # its own server: this one is stopped
+    server.start()
+    rng = np.random.default_rng(9)
+    try:
+        store = ItemStore(server.new_database())
+        kept = store.add_items([_item(rng)])
+        server.halt()
+        with pytest.raises(StoreUnavailableError, match="item store"):
+            store.count()
+        with pytest.raises(StoreUnavailableError):
+            store.add_items([_item(rng)])
+        server.start()
+        assert store.count() == 1 and store.get(kept[0].id) == kept[0]
+        store.add_items([_item(rng)])
+        assert store.count() == 2
+        store.close()
+    finally:
+        server.stop()
