@@ -49,9 +49,9 @@ from bridge.modalities import (
     native_index_name,
     shared_index_name,
 )
-from bridge.storage.dialects import AdvisoryRLock
 from bridge.storage.items import ItemStore
-from bridge.storage.layout import VERSIONS_DIR, DataLayout, ProcessRLock, check_version_name
+from bridge.storage.layout import VERSIONS_DIR, DataLayout, check_version_name
+from bridge.storage.locks import CrossProcessRLock
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class IndexCatalog:
         self.replicated = self.backend.shared
         # Replicas on several machines share a PostgreSQL store's lock; on one machine, a
         # file's beside the data.
-        self._lock: threading.RLock | ProcessRLock | AdvisoryRLock = (
+        self._lock: threading.RLock | CrossProcessRLock = (
             (store.cluster_lock() or self.layout.catalog_lock())
             if self.replicated
             else threading.RLock()
@@ -187,7 +187,7 @@ class IndexCatalog:
     # -- replicas ----------------------------------------------------------------------------
 
     @property
-    def lock(self) -> threading.RLock | ProcessRLock | AdvisoryRLock:
+    def lock(self) -> threading.RLock | CrossProcessRLock:
         """The lock every change of the indexes takes (across replicas, a file lock)."""
         return self._lock
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from bridge.errors import InvalidInputError, StoreUnavailableError
+from bridge.storage.locks import CrossProcessRLock
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -208,48 +208,31 @@ def dialect_for(location: Path | str) -> Dialect:
     return SQLiteDialect(Path(location))
 
 
-class AdvisoryRLock:
-    """A lock replicas on any machine respect: a ``threading.RLock`` around a PostgreSQL
-    session advisory lock taken by the outermost holder, on a connection of its own (the
-    server drops the lock if the holder's connection dies)."""
+class AdvisoryRLock(CrossProcessRLock):
+    """A PostgreSQL session advisory lock, which replicas on every machine respect, taken on
+    a connection of its own (the server drops the lock if that connection dies)."""
 
     def __init__(self, dialect: PostgresDialect, key: int) -> None:
+        super().__init__()
         self._dialect = dialect
         self._key = key
-        self._thread_lock = threading.RLock()
-        self._depth = 0
         self._conn: Connection | None = None
 
-    def acquire(self) -> None:
-        self._thread_lock.acquire()
+    def _take(self) -> None:
+        if self._conn is None:
+            self._conn = self._dialect.connect()
         try:
-            if self._depth == 0:
-                if self._conn is None:
-                    self._conn = self._dialect.connect()
-                try:
-                    self._conn.execute("SELECT pg_advisory_lock(?)", (self._key,))
-                except Exception:
-                    self._conn.close()  # a broken connection: the next acquire reconnects
-                    self._conn = None
-                    raise
-            self._depth += 1
-        except BaseException:
-            self._thread_lock.release()
+            self._conn.execute("SELECT pg_advisory_lock(?)", (self._key,))
+        except Exception:
+            self._conn.close()  # a broken connection: the next acquire reconnects
+            self._conn = None
             raise
 
-    def release(self) -> None:
-        self._depth -= 1
-        if self._depth == 0 and self._conn is not None:
-            try:
-                self._conn.execute("SELECT pg_advisory_unlock(?)", (self._key,))
-            except Exception:  # the connection is gone, and the lock with it
-                self._conn.close()
-                self._conn = None
-        self._thread_lock.release()
-
-    def __enter__(self) -> AdvisoryRLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+    def _give_back(self) -> None:
+        if self._conn is None:
+            return
+        try:
+            self._conn.execute("SELECT pg_advisory_unlock(?)", (self._key,))
+        except Exception:  # the connection is gone, and the lock with it
+            self._conn.close()
+            self._conn = None

@@ -24,7 +24,6 @@ import fcntl
 import os
 import re
 import shutil
-import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import IO
 
 from bridge.errors import ConflictError, InvalidInputError, NotFoundError
 from bridge.modalities import check_modality, native_index_name, shared_index_name
+from bridge.storage.locks import ProcessRLock
 
 STORE_FILE = "store.sqlite"  # and its -wal, -shm and -journal files
 LOCK_FILE = ".lock"
@@ -198,46 +198,3 @@ class DirectoryLock:
         if self._file is not None:
             self._file.close()  # closing the descriptor drops the flock
             self._file = None
-
-
-class ProcessRLock:
-    """A lock that threads of this process and other processes on the same file both
-    respect: a ``threading.RLock`` (re-entrant) around an exclusive ``flock`` taken by the
-    outermost holder. The kernel drops the flock when its holder dies."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._path = path
-        self._thread_lock = threading.RLock()
-        self._depth = 0
-        self._file: IO[str] | None = None
-
-    def acquire(self) -> None:
-        self._thread_lock.acquire()
-        try:
-            if self._depth == 0:
-                handle = self._path.open("a+")
-                try:
-                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-                except BaseException:
-                    handle.close()
-                    raise
-                self._file = handle
-            self._depth += 1
-        except BaseException:
-            self._thread_lock.release()
-            raise
-
-    def release(self) -> None:
-        self._depth -= 1
-        if self._depth == 0 and self._file is not None:
-            self._file.close()  # closing the descriptor drops the flock
-            self._file = None
-        self._thread_lock.release()
-
-    def __enter__(self) -> ProcessRLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
