@@ -30,6 +30,7 @@ can tell which state of the service answered).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -52,7 +53,7 @@ from bridge.service.records import check_item_id, item_record
 from bridge.service.repair import IndexRepair
 from bridge.service.replicas import ReplicaFollower
 from bridge.service.retrain import RetrainPipeline, RetrainProgress
-from bridge.service.retrain_plan import check_memory_header
+from bridge.service.retrain_plan import RetrainPlan, check_memory_header
 from bridge.service.search import OVERFETCH_FACTOR, OVERFETCH_MIN, Searcher
 from bridge.service.versions import INITIAL_VERSION, ActiveBridge, Versions, shared_index
 from bridge.storage.blobs import CONTENT_KEY, BlobStore, content_ref
@@ -91,6 +92,8 @@ logger = logging.getLogger(__name__)
 
 # Replicas: a blob no item names is an orphan only once no upload can still be committing it.
 ORPHAN_BLOB_MIN_AGE_SECONDS = 3600.0
+# The job params key that records a retrain's request, so that another replica can rerun it.
+RESUMABLE_REQUEST = "request"
 
 
 class BridgeService:
@@ -211,9 +214,10 @@ class BridgeService:
         # Replicas starting together take turns here (the catalog's lock is then a file lock),
         # so the first one alone registers the initial bridge and seeds the samples.
         with self.catalog.lock:
-            self.store.fail_interrupted_jobs(stale_only=replicated)
-            if not replicated or self.store.live_job() is None:
-                # Another replica's running job still needs its uploads and its version.
+            if not replicated:  # replicas: the follower takes a dead one's job over first
+                self.store.fail_interrupted_jobs()
+            if not replicated or (self.store.live_job() is None and not self.store.stale_jobs()):
+                # Another replica's job (running, or to be taken over) needs its uploads.
                 self._remove_spent_uploads()
                 self._versions.fail_interrupted()
             self._versions.register_initial(self.config.initial_bridge)
@@ -240,8 +244,10 @@ class BridgeService:
         self.catalog.refresh()
         with self._write_lock:
             self._versions.follow_active()
-        stale = check_jobs and self.store.fail_interrupted_jobs(stale_only=True)
-        if stale and self.store.live_job() is None:
+        if not check_jobs:
+            return
+        self._take_over_stale_jobs()
+        if self.store.fail_interrupted_jobs(stale_only=True) and self.store.live_job() is None:
             self._versions.fail_interrupted()  # the dead job's version was training
 
     def close(self) -> None:
@@ -398,7 +404,38 @@ class BridgeService:
         def work(ctx: JobContext) -> dict[str, Any]:
             return self._retrain.run(plan, ctx.progress)
 
-        return self._jobs.submit("retrain", plan.params, work)
+        # The request itself, for a replica that takes the job over if this one dies.
+        params = {**plan.params, RESUMABLE_REQUEST: dataclasses.asdict(request)}
+        return self._jobs.submit("retrain", params, work)
+
+    def _take_over_stale_jobs(self) -> None:
+        """Replicas: rerun a retrain whose replica died (its heartbeat stopped), from the
+        request its job recorded, under the same job id; its half-trained version fails.
+        A job that cannot be rerun (no recorded request, or this replica is busy) is left
+        for fail_interrupted_jobs."""
+        for row in self.store.stale_jobs():
+            request = row["params"].get(RESUMABLE_REQUEST)
+            if row["kind"] != "retrain" or request is None or self._jobs.busy():
+                continue
+            replica = f"{socket.gethostname()}:{os.getpid()}"
+            if not self.store.claim_stale_job(row["id"], f"taken over by {replica}"):
+                continue  # another replica was first
+            self._versions.fail_interrupted()  # the dead replica's version (one job at a time)
+            try:
+                plan = self._retrain.plan(RetrainRequest(**request))
+            except Exception as exc:  # the inputs are gone or no longer valid
+                self.store.update_job(
+                    row["id"], status="failed", message="failed", error=f"taken over: {exc}"
+                )
+                continue
+
+            def work(ctx: JobContext, plan: RetrainPlan = plan) -> dict[str, Any]:
+                return self._retrain.run(plan, ctx.progress)
+
+            # The rerun trains a version of its own name (the dead one's has failed).
+            self.store.update_job(row["id"], params={**plan.params, RESUMABLE_REQUEST: request})
+            logger.warning("taking over job %s of a replica that stopped", row["id"])
+            self._jobs.resume(row["id"], "retrain", work)
 
     def retrain(self, request: RetrainRequest, progress: RetrainProgress) -> dict[str, Any]:
         """The same pipeline in the caller's thread (`mbridge retrain`); returns

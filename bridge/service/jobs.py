@@ -112,22 +112,41 @@ class JobRunner:
         the job failed with its message, after `on_failure` had a chance to clean up.
         """
         with self._lock:
-            if self._cancelled.is_set():
-                raise ConflictError("the service is shutting down; no new jobs")
-            if self._thread is not None and self._thread.is_alive():
-                raise ConflictError(
-                    "a job is already running (one at a time); poll it and retry when it ends"
-                )
+            self._check_free()
             row = self._store.create_job(kind, params)
-            ctx = JobContext(row["id"], self._store, self._cancelled)
-            self._thread = threading.Thread(
-                target=self._run,
-                args=(kind, ctx, work, on_failure),
-                name=f"job-{kind}-{row['id'][:8]}",
-                daemon=True,
-            )
-            self._thread.start()
+            self._start(row["id"], kind, work, on_failure)
         return job_record(row)
+
+    def resume(self, job_id: str, kind: str, work: JobWork) -> None:
+        """Run `work` as the existing job `job_id`, which this replica has taken over from
+        one that stopped (ItemStore.claim_stale_job); ConflictError when busy."""
+        with self._lock:
+            self._check_free()
+            self._start(job_id, kind, work, None)
+
+    def _check_free(self) -> None:
+        if self._cancelled.is_set():
+            raise ConflictError("the service is shutting down; no new jobs")
+        if self._thread is not None and self._thread.is_alive():
+            raise ConflictError(
+                "a job is already running (one at a time); poll it and retry when it ends"
+            )
+
+    def _start(
+        self,
+        job_id: str,
+        kind: str,
+        work: JobWork,
+        on_failure: Callable[[BaseException], None] | None,
+    ) -> None:
+        ctx = JobContext(job_id, self._store, self._cancelled)
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(kind, ctx, work, on_failure),
+            name=f"job-{kind}-{job_id[:8]}",
+            daemon=True,
+        )
+        self._thread.start()
 
     def _run(
         self,

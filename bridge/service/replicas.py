@@ -8,9 +8,9 @@ What they share, and where (docs/architecture.md, "Replicas"):
 No replica keeps state another needs; each one keeps in step with what the others changed
 through `ReplicaFollower`, a thread that every FOLLOW_INTERVAL_SECONDS loads indexes another
 replica built (their manifests changed), serves the version the store names active, and
-fails a job whose replica stopped beating. So a write through one replica is searchable
-through another as soon as Milvus has it, and an activation reaches every replica within an
-interval plus the time to load the version.
+takes over (or fails) a job whose replica stopped beating. So a write through one replica
+is searchable through another as soon as Milvus has it, and an activation reaches every
+replica within an interval plus the time to load the version.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Callable
 logger = logging.getLogger(__name__)
 
 FOLLOW_INTERVAL_SECONDS = 0.5
-# Failing the jobs of dead replicas is a store write: every few intervals is soon enough
+# Taking over the jobs of dead replicas is a store write: every few intervals is soon enough
 # against a lease of JOB_LEASE_SECONDS.
 JOB_CHECK_EVERY = 10
 

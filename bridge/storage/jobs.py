@@ -119,6 +119,29 @@ class JobTable(Database):
         with self._write() as conn:
             conn.execute("UPDATE jobs SET updated_at=? WHERE id=?", (utc_now(), job_id))
 
+    def stale_jobs(self) -> list[dict[str, Any]]:
+        """Queued or running jobs whose heartbeat stopped (their process died)."""
+        marks = ",".join("?" * len(JOB_ACTIVE_STATUSES))
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {self._JOB_COLUMNS} FROM jobs WHERE status IN ({marks})"
+                " AND updated_at < ? ORDER BY created_at",
+                (*JOB_ACTIVE_STATUSES, _utc_ago(JOB_LEASE_SECONDS)),
+            ).fetchall()
+        return [self._job_dict(r) for r in rows]
+
+    def claim_stale_job(self, job_id: str, message: str) -> bool:
+        """Take over a job whose heartbeat stopped: renew its lease with `message`; False
+        when it is not stale any more (another replica claimed it first, or it ended)."""
+        marks = ",".join("?" * len(JOB_ACTIVE_STATUSES))
+        with self._write() as conn:
+            cursor = conn.execute(
+                f"UPDATE jobs SET status='queued', message=?, progress=0, updated_at=?"
+                f" WHERE id=? AND status IN ({marks}) AND updated_at < ?",
+                (message, utc_now(), job_id, *JOB_ACTIVE_STATUSES, _utc_ago(JOB_LEASE_SECONDS)),
+            )
+            return int(cursor.rowcount) == 1
+
     def live_job(self) -> str | None:
         """The id of the job that holds the lease, if one does."""
         marks = ",".join("?" * len(JOB_ACTIVE_STATUSES))

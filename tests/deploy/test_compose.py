@@ -49,7 +49,12 @@ def compose() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return compose["services"]
+    """The services that run this project's image (not Milvus's, nor the load balancer)."""
+    return {
+        name: service
+        for name, service in compose["services"].items()
+        if str(service.get("image", "")).startswith("modality-bridge:")
+    }
 
 
 @pytest.fixture(scope="module", params=["cpu", "gpu"])
@@ -210,11 +215,18 @@ def test_parser_reads_stages_continuations_and_comments() -> None:
 # ---------------------------------------------------------------- compose
 
 
-def test_services_and_profiles(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) == {"api", "api-gpu"}
+def test_services_and_profiles(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    assert set(services) == {"api", "api-gpu", "api-replica"}
     assert "profiles" not in services["api"], "the CPU service must start by default"
     assert services["api-gpu"]["profiles"] == ["gpu"]
+    others = set(compose["services"]) - set(services)
+    assert others == {"etcd", "minio", "milvus", "lb"}
+    for name in others | {"api-replica"}:
+        assert compose["services"][name]["profiles"] == ["scale"], name
     assert services["api"]["build"]["dockerfile"] == "docker/Dockerfile"
+    assert services["api-replica"]["build"]["dockerfile"] == "docker/Dockerfile"
     assert services["api-gpu"]["build"]["dockerfile"] == "docker/Dockerfile.gpu"
     for service in services.values():
         context = REPO / service["build"]["context"]
@@ -232,9 +244,12 @@ def test_ports_match_the_service_port(services: dict[str, dict[str, Any]]) -> No
     for name, service in services.items():
         port = str(service["environment"]["BRIDGE_PORT"])
         assert exposed == {port}, f"{name}: EXPOSE {exposed} but BRIDGE_PORT={port}"
+        assert service["environment"]["BRIDGE_HOST"] == "0.0.0.0"
+        if name == "api-replica":
+            assert "ports" not in service, "replicas are reached through the load balancer"
+            continue
         container_ports = {str(p).rsplit(":", 1)[-1] for p in service["ports"]}
         assert container_ports == {port}, f"{name}: ports {service['ports']}"
-        assert service["environment"]["BRIDGE_HOST"] == "0.0.0.0"
 
 
 def test_admin_key_is_required_with_a_message(services: dict[str, dict[str, Any]]) -> None:
@@ -258,8 +273,10 @@ def test_every_variable_is_a_real_setting(services: dict[str, dict[str, Any]]) -
     assert env_files == [".env"]
 
 
-def test_volumes_for_data_and_models(compose: dict[str, Any]) -> None:
-    for name, service in compose["services"].items():
+def test_volumes_for_data_and_models(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    for name, service in services.items():
         df = read_dockerfile(GPU_FILE if name == "api-gpu" else CPU_FILE)
         workdir = df.final.of("WORKDIR")[-1].args
         declared = set(df.final.of("VOLUME")[0].exec_form() or [])
@@ -284,13 +301,52 @@ def test_compose_healthcheck_probes_readyz(services: dict[str, dict[str, Any]]) 
         assert "/readyz" in code and str(service["environment"]["BRIDGE_PORT"]) in code
 
 
+def test_scale_profile_replicas_share_milvus_and_one_volume(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    """The `scale` profile: replicas of the image on a Milvus server (the three services
+    Milvus documents for standalone), one data volume of their own, nginx in front."""
+    everything = compose["services"]
+    replica = services["api-replica"]
+    env = replica["environment"]
+    assert env["BRIDGE_BACKEND"] == "milvus"
+    assert env["BRIDGE_MILVUS_URI"] == "${BRIDGE_MILVUS_URI:-http://milvus:19530}"
+    assert replica["deploy"]["replicas"] >= 2
+    assert replica["depends_on"]["milvus"]["condition"] == "service_healthy"
+    config = Settings(
+        backend=env["BRIDGE_BACKEND"], milvus_uri="http://milvus:19530", workers=2
+    ).service_config()
+    assert config.shares_indexes  # the replicas' settings are valid replica settings
+    data = {v.split(":")[0] for v in replica["volumes"] if v.split(":")[1] == "/data"}
+    api_data = {v.split(":")[0] for v in services["api"]["volumes"] if ":/data" in v}
+    assert data and data.isdisjoint(api_data), "the FAISS api locks its volume alone"
+    milvus = everything["milvus"]
+    assert milvus["environment"] == {"ETCD_ENDPOINTS": "etcd:2379", "MINIO_ADDRESS": "minio:9000"}
+    assert set(milvus["depends_on"]) == {"etcd", "minio"}
+    assert "9091/healthz" in " ".join(milvus["healthcheck"]["test"])
+    # nginx: the published port reaches the replicas' service port
+    lb = everything["lb"]
+    assert lb["depends_on"]["api-replica"]["condition"] == "service_healthy"
+    mount = next(v for v in lb["volumes"] if v.endswith(":/etc/nginx/nginx.conf:ro"))
+    nginx = (REPO / mount.split(":")[0]).read_text()
+    listen = re.search(r"^\s*listen (\d+);", nginx, flags=re.M)
+    assert listen and lb["ports"] == [f"${{BRIDGE_PUBLISH_PORT:-8000}}:{listen.group(1)}"]
+    upstream = re.search(r"^\s*server ([\w-]+):(\d+)", nginx, flags=re.M)
+    assert upstream and upstream.groups() == ("api-replica", env["BRIDGE_PORT"])
+    # bodies as large as the biggest upload the service takes (it answers 413 itself)
+    body = re.search(r"client_max_body_size (\d+)m;", nginx)
+    largest = Settings().max_admin_upload_bytes
+    assert body and int(body.group(1)) * 1024 * 1024 > largest
+
+
 @pytest.mark.skipif(shutil.which("docker") is None, reason="docker client not installed")
 def test_docker_compose_config(tmp_path: Path) -> None:
     probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30)
     if probe.returncode != 0:
         pytest.skip("the docker compose plugin is not installed (docker client only)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
-    argv = ["docker", "compose", "-f", str(COMPOSE), "--profile", "gpu", "config", "-q"]
+    argv = ["docker", "compose", "-f", str(COMPOSE), "--profile", "gpu", "--profile", "scale"]
+    argv += ["config", "-q"]
     missing = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert missing.returncode != 0 and "set BRIDGE_ADMIN_KEY" in missing.stderr
     env["BRIDGE_ADMIN_KEY"] = "test-key"

@@ -220,3 +220,53 @@ def test_workers_of_one_server_are_replicas(
         assert server.stop() in (0, -15)
     finally:
         server.stop()
+
+
+def test_a_retrain_whose_replica_dies_is_taken_over(
+    tmp_path: Path,
+    tiny_clip_dir: Path,
+    tiny_clap_dir: Path,
+    tiny_clip_encoder: Any,
+    tiny_clap_encoder: Any,
+    milvus_server: EmbeddedMilvus,
+) -> None:
+    """kill -9 the replica running a retrain: once its lease runs out, the other replica
+    reruns the job from the request it recorded, under the same job id, and it succeeds."""
+    bridge = train_tiny_bridge(tiny_clip_encoder, tiny_clap_encoder, tmp_path / "bridge")
+    servers = []
+    for name in ("a", "b"):
+        env = server_env(tmp_path / "data", tiny_clip_dir, tiny_clap_dir, bridge)
+        env.update(BRIDGE_BACKEND="milvus", BRIDGE_MILVUS_URI=milvus_server.uri)
+        servers.append(Server(env, tmp_path / f"replica-{name}.log"))
+    a, b = servers
+    try:
+        a.start(90)
+        b.start(90)
+        body = {"captions": CAPTIONS, "train_overrides": {"epochs": 400, "batch_size": 16}}
+        r = httpx.post(f"{a.url}/v1/admin/retrain", json=body, headers=ADMIN, timeout=30)
+        assert r.status_code == 202, r.text
+        job_id = r.json()["job_id"]
+        first_version = r.json()["version"]
+
+        def job() -> dict[str, Any]:
+            found = httpx.get(f"{b.url}/v1/admin/jobs/{job_id}", headers=ADMIN, timeout=30)
+            return dict(found.json())
+
+        _until(lambda: job()["status"] == "running", 30, "the job running on A")
+        a.kill()
+        assert job()["status"] == "running", "the job ended before A died: more epochs"
+        deadline = time.monotonic() + 120  # the lease (15 s), B's check, then the rerun
+        while (state := job())["status"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, state
+            time.sleep(0.5)
+        assert state["status"] == "succeeded", state
+        assert state["version"] != first_version  # the dead replica's version failed
+        versions = {
+            v["version"]: v["status"]
+            for v in httpx.get(f"{b.url}/v1/admin/versions", headers=ADMIN).json()["versions"]
+        }
+        assert versions[first_version] == "failed" and versions[state["version"]] == "ready"
+        assert "taking over job" in b.output()
+    finally:
+        for server in servers:
+            server.stop()

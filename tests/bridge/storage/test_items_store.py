@@ -312,6 +312,21 @@ def test_jobs_and_fail_interrupted(store: ItemStore) -> None:
     assert [j["id"] for j in store.list_jobs()] == [running["id"], job["id"], done["id"]]
 
 
+def test_a_stale_job_is_claimed_once(store: ItemStore) -> None:
+    """Replicas taking over a dead replica's job: only a stale job can be claimed, and only
+    by one of them (the claim renews its lease)."""
+    job = store.create_job("retrain", {"request": {"captions": ["a"]}})
+    assert store.stale_jobs() == []
+    assert not store.claim_stale_job(job["id"], "taken over by b")  # its holder is alive
+    _age_job(store, job["id"], JOB_LEASE_SECONDS + 1)
+    assert [j["id"] for j in store.stale_jobs()] == [job["id"]]
+    assert store.claim_stale_job(job["id"], "taken over by b")
+    assert not store.claim_stale_job(job["id"], "taken over by c")  # b was first
+    claimed = store.get_job(job["id"])
+    assert claimed["status"] == "queued" and claimed["message"] == "taken over by b"
+    assert store.live_job() == job["id"] and store.stale_jobs() == []
+
+
 def test_everything_survives_reopen(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite"
     rng = np.random.default_rng(5)
