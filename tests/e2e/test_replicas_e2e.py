@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +47,34 @@ def _small_samples(dest: Path) -> int:
     return len(kept)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def replicas(
-    request: pytest.FixtureRequest,
+ReplicaEnv = Callable[..., dict[str, str]]
+
+
+@pytest.fixture
+def replica_env(
     tmp_path: Path,
     tiny_clip_dir: Path,
     tiny_clap_dir: Path,
     tiny_clip_encoder: Any,
     tiny_clap_encoder: Any,
     milvus_server: EmbeddedMilvus,
-) -> Iterator[tuple[Server, Server, int]]:
+) -> ReplicaEnv:
+    """The environment of one replica: the test's one data directory, the tiny towers and a
+    tiny bridge, the session's Milvus server; keyword arguments add BRIDGE_* settings."""
     bridge = train_tiny_bridge(tiny_clip_encoder, tiny_clap_encoder, tmp_path / "bridge")
+
+    def env(**settings: str) -> dict[str, str]:
+        made = server_env(tmp_path / "data", tiny_clip_dir, tiny_clap_dir, bridge)
+        made.update(BRIDGE_BACKEND="milvus", BRIDGE_MILVUS_URI=milvus_server.uri, **settings)
+        return made
+
+    return env
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def replicas(
+    request: pytest.FixtureRequest, tmp_path: Path, replica_env: ReplicaEnv
+) -> Iterator[tuple[Server, Server, int]]:
     samples = tmp_path / "samples"
     count = _small_samples(samples)
     # The store: a SQLite file in the shared data directory (replicas on one machine), or a
@@ -69,10 +86,7 @@ def replicas(
     )
     servers = []
     for name in ("a", "b"):
-        env = server_env(tmp_path / "data", tiny_clip_dir, tiny_clap_dir, bridge)
-        env.update(
-            BRIDGE_BACKEND="milvus",
-            BRIDGE_MILVUS_URI=milvus_server.uri,
+        env = replica_env(
             BRIDGE_SEED_SAMPLES="true",
             BRIDGE_SAMPLES_DIR=str(samples),
             BRIDGE_DATABASE_URL=database,
@@ -170,20 +184,10 @@ def test_two_replicas_share_items_jobs_and_the_active_version(
         assert cb.get("/v1/admin/versions", headers=ADMIN).json()["active"] == new_version
 
 
-def test_workers_of_one_server_are_replicas(
-    tmp_path: Path,
-    tiny_clip_dir: Path,
-    tiny_clap_dir: Path,
-    tiny_clip_encoder: Any,
-    tiny_clap_encoder: Any,
-    milvus_server: EmbeddedMilvus,
-) -> None:
+def test_workers_of_one_server_are_replicas(tmp_path: Path, replica_env: ReplicaEnv) -> None:
     """BRIDGE_WORKERS=2: uvicorn's two worker processes on one port serve one data directory;
     whichever worker a new connection reaches finds an item another one added."""
-    bridge = train_tiny_bridge(tiny_clip_encoder, tiny_clap_encoder, tmp_path / "bridge")
-    env = server_env(tmp_path / "data", tiny_clip_dir, tiny_clap_dir, bridge)
-    env.update(BRIDGE_BACKEND="milvus", BRIDGE_MILVUS_URI=milvus_server.uri, BRIDGE_WORKERS="2")
-    server = Server(env, tmp_path / "server.log")
+    server = Server(replica_env(BRIDGE_WORKERS="2"), tmp_path / "server.log")
     try:
         server.start(90)  # one worker ready; the other may still be loading: wait for both
         ready: set[int] = set()
@@ -223,21 +227,11 @@ def test_workers_of_one_server_are_replicas(
 
 
 def test_a_retrain_whose_replica_dies_is_taken_over(
-    tmp_path: Path,
-    tiny_clip_dir: Path,
-    tiny_clap_dir: Path,
-    tiny_clip_encoder: Any,
-    tiny_clap_encoder: Any,
-    milvus_server: EmbeddedMilvus,
+    tmp_path: Path, replica_env: ReplicaEnv
 ) -> None:
     """kill -9 the replica running a retrain: once its lease runs out, the other replica
     reruns the job from the request it recorded, under the same job id, and it succeeds."""
-    bridge = train_tiny_bridge(tiny_clip_encoder, tiny_clap_encoder, tmp_path / "bridge")
-    servers = []
-    for name in ("a", "b"):
-        env = server_env(tmp_path / "data", tiny_clip_dir, tiny_clap_dir, bridge)
-        env.update(BRIDGE_BACKEND="milvus", BRIDGE_MILVUS_URI=milvus_server.uri)
-        servers.append(Server(env, tmp_path / f"replica-{name}.log"))
+    servers = [Server(replica_env(), tmp_path / f"replica-{name}.log") for name in ("a", "b")]
     a, b = servers
     try:
         a.start(90)
