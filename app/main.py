@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
@@ -167,7 +168,15 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(JSONSearchFastPath)  # innermost: body limits and metrics still apply
     app.add_middleware(BodyLimitMiddleware, limits=body_limits(settings), default=SMALL_BODY)
-    app.add_middleware(MetricsMiddleware)  # outermost: counts 413s from the limiter too
+    app.add_middleware(MetricsMiddleware)  # counts 413s from the limiter too
+    if settings.cors_origin_list:  # outermost: a preflight is answered before anything runs
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
 
     for router in (
         health.router,

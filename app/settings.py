@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
+import re
 from pathlib import Path
 from typing import Annotated, Literal, cast
 
@@ -42,6 +43,10 @@ ENGINE_ONLY: dict[str, str] = {
 def fed_fields() -> list[str]:
     """The ServiceConfig fields a setting of the same name feeds."""
     return [f.name for f in dataclasses.fields(ServiceConfig) if f.name not in ENGINE_ONLY]
+
+
+# scheme://host[:port], as a browser sends it in the Origin header.
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?|https?://\[[0-9A-Fa-f:]+\](:\d{1,5})?")
 
 
 class Settings(BaseSettings):
@@ -125,6 +130,12 @@ class Settings(BaseSettings):
         description="Run a lone vector or stored-item search on the event loop (app/batcher.py).",
     )
     log_level: LogLevel = "info"
+    cors_origins: str = Field(
+        default="",
+        description="Browser origins allowed to call the API from their pages (CORS), "
+        "comma-separated, e.g. https://app.example.com; empty: none (the search page is "
+        "served from the API's own origin and needs none).",
+    )
     workers: int = Field(
         default=1,
         description=(
@@ -167,6 +178,23 @@ class Settings(BaseSettings):
         if not v or any(c.isspace() for c in v):
             raise ValueError(f"expected an IP address or host name, got {value!r}")
         return v
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: str) -> str:
+        origins = [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
+        bad = [o for o in origins if o != "*" and not _ORIGIN.fullmatch(o)]
+        if bad:
+            raise ValueError(
+                f"expected origins such as https://app.example.com or *, comma-separated; "
+                f"not origins: {bad}"
+            )
+        return ",".join(origins)
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """BRIDGE_CORS_ORIGINS as a list (empty: CORS closed)."""
+        return [o for o in self.cors_origins.split(",") if o]
 
     @field_validator("workers")
     @classmethod

@@ -127,6 +127,29 @@ def test_openapi_documents_bodies_and_errors(client: TestClient) -> None:
     assert paths["/v1/admin/versions"]["get"]["security"] == [{"AdminKey": []}]
 
 
+def test_cors_is_closed_by_default_and_opens_to_the_configured_origins(
+    make_client: Callable[..., TestClient],
+) -> None:
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    closed = make_client()  # the default: no origin is allowed
+    refused = closed.options("/v1/search", headers=preflight)
+    assert "access-control-allow-origin" not in refused.headers
+    plain = closed.get("/healthz", headers={"Origin": "https://app.example"})
+    assert "access-control-allow-origin" not in plain.headers
+    opened = make_client(cors_origins="https://app.example, http://localhost:3000/")
+    r = opened.options(
+        "/v1/search",
+        headers={**preflight, "Access-Control-Request-Headers": "authorization,content-type"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["access-control-allow-origin"] == "https://app.example"
+    assert "POST" in r.headers["access-control-allow-methods"]
+    r = opened.get("/healthz", headers={"Origin": "http://localhost:3000"})
+    assert r.headers["access-control-allow-origin"] == "http://localhost:3000"
+    other = opened.get("/healthz", headers={"Origin": "https://elsewhere.example"})
+    assert "access-control-allow-origin" not in other.headers
+
+
 def test_unknown_routes_answer_json_404(client: TestClient) -> None:
     r = client.get("/v1/nothing-here")
     assert r.status_code == 404 and r.json() == {"detail": "Not Found"}

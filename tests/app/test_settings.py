@@ -158,6 +158,7 @@ def test_settings_and_the_resolver_refuse_a_device_in_the_same_words(spelling: s
         ("BRIDGE_INDEX_TYPE", "annoy", "'flat', 'hnsw' or 'ivf'"),
         ("BRIDGE_DEVICE", "tpu", "auto, cpu, cuda"),
         ("BRIDGE_WORKERS", "0", "at least 1"),
+        ("BRIDGE_CORS_ORIGINS", "app.example.com", "not origins"),
         ("BRIDGE_MAX_UPLOAD_BYTES", "0", "greater than 0"),
         ("BRIDGE_FAISS_GPU", "maybe", "valid boolean"),
         ("BRIDGE_SEARCH_THREADS", "-1", "greater than or equal to 0"),
