@@ -494,6 +494,8 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
             "milvus_uri": args.milvus_uri,
             "milvus_token": os.environ.get("BRIDGE_MILVUS_TOKEN", ""),
             "milvus_db": args.milvus_db,
+            # The store, when the service keeps it on PostgreSQL (replicas on several hosts).
+            "database_url": os.environ.get("BRIDGE_DATABASE_URL", ""),
         },
     )
     print(f"version {result['version']} ready{' and active' if args.activate else ''}")

@@ -56,8 +56,8 @@ def retrain_offline(
 ) -> dict[str, Any]:
     """Train, install and evaluate a new bridge version of `data_dir` (module docstring);
     returns {"version", "metrics"}. `vectors`: the service's ServiceConfig fields of its
-    indexes (index_type, backend, milvus_*), so that the new version's indexes are built
-    where the server will look for them."""
+    indexes and store (index_type, backend, milvus_*, database_url), so that the new
+    version's indexes and records go where the server will look for them."""
     from bridge.service.facade import BridgeService
 
     train_overrides = _parse_overrides(overrides)
