@@ -36,6 +36,16 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
+def _die_with_parent() -> None:
+    """In a replica, before exec: the kernel sends it SIGTERM when this launcher dies, even
+    by SIGKILL, so no replica outlives the cluster (Linux; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _replica_env(data_dir: Path, milvus_uri: str, port: int) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -120,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Milvus: {uri}", flush=True)
         for i in range(args.replicas):
             env = _replica_env(args.dir / "data", uri, args.port + i)
-            proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=REPO, env=env)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "app"], cwd=REPO, env=env, preexec_fn=_die_with_parent
+            )
             replicas.append((_url(env), proc))
         _wait_ready(replicas)
         print("cluster ready: " + " ".join(url for url, _ in replicas), flush=True)

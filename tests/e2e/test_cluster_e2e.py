@@ -85,6 +85,48 @@ def test_cluster_serves_replicas_and_stops_them_on_sigterm(
         assert proc.wait(timeout=40) == 0, log.read_text(errors="replace")[-4000:]
         assert all(_refused(url) for url in urls)  # every replica stopped with it
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # a failed assertion: SIGTERM stops the replicas too
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                proc.kill()  # the replicas get SIGTERM from the kernel (PR_SET_PDEATHSIG)
+                proc.wait()
+
+
+PARENT = """
+import subprocess, sys, time
+sys.path.insert(0, "scripts")
+from cluster import _die_with_parent
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                         preexec_fn=_die_with_parent)
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_replicas_die_with_a_killed_launcher() -> None:
+    """SIGKILL cannot be handled, so the launcher cannot stop its replicas then: the kernel
+    does (PR_SET_PDEATHSIG), and no replica outlives the cluster."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child}").exists() and _state(child) != "Z":
+            assert time.monotonic() < deadline, "the replica outlived its launcher"
+            time.sleep(0.1)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+    except (FileNotFoundError, IndexError):
+        return "gone"
