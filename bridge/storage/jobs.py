@@ -18,6 +18,7 @@ from typing import Any
 
 from bridge.errors import ConflictError, InvalidInputError
 from bridge.storage.database import Database, dump_json, utc_now
+from bridge.storage.dialects import Connection
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,19 @@ JOB_LEASE_SECONDS = 15.0
 def _utc_ago(seconds: float) -> str:
     """utc_now()'s format, ``seconds`` ago (ISO strings of one format compare as times)."""
     return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
+
+
+# A queued or running job (its statuses are the statement's first parameters).
+_ACTIVE = "status IN (" + ",".join("?" * len(JOB_ACTIVE_STATUSES)) + ")"
+
+
+def _lease_holder(conn: Connection) -> str | None:
+    """The id of the job that holds the lease (its heartbeat is fresh), if one does."""
+    row = conn.execute(
+        f"SELECT id FROM jobs WHERE {_ACTIVE} AND updated_at > ? LIMIT 1",
+        (*JOB_ACTIVE_STATUSES, _utc_ago(JOB_LEASE_SECONDS)),
+    ).fetchone()
+    return None if row is None else str(row[0])
 
 
 _JOB_FIELDS = ("status", "progress", "message", "result", "error", "params")
@@ -63,15 +77,11 @@ class JobTable(Database):
         params_json = dump_json(params, "job params")
         job_id = uuid.uuid4().hex
         now = utc_now()
-        marks = ",".join("?" * len(JOB_ACTIVE_STATUSES))
         with self._write() as conn:
-            holder = conn.execute(
-                f"SELECT id FROM jobs WHERE status IN ({marks}) AND updated_at > ? LIMIT 1",
-                (*JOB_ACTIVE_STATUSES, _utc_ago(JOB_LEASE_SECONDS)),
-            ).fetchone()
+            holder = _lease_holder(conn)
             if holder is not None:
                 raise ConflictError(
-                    f"job {holder[0]} is already running (one at a time); poll it and retry "
+                    f"job {holder} is already running (one at a time); poll it and retry "
                     "when it ends"
                 )
             conn.execute(
@@ -121,10 +131,9 @@ class JobTable(Database):
 
     def stale_jobs(self) -> list[dict[str, Any]]:
         """Queued or running jobs whose heartbeat stopped (their process died)."""
-        marks = ",".join("?" * len(JOB_ACTIVE_STATUSES))
         with self._read() as conn:
             rows = conn.execute(
-                f"SELECT {self._JOB_COLUMNS} FROM jobs WHERE status IN ({marks})"
+                f"SELECT {self._JOB_COLUMNS} FROM jobs WHERE {_ACTIVE}"
                 " AND updated_at < ? ORDER BY created_at",
                 (*JOB_ACTIVE_STATUSES, _utc_ago(JOB_LEASE_SECONDS)),
             ).fetchall()
@@ -133,35 +142,28 @@ class JobTable(Database):
     def claim_stale_job(self, job_id: str, message: str) -> bool:
         """Take over a job whose heartbeat stopped: renew its lease with `message`; False
         when it is not stale any more (another replica claimed it first, or it ended)."""
-        marks = ",".join("?" * len(JOB_ACTIVE_STATUSES))
         with self._write() as conn:
             cursor = conn.execute(
-                f"UPDATE jobs SET status='queued', message=?, progress=0, updated_at=?"
-                f" WHERE id=? AND status IN ({marks}) AND updated_at < ?",
+                "UPDATE jobs SET status='queued', message=?, progress=0, updated_at=?"
+                f" WHERE id=? AND {_ACTIVE} AND updated_at < ?",
                 (message, utc_now(), job_id, *JOB_ACTIVE_STATUSES, _utc_ago(JOB_LEASE_SECONDS)),
             )
             return int(cursor.rowcount) == 1
 
     def live_job(self) -> str | None:
         """The id of the job that holds the lease, if one does."""
-        marks = ",".join("?" * len(JOB_ACTIVE_STATUSES))
         with self._read() as conn:
-            row = conn.execute(
-                f"SELECT id FROM jobs WHERE status IN ({marks}) AND updated_at > ? LIMIT 1",
-                (*JOB_ACTIVE_STATUSES, _utc_ago(JOB_LEASE_SECONDS)),
-            ).fetchone()
-        return None if row is None else str(row[0])
+            return _lease_holder(conn)
 
     def fail_interrupted_jobs(self, stale_only: bool = False) -> int:
         """Jobs a crash left queued/running become "failed"; returns how many. On a lone
         process's start every one of them; with ``stale_only`` (replicas) only those whose
         heartbeat stopped."""
-        marks = ",".join("?" * len(JOB_ACTIVE_STATUSES))
         cutoff = _utc_ago(JOB_LEASE_SECONDS) if stale_only else "9999"
         with self._write() as conn:
             cursor = conn.execute(
-                f"UPDATE jobs SET status='failed', error=?, message=?, updated_at=?"
-                f" WHERE status IN ({marks}) AND updated_at < ?",
+                "UPDATE jobs SET status='failed', error=?, message=?, updated_at=?"
+                f" WHERE {_ACTIVE} AND updated_at < ?",
                 (
                     "interrupted: the service stopped before the job finished",
                     "interrupted",
