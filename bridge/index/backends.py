@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, get_args
 
@@ -28,6 +28,8 @@ from bridge.types import BackendName, ServiceConfig
 logger = logging.getLogger(__name__)
 
 BACKENDS = get_args(BackendName)
+# Each item's metadata, aligned with the ids it comes with.
+Metadata = Sequence[Mapping[str, Any] | None]
 
 
 class SearchIndex(Protocol):
@@ -51,8 +53,20 @@ class SearchIndex(Protocol):
     def set_search_params(
         self, ef_search: int | None = None, nprobe: int | None = None
     ) -> None: ...
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
-    def add(self, ids: np.ndarray, vectors: np.ndarray, fingerprint: str) -> None: ...
+    def can_filter(self, filters: Mapping[str, Any]) -> bool:
+        """Whether ``search`` can apply ``filters`` itself, returning only matching rows."""
+        ...
+
+    def search(
+        self, queries: np.ndarray, k: int, filters: Mapping[str, Any] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+    def add(
+        self,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        fingerprint: str,
+        metadata: Metadata | None = None,
+    ) -> None: ...
     def set_fingerprint(self, fingerprint: str) -> None: ...
     def remove(self, ids: np.ndarray, fingerprint: str) -> None: ...
     def save(self, directory: Path) -> None: ...
@@ -60,6 +74,9 @@ class SearchIndex(Protocol):
 
 class VectorBackend(Protocol):
     name: str
+    # Whether its indexes keep each item's metadata (give it to build and add): they can
+    # then filter searches themselves.
+    keeps_metadata: bool
 
     @property
     def shared(self) -> bool:
@@ -76,6 +93,7 @@ class VectorBackend(Protocol):
         fingerprint: str,
         encoder: str | None,
         checkpoint_sha256: str | None,
+        metadata: Metadata | None = None,
         **options: Any,
     ) -> SearchIndex: ...
 
@@ -109,6 +127,7 @@ class FaissBackend:
 
     name = "faiss"
     shared = False  # the indexes live in this process's memory
+    keeps_metadata = False  # the service filters hits in the store
 
     def __init__(self, use_gpu: bool = True) -> None:
         self.use_gpu = use_gpu
@@ -123,6 +142,7 @@ class FaissBackend:
         fingerprint: str,
         encoder: str | None,
         checkpoint_sha256: str | None,
+        metadata: Metadata | None = None,
         **options: Any,
     ) -> SearchIndex:
         from bridge.index.vectors import VectorIndex
@@ -164,6 +184,7 @@ class MilvusBackend:
     """One Milvus collection per index (bridge/index/milvus.py)."""
 
     name = "milvus"
+    keeps_metadata = True  # filtered searches run inside Milvus
 
     def __init__(
         self,
@@ -202,6 +223,7 @@ class MilvusBackend:
         fingerprint: str,
         encoder: str | None,
         checkpoint_sha256: str | None,
+        metadata: Metadata | None = None,
         **options: Any,
     ) -> SearchIndex:
         from bridge.index.milvus import MilvusIndex
@@ -215,6 +237,7 @@ class MilvusBackend:
             fingerprint=fingerprint,
             encoder=encoder,
             checkpoint_sha256=checkpoint_sha256,
+            metadata=metadata,
             **options,
         )
 

@@ -1,13 +1,14 @@
 """Milvus vector index: the interface of VectorIndex (bridge/index/vectors.py) over one Milvus
 collection, for BRIDGE_BACKEND=milvus.
 
-One index is one collection: ``id`` (INT64 primary key, the store's rowid) and ``vector``
-(FLOAT_VECTOR of the index's dimension), inner product on L2-normalised vectors (= cosine),
-created with Session consistency so that a search right after an insert sees it. Kinds map to
-Milvus index types: flat -> FLAT, hnsw -> HNSW (M, efConstruction; ef at search is
-max(ef_search, k)), ivf -> IVF_FLAT (nlist; nprobe at search). Milvus Lite (a ``.db`` file
-URI) builds FLAT and IVF_FLAT only, so an hnsw index there is built FLAT (exact) and its
-manifest says so.
+One index is one collection: ``id`` (INT64 primary key, the store's rowid), ``vector``
+(FLOAT_VECTOR of the index's dimension) and ``metadata`` (JSON: the item's metadata pairs that
+filters can match, so filtered searches run inside Milvus: bridge/index/milvus_filters.py),
+inner product on L2-normalised vectors (= cosine), created with Session consistency so that
+a search right after an insert sees it. Kinds map to Milvus index types: flat -> FLAT, hnsw
+-> HNSW (M, efConstruction; ef at search is max(ef_search, k)), ivf -> IVF_FLAT (nlist;
+nprobe at search). Milvus Lite (a ``.db`` file URI) builds FLAT and IVF_FLAT only, so an
+hnsw index there is built FLAT (exact) and its manifest says so.
 
 Collection names are ``mb_<store>_<random>``: every build makes a new collection, so a rebuild
 never disturbs the collection searches are running on; the catalog swaps index objects, then
@@ -36,15 +37,18 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bridge.errors import BackendUnavailableError, BridgeError, InvalidInputError, NotFoundError
+from bridge.index.backends import Metadata
 from bridge.index.checks import check_ids, check_queries, check_vectors, search_params_with
 from bridge.index.files import MANIFEST_FILE, IndexCorruptError, IndexManifest, now
+from bridge.index.milvus_filters import FIELD as METADATA_FIELD
+from bridge.index.milvus_filters import filter_expression, row_metadata
 from bridge.io import atomic_write_text
 from bridge.types import is_milvus_lite_uri
 
@@ -231,9 +235,15 @@ class MilvusIndex:
     on_gpu = False
 
     def __init__(
-        self, connection: MilvusConnection, manifest: IndexManifest, ids: Iterable[int]
+        self,
+        connection: MilvusConnection,
+        manifest: IndexManifest,
+        ids: Iterable[int],
+        has_metadata: bool = True,
     ) -> None:
         self._conn = connection
+        # False for a collection built before rows carried metadata: it needs a rebuild.
+        self.has_metadata = has_metadata
         # Other processes write the collection too unless it lives in Milvus Lite.
         self.shared = not connection.lite
         self._ids: set[int] = {int(i) for i in ids}
@@ -262,9 +272,11 @@ class MilvusIndex:
         ef_search: int = 64,
         ef_construction: int = 80,
         nprobe: int = 32,
+        metadata: Metadata | None = None,
         **_faiss_only: Any,
     ) -> MilvusIndex:
-        """A new collection holding ``vectors`` (N, D) under ``ids`` (N,)."""
+        """A new collection holding ``vectors`` (N, D) under ``ids`` (N,), each row with its
+        item's ``metadata`` (for filtered searches)."""
         from pymilvus import DataType, MilvusClient
 
         if kind not in _INDEX_TYPES:
@@ -294,6 +306,7 @@ class MilvusIndex:
         )
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field(METADATA_FIELD, DataType.JSON)
         spec = MilvusClient.prepare_index_params()
         spec.add_index(
             "vector", index_type=_INDEX_TYPES[built_kind], metric_type="IP", params=index_params
@@ -324,7 +337,7 @@ class MilvusIndex:
         )
         index = cls(connection, manifest, ())
         try:
-            index._insert(id_array, x)
+            index._insert(id_array, x, metadata)
             if n and not connection.lite:
                 index._seal_and_index(n)
         except BaseException:
@@ -351,7 +364,9 @@ class MilvusIndex:
             "load collection", "load_collection", collection, timeout=SLOW_CALL_TIMEOUT_SECONDS
         )
         ids = _all_ids(connection, collection)
-        return cls(connection, manifest, ids)
+        described = connection.call("describe collection", "describe_collection", collection)
+        fields = {field.get("name") for field in described.get("fields", [])}
+        return cls(connection, manifest, ids, has_metadata=METADATA_FIELD in fields)
 
     # -- properties --------------------------------------------------------------------------
 
@@ -402,7 +417,15 @@ class MilvusIndex:
             return np.array([int(i) in self._ids for i in np.asarray(ids).ravel()], dtype=bool)
 
     def needs_rebuild(self) -> str | None:
-        return None  # Milvus compacts deletions and grows its own segments
+        # Milvus compacts deletions and grows its own segments: only the schema can be stale.
+        if not self.has_metadata:
+            return "collection has no metadata field (built before filters ran in Milvus)"
+        return None
+
+    def can_filter(self, filters: Mapping[str, Any]) -> bool:
+        """Whether ``search(..., filters=filters)`` returns only rows matching every filter
+        (bridge/index/milvus_filters.py says which filters Milvus can match)."""
+        return self.has_metadata and filter_expression(filters) is not None
 
     def set_search_params(self, ef_search: int | None = None, nprobe: int | None = None) -> None:
         params = search_params_with(self.manifest.params, self.kind, ef_search, nprobe)
@@ -411,11 +434,19 @@ class MilvusIndex:
 
     # -- search and mutation -----------------------------------------------------------------
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, filters: Mapping[str, Any] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` by cosine per query row: ((Q, k) float32 scores, (Q, k) int64 ids), padded
-        with (-inf, -1) where fewer than ``k`` vectors exist (VectorIndex.search's contract)."""
+        with (-inf, -1) where fewer than ``k`` vectors exist (VectorIndex.search's contract).
+        ``filters``: only rows whose metadata matches them (``can_filter`` must allow them)."""
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        expression = ""
+        if filters:
+            if not self.can_filter(filters):
+                raise InvalidInputError(f"{self.collection} cannot apply filters {filters!r}")
+            expression = filter_expression(filters) or ""
         q = check_queries(queries, self.dim)
         k = int(k)
         scores = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
@@ -431,6 +462,7 @@ class MilvusIndex:
             data=list(q),
             limit=limit,
             search_params={"metric_type": "IP", "params": self._search_params(limit)},
+            filter=expression,
             output_fields=[],
         )
         for row, hits in enumerate(results):
@@ -447,13 +479,18 @@ class MilvusIndex:
             return {"nprobe": int(params.get("nprobe", 32))}
         return {}
 
-    def _insert(self, ids: np.ndarray, x: np.ndarray, upsert: bool = False) -> None:
+    def _insert(
+        self, ids: np.ndarray, x: np.ndarray, metadata: Metadata | None, upsert: bool = False
+    ) -> None:
+        if metadata is not None and len(metadata) != ids.shape[0]:
+            raise InvalidInputError(f"{len(metadata)} metadata objects for {ids.shape[0]} ids")
+        fields = [row_metadata(m) for m in metadata] if metadata is not None else None
         method = "upsert" if upsert else "insert"
         for start in range(0, ids.shape[0], INSERT_CHUNK):
             stop = start + INSERT_CHUNK
             rows = [
-                {"id": int(i), "vector": v}
-                for i, v in zip(ids[start:stop], x[start:stop], strict=True)
+                {"id": int(i), "vector": v, METADATA_FIELD: fields[start + j] if fields else "{}"}
+                for j, (i, v) in enumerate(zip(ids[start:stop], x[start:stop], strict=True))
             ]
             self._conn.call(method, method, self.collection, rows)
 
@@ -469,10 +506,16 @@ class MilvusIndex:
             time.sleep(0.2)
         logger.warning("%s: Milvus has not finished indexing %d rows", self.collection, rows)
 
-    def add(self, ids: np.ndarray, vectors: np.ndarray, fingerprint: str) -> None:
-        """Add vectors under new ids (InvalidInputError for an id already present; in a
-        shared collection an id another replica added is overwritten: ids are rowids, so
-        its vector is the same)."""
+    def add(
+        self,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        fingerprint: str,
+        metadata: Metadata | None = None,
+    ) -> None:
+        """Add vectors under new ids, with their items' metadata (InvalidInputError for an id
+        already present; in a shared collection an id another replica added is overwritten:
+        ids are rowids, so its vector and metadata are the same)."""
         x = check_vectors(vectors, f"{self.manifest.name} vectors", self.dim, allow_empty=True)
         id_array = check_ids(ids, x.shape[0], f"{self.manifest.name} ids")
         with self._lock:
@@ -482,7 +525,7 @@ class MilvusIndex:
                 f"{self.manifest.name}: id(s) already in the index: {clash[:10]}"
             )
         if id_array.size:
-            self._insert(id_array, x, upsert=self.shared)
+            self._insert(id_array, x, metadata, upsert=self.shared)
             self._recount()
         with self._lock:
             self._ids.update(int(i) for i in id_array)

@@ -43,6 +43,7 @@ import dataclasses
 import logging
 import math
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -281,14 +282,22 @@ class VectorIndex:
 
     # -- search and mutation -----------------------------------------------------------------
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def can_filter(self, filters: Mapping[str, Any]) -> bool:
+        """FAISS keeps no metadata: the service filters hits in the store."""
+        return False
+
+    def search(
+        self, queries: np.ndarray, k: int, filters: Mapping[str, Any] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` by cosine for each query row: ((Q, k) float32 scores, (Q, k) int64 ids).
 
         A 1-D query is one row. Where fewer than ``k`` vectors exist, ids are -1 and scores
-        -inf. Queries are L2-normalised here.
+        -inf. Queries are L2-normalised here. ``filters`` must be empty (``can_filter``).
         """
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        if filters:
+            raise InvalidInputError("a FAISS index filters nothing; filter hits in the store")
         return self._coalescer.search(check_queries(queries, self.dim), int(k))
 
     def _search_batch(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -333,8 +342,15 @@ class VectorIndex:
             layout = self._layout = flat_layout(self._cpu)
         return layout
 
-    def add(self, ids: np.ndarray, vectors: np.ndarray, fingerprint: str) -> None:
-        """Add vectors under new ids (InvalidInputError for an id already present or removed)."""
+    def add(
+        self,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        fingerprint: str,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> None:
+        """Add vectors under new ids (InvalidInputError for an id already present or removed).
+        ``metadata`` is ignored: FAISS keeps vectors only."""
         x = check_vectors(vectors, f"{self.manifest.name} vectors", self.dim, allow_empty=True)
         id_array = check_ids(ids, x.shape[0], f"{self.manifest.name} ids")
         with self._lock.write():

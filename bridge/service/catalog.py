@@ -262,9 +262,22 @@ class IndexCatalog:
 
     # -- building and syncing ----------------------------------------------------------------
 
+    def _metadata(self, rowids: np.ndarray) -> list[dict[str, Any]] | None:
+        """The items' metadata for a backend that keeps it (Milvus filters inside), else
+        None (no store read)."""
+        return self.store.metadata_for(rowids) if self.backend.keeps_metadata else None
+
     def _build(
-        self, name: str, rowids: np.ndarray, vectors: np.ndarray, fingerprint: str, origin: Origin
+        self,
+        name: str,
+        rowids: np.ndarray,
+        vectors: np.ndarray,
+        fingerprint: str,
+        origin: Origin,
+        metadata: list[dict[str, Any]] | None = None,
     ) -> SearchIndex:
+        if metadata is None:
+            metadata = self._metadata(rowids)
         return self.backend.build(
             name,
             rowids,
@@ -273,6 +286,7 @@ class IndexCatalog:
             fingerprint=fingerprint,
             encoder=origin.encoder,
             checkpoint_sha256=origin.checkpoint_sha256,
+            metadata=metadata,
             **self.index_options,
         )
 
@@ -327,7 +341,8 @@ class IndexCatalog:
                     reason = "items deleted during the sync"
                 else:
                     if missing.size:
-                        index.add(missing, transform(raw), snap.fingerprint)
+                        metadata = self._metadata(missing)
+                        index.add(missing, transform(raw), snap.fingerprint, metadata)
                     index.remove(extra, snap.fingerprint)
                     return index, f"synced (+{missing.size} -{extra.size})"
             else:
@@ -504,6 +519,7 @@ class IndexCatalog:
             raise InvalidInputError(f"{rowids.shape[0]} rowids for raw rows of shape {raw.shape}")
         if rowids.size == 0:
             return
+        metadata = self._metadata(rowids)
         with self._lock:
             self.refresh()
             fingerprint = self.store.fingerprint(modality)
@@ -511,7 +527,7 @@ class IndexCatalog:
             name = NATIVE_NAMES[modality]
             native = self._native[modality]
             self._native[modality] = self._add_to(
-                native, name, rowids, raw, fingerprint, Origin(encoder)
+                native, name, rowids, raw, fingerprint, Origin(encoder), metadata
             )
             self._after_add(("", modality), built=native is None)
             for version, project in self._projectors.items():
@@ -524,7 +540,7 @@ class IndexCatalog:
                 origin = Origin(encoder, self._checkpoints[version])
                 before = self._shared.get(key)
                 self._shared[key] = self._add_to(
-                    before, SHARED_NAMES[modality], rowids, vectors, fingerprint, origin
+                    before, SHARED_NAMES[modality], rowids, vectors, fingerprint, origin, metadata
                 )
                 self._after_add(key, built=before is None)
 
@@ -543,16 +559,20 @@ class IndexCatalog:
         vectors: np.ndarray,
         fingerprint: str,
         origin: Origin,
+        metadata: list[dict[str, Any]] | None,
     ) -> SearchIndex:
+        """Add the rows ``index`` lacks (build it when None); ``metadata`` is aligned with
+        ``rowids`` (None where the backend keeps none)."""
         vectors = np.asarray(vectors)
         if vectors.ndim != 2 or vectors.shape[0] != rowids.shape[0]:
             raise InvalidInputError(
                 f"{name}: {rowids.shape[0]} rowids for vectors of shape {vectors.shape}"
             )
         if index is None:
-            return self._build(name, rowids, vectors, fingerprint, origin)
+            return self._build(name, rowids, vectors, fingerprint, origin, metadata)
         new = ~index.contains(rowids)
-        index.add(rowids[new], vectors[new], fingerprint)
+        kept = None if metadata is None else [metadata[i] for i in np.flatnonzero(new)]
+        index.add(rowids[new], vectors[new], fingerprint, kept)
         return index
 
     def on_item_deleted(self, modality: str, rowid: int) -> None:

@@ -3,7 +3,9 @@
 decode/encode the query (or take a raw vector / a stored item's raw embedding) -> route
 (bridge/service/routing.py, by the active bridge's mode) -> project with the active bridge when
 the route is bridged -> FAISS (the version's shared index, or a native one) ->
-hydrate ids from the store, filter, page. Readers take no service lock: the caller passes
+hydrate ids from the store, filter, page. An index that can apply a query's filters itself
+(Milvus: bridge/index/milvus_filters.py) gets them and returns matching rows only; otherwise
+the hits are over-fetched and filtered in the store. Readers take no service lock: the caller passes
 the ActiveBridge snapshot it read once, and the whole answer uses it.
 """
 
@@ -38,12 +40,18 @@ OVERFETCH_MIN = 64
 QUICK_FLAT_ITEMS = 200_000
 
 
-def _first_fetch(query: SearchQuery, exclude: int | None) -> int:
-    """How many neighbours to ask FAISS for first (before any over-fetch retry)."""
+def _first_fetch(query: SearchQuery, exclude: int | None, pushed: bool = False) -> int:
+    """How many neighbours to ask the index for first (before any over-fetch retry);
+    ``pushed``: the index applies the query's filters itself."""
     fetch = query.offset + query.k + (1 if exclude is not None else 0)
-    if query.filters:
+    if query.filters and not pushed:
         fetch = max(fetch * OVERFETCH_FACTOR, OVERFETCH_MIN)
     return fetch
+
+
+def _pushes_filters(index: SearchIndex, query: SearchQuery) -> bool:
+    """Whether ``index`` applies ``query``'s filters itself."""
+    return bool(query.filters) and index.can_filter(query.filters)
 
 
 def _enough(hits: list[SearchHit], cut: bool, query: SearchQuery, fetch: int, total: int) -> bool:
@@ -184,7 +192,8 @@ class Searcher:
                 results[i] = exc
         groups: dict[int, list[int]] = {}
         for i, plan in plans.items():
-            if plan.index is not None:
+            # A filtered search inside the index is one call per filter: ranked alone.
+            if plan.index is not None and not _pushes_filters(plan.index, queries[i]):
                 groups.setdefault(id(plan.index), []).append(i)
         for members in groups.values():
             self._rank_together([(queries[i], plans[i]) for i in members])
@@ -336,20 +345,24 @@ class Searcher:
         timer: StageTimer,
     ) -> list[SearchHit]:
         """Top offset+k hits after exclusion, filters and min_score; over-fetches (x4, at
-        least 64 with filters) until enough hits pass or the index is exhausted."""
+        least 64 with filters the index cannot apply) until enough hits pass or the index is
+        exhausted."""
         if index is None:
             return []
         want = query.offset + query.k
         total = index.ntotal
         if total == 0:
             return []
-        fetch = min(_first_fetch(query, exclude), total)
+        pushed = _pushes_filters(index, query)
+        fetch = min(_first_fetch(query, exclude, pushed), total)
         while True:
             with timer.stage("search"):
-                scores, ids = index.search(vector, fetch)
+                scores, ids = index.search(vector, fetch, query.filters if pushed else None)
             with timer.stage("hydrate"):
                 hits, cut = self._hydrate(scores[0], ids[0], query, exclude)
-            if _enough(hits, cut, query, fetch, total):
+            # Filtered in the index: fewer rows than asked for means no more match.
+            no_more = pushed and int((ids[0] >= 0).sum()) < fetch
+            if _enough(hits, cut, query, fetch, total) or no_more:
                 return hits[query.offset : want]
             fetch = min(total, fetch * OVERFETCH_FACTOR)
 

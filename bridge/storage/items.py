@@ -241,6 +241,12 @@ class ItemStore(VersionRegistry, JobTable):
             out.update(fetched)
         return out
 
+    def metadata_for(self, rowids: Sequence[int] | np.ndarray) -> list[dict[str, Any]]:
+        """Each rowid's metadata, in the order given ({} for one that no longer exists)."""
+        found = self.get_by_rowids(rowids)
+        order = rowids.tolist() if isinstance(rowids, np.ndarray) else list(rowids)
+        return [found[r].metadata if r in found else {} for r in order]
+
     def get_by_rowids(self, rowids: Sequence[int] | np.ndarray) -> dict[int, StoredItem]:
         """Hydrate FAISS ids: rowid -> item for those that exist (deleted ones are left out)."""
         wanted = sorted({int(r) for r in rowids if int(r) >= 0})

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from media_factory import make_png_bytes, make_wav_bytes
+from milvus_kit import require_milvus
 from polling import wait_for_job
 from tiny_models import TINY_CLAP_DIM, TINY_CLIP_DIM
 
@@ -341,6 +342,53 @@ def test_filters_overfetch_until_k_results(service: BridgeService) -> None:
     assert service.search(SearchQuery("image", text="x", filters={"even": 1})).results == []
     cross = service.search(SearchQuery("image", media=wav(0), k=2, filters={"label": 3}))
     assert {h.metadata["label"] for h in cross.results} == {3} and len(cross.results) == 2
+
+
+def test_filters_run_inside_milvus_and_agree_with_faiss(
+    make_service: Callable[..., BridgeService], tmp_path: Path
+) -> None:
+    """On Milvus a filtered search is one filtered call to the index (no over-fetch rounds);
+    its hits equal the FAISS service's, for filters pushed down and for those that are not."""
+    require_milvus()
+    faiss = make_service(data_dir=tmp_path / "faiss")
+    milvus = make_service(data_dir=tmp_path / "milvus", backend="milvus")
+    uploads = [png(300 + i) for i in range(60)] + [wav(i) for i in range(4)]
+    metadata: list[dict[str, Any]] = [
+        {"label": i % 20, "note": "line\nbreak" if i % 30 == 0 else "plain"} for i in range(64)
+    ]
+    position: dict[str, int] = {}  # item id -> upload position, the same in both services
+    for svc in (faiss, milvus):
+        position |= {r.id: i for i, r in enumerate(svc.add_items(uploads, metadata))}
+    index = milvus.catalog.native("image")
+    assert index is not None and index.can_filter({"label": 7})
+    calls: list[Any] = []
+    search = index.search
+
+    def counted(queries: np.ndarray, k: int, filters: Any = None) -> Any:
+        calls.append(filters)
+        return search(queries, k, filters)
+
+    index.search = counted  # type: ignore[method-assign]
+    queries = [
+        SearchQuery("image", text="x", k=3, filters={"label": 7}),  # 3 of 64 match
+        SearchQuery("image", media=png(300), k=5, filters={"label": 0, "note": "plain"}),
+        SearchQuery("image", text="x", k=4, filters={"label": 7.0}),  # 7.0 == 7, as JSON
+        SearchQuery("image", text="x", k=4, filters={"label": True}),  # a bool: no number
+        SearchQuery("image", text="x", k=4, filters={"note": "line\nbreak"}),  # not pushed
+        SearchQuery("audio", media=png(301), k=2, filters={"label": 2}),  # shared index
+    ]
+    sent: list[list[Any]] = []  # the filters each query sent to the image index
+    for query in queries:
+        calls.clear()
+        want = faiss.search(query)
+        got = milvus.search(query)
+        assert [position[h.id] for h in got.results] == [
+            position[h.id] for h in want.results
+        ], query.filters
+        sent.append(list(calls))
+    assert len(faiss.search(queries[0]).results) == 3
+    assert sent[:4] == [[q.filters] for q in queries[:4]]  # one call each, filtered in Milvus
+    assert sent[4] and all(f is None for f in sent[4])  # over-fetched and filtered in the store
 
 
 def test_min_score_and_offset(service: BridgeService) -> None:
