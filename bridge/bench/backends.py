@@ -1,20 +1,24 @@
-"""Vector backends side by side: `mbridge bench backends [--sizes N ...] [--milvus-uri URI]`.
+"""Vector backends side by side: `mbridge bench backends [--sizes N ...] [--milvus-uri URI]
+[--variants ...] [--http]`.
 
 One synthetic collection (bridge/bench/standins.py: N 512-d image items around 1,000
-random centres, as real embeddings cluster, in the item store; stand-in encoders, a random
-bridge) served in turn by each backend variant, in one
-process and one run: FAISS flat (exact, the baseline of every ratio), FAISS HNSW, and
-Milvus with HNSW on a Milvus server (`--milvus-uri`, or an embedded standalone server that
-the benchmark starts itself: the `milvus-server` extra). Per variant: the time to build the
-native image index from the store (opening the service on the data directory), then
-vector queries (`space` clip, target image, k 10: the native index, no encoder) through
-`BridgeService.search` from 1, 8 and 32 client threads: p50/p99 latency, throughput, and
+random centres, as real embeddings cluster, in the item store; stand-in encoders, no
+bridge) served in turn by each backend variant, in one run: FAISS flat (exact, the baseline
+of every ratio), FAISS HNSW, Milvus with HNSW on a Milvus server (`--milvus-uri`, or an
+embedded standalone server that the benchmark starts itself: the `milvus-server` extra), and
+two Milvus replicas on the one data directory (`--variants` picks some; FAISS flat is always
+run). Per variant: the time to build the native image index from the store (opening the
+service on the data directory), then vector queries (`space` clip, target image, k 10: the
+native index, no encoder) from 1, 8 and 32 clients: p50/p99 latency, throughput, and
 recall@10 against exact search (NumPy brute force over the same vectors). Timings are also
-given as ratios to FAISS flat at the same client count. The last variant is two Milvus
-replicas (two services opened on the one data directory, as `make cluster` runs them, here
-in one process) with the client threads' queries alternating between them: what the
-replicas' coordination costs, not what a second machine adds (both share this machine's
-cores with the Milvus server).
+given as ratios to FAISS flat at the same client count.
+
+In process (the default) the clients are threads calling `BridgeService.search`, and two
+replicas are two services in this process. With `--http` every replica is a `python -m app`
+server process on the data directory (as `make cluster` runs them) and the clients are
+keep-alive HTTP connections, spread over the replicas. Either way everything shares this
+machine's cores with the Milvus server: two replicas measure what the coordination costs,
+not what a second machine adds.
 """
 
 from __future__ import annotations
@@ -28,12 +32,21 @@ from typing import Any
 
 import numpy as np
 
+from bridge.bench import httpclient
 from bridge.bench.report import bench_parser, format_table, set_threads, write_report
+from bridge.bench.server import start_server, stop
 from bridge.bench.standins import near_queries, synthetic_service
 from bridge.bench.timing import run_threads
-from bridge.types import BackendName, IndexType
+from bridge.types import BackendName, IndexType, ServiceConfig
 
 K = 10
+# name -> (backend, index kind, replicas); "faiss-flat" is every ratio's baseline.
+VARIANTS: dict[str, tuple[BackendName, IndexType, int]] = {
+    "faiss-flat": ("faiss", "flat", 1),
+    "faiss-hnsw": ("faiss", "hnsw", 1),
+    "milvus-hnsw": ("milvus", "hnsw", 1),
+    "milvus-hnsw-x2": ("milvus", "hnsw", 2),
+}
 
 
 def exact_top_k(rows: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -81,6 +94,7 @@ def measure_variant(
         return {
             "kind": index.kind,
             "replicas": replicas,
+            "via": "process",
             "build_seconds": build_seconds,
             "recall_at_10": hits / truth.size,
             "clients": cells,
@@ -90,6 +104,56 @@ def measure_variant(
             service.close()
 
 
+def measure_variant_http(
+    config: ServiceConfig,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    clients: list[int],
+    total: int,
+    replicas: int = 1,
+) -> dict[str, Any]:
+    """Start `replicas` server processes on `config`'s data directory (the first builds the
+    native image index: its time to ready is "build"), then query them over HTTP."""
+    env = {
+        "BRIDGE_BACKEND": config.backend,
+        "BRIDGE_INDEX_TYPE": config.index_type,
+        "BRIDGE_MILVUS_URI": config.milvus_uri,
+    }
+    started = time.perf_counter()
+    servers = [start_server(config, env)]
+    build_seconds = time.perf_counter() - started
+    try:
+        servers += [start_server(config, env) for _ in range(replicas - 1)]
+        bases = [base for _, base in servers]
+        bodies = [
+            {"target": "image", "vector": q.tolist(), "space": "clip", "k": K} for q in queries
+        ]
+        found = [
+            [
+                int(hit["metadata"]["n"])
+                for hit in httpclient.post_json(f"{bases[i % replicas]}/v1/search", body)["results"]
+            ]
+            for i, body in enumerate(bodies)
+        ]
+        hits = sum(len(set(f) & set(t.tolist())) for f, t in zip(found, truth, strict=True))
+        requests = [{"json": body} for body in bodies]
+        cells = {
+            str(count): httpclient.run(httpclient.http_level(bases, requests, total, count))
+            for count in clients
+        }
+        return {
+            "kind": config.index_type,  # a Milvus server builds HNSW as asked (Lite would not)
+            "replicas": replicas,
+            "via": "http",
+            "build_seconds": build_seconds,
+            "recall_at_10": hits / truth.size,
+            "clients": cells,
+        }
+    finally:
+        for proc, _ in servers:
+            stop(proc)
+
+
 def main(argv: list[str]) -> int:
     parser = bench_parser("backends", __doc__ or "")
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000])
@@ -97,6 +161,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--queries", type=int, default=512, help="queries per measurement")
     parser.add_argument("--milvus-uri", default="", help="a Milvus server (default: embedded)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        default=list(VARIANTS),
+        help="which to run (FAISS flat, the baseline, always runs)",
+    )
+    parser.add_argument(
+        "--http", action="store_true", help="replicas as server processes, clients over HTTP"
+    )
     args = parser.parse_args(argv)
     set_threads(args.threads)
     from bridge.index.milvus_server import EmbeddedMilvus
@@ -109,23 +183,19 @@ def main(argv: list[str]) -> int:
             embedded = EmbeddedMilvus(work / "milvus")
             embedded.start()
             uri = embedded.uri
-        variants: list[tuple[BackendName, IndexType, int]] = [
-            ("faiss", "flat", 1),
-            ("faiss", "hnsw", 1),
-            ("milvus", "hnsw", 1),
-            ("milvus", "hnsw", 2),
-        ]
+        names = ["faiss-flat", *(v for v in VARIANTS if v in args.variants and v != "faiss-flat")]
+        measure = measure_variant_http if args.http else measure_variant
         results: list[dict[str, Any]] = []
         for size in args.sizes:
             config, images, rng = synthetic_service(work / f"n{size}", size, clustered=True)
+            config = replace(config, initial_bridge=None)  # native searches only: no bridge
             queries = near_queries(rng, images)
             truth = exact_top_k(images, queries, K)
-            for backend, kind, replicas in variants:
+            for name in names:
+                backend, kind, replicas = VARIANTS[name]
                 variant = replace(config, backend=backend, index_type=kind, milvus_uri=uri)
-                print(f"N={size}: {backend} {kind} x{replicas} ...", flush=True)
-                measured = measure_variant(
-                    variant, queries, truth, args.clients, args.queries, replicas
-                )
+                print(f"N={size}: {name} ...", flush=True)
+                measured = measure(variant, queries, truth, args.clients, args.queries, replicas)
                 results.append({"size": size, "backend": backend, "requested": kind, **measured})
             shutil.rmtree(work / f"n{size}", ignore_errors=True)
     finally:
@@ -133,7 +203,7 @@ def main(argv: list[str]) -> int:
             embedded.stop()
         shutil.rmtree(work, ignore_errors=True)
     print(render(results, args.clients))
-    write_report(args.json, "backends", argv, results=results, clients=args.clients)
+    write_report(args.json, "backends", argv, results=results, clients=args.clients, http=args.http)
     return 0
 
 

@@ -77,18 +77,20 @@ def _check(status: int, body: bytes, what: str = "") -> None:
 
 
 async def http_level(
-    base: str, requests: list[dict[str, Any]], total: int, clients: int
+    base: str | list[str], requests: list[dict[str, Any]], total: int, clients: int
 ) -> dict[str, float]:
     """``clients`` keep-alive connections, each sending one request at a time, ``total``
     requests between them (cycling through ``requests``); each connection is warmed by one
-    untimed request first."""
-    host, port = host_port(base)
-    encoded = [encode_request(f"{host}:{port}", spec) for spec in requests]
+    untimed request first. Several bases (replicas): connection i goes to base i % len."""
+    bases = [base] if isinstance(base, str) else base
+    encoded = [encode_request(f"{bases[0].removeprefix('http://')}", spec) for spec in requests]
     latencies: list[float] = []
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(total):
         queue.put_nowait(i)
-    connections = [await asyncio.open_connection(host, port) for _ in range(clients)]
+    connections = [
+        await asyncio.open_connection(*host_port(bases[i % len(bases)])) for i in range(clients)
+    ]
     for reader, writer in connections:  # warm each connection
         _check(*await exchange(reader, writer, encoded[0]))
 
