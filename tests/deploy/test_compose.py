@@ -159,6 +159,61 @@ def python_c_code(tokens: list[str]) -> str:
     return tokens[index + 1]
 
 
+# Where libraries the images carry keep caches or scratch files when told; each one an image
+# sets must lie in the data volume or a tmpfs (the root filesystem is read-only).
+CACHE_VARS = {
+    "HOME",
+    "TMPDIR",
+    "XDG_CACHE_HOME",
+    "XDG_CONFIG_HOME",
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "TRANSFORMERS_CACHE",
+    "TORCH_HOME",
+    "TORCHINDUCTOR_CACHE_DIR",
+    "TRITON_CACHE_DIR",
+    "CUDA_CACHE_PATH",
+    "MPLCONFIGDIR",
+    "NUMBA_CACHE_DIR",
+}
+
+
+def image_env(df: Dockerfile) -> dict[str, str]:
+    """The runtime stage's ENV, `K=V` pairs (variables are not expanded)."""
+    env: dict[str, str] = {}
+    for inst in df.final.of("ENV"):
+        for token in shlex.split(inst.args):
+            key, sep, value = token.partition("=")
+            assert sep, f"line {inst.line}: write ENV as KEY=VALUE, not {token!r}"
+            env[key] = value
+    return env
+
+
+def image_user(df: Dockerfile) -> dict[str, str]:
+    """The runtime user as the useradd/groupadd options create it: uid, gid, home."""
+    found: dict[str, str] = {}
+    for inst in df.final.of("RUN"):
+        for command in shell_commands(inst):
+            if command[0] in ("useradd", "groupadd"):
+                options = dict(zip(command[1:], command[2:], strict=False))
+                key = "uid" if command[0] == "useradd" else "gid"
+                found[key] = options[f"--{key}"]
+                if command[0] == "useradd":
+                    found["home"] = options["--home-dir"]
+    return found
+
+
+def size_bytes(text: str) -> int:
+    """A tmpfs size as docker reads it: 2g, 512m, 1048576."""
+    match = re.fullmatch(r"(\d+)([kmg]?)", text.lower())
+    assert match, f"tmpfs size {text!r}"
+    return int(match.group(1)) * 1024 ** " kmg".index(match.group(2) or " ")
+
+
+def is_under(path: str, roots: set[str]) -> bool:
+    return any(Path(path) == Path(root) or Path(root) in Path(path).parents for root in roots)
+
+
 class _Ready(http.server.BaseHTTPRequestHandler):
     status = 200
 
@@ -292,6 +347,37 @@ def test_volumes_for_data_and_models(
         assert declared == {data_dir}, declared
 
 
+def test_services_run_read_only_with_the_data_volume_the_only_writable_mount(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, service in services.items():
+        df = read_dockerfile(GPU_FILE if name == "api-gpu" else CPU_FILE)
+        data_dir = service["environment"]["BRIDGE_DATA_DIR"]
+        assert service.get("read_only") is True, f"{name}: root filesystem must be read-only"
+        assert str(service.get("user", "10001")).split(":")[0] not in ("0", "root"), name
+        assert (
+            service["cap_drop"] == ["ALL"] and "no-new-privileges:true" in service["security_opt"]
+        ), name
+        # writable: the data volume; read-only: everything else mounted
+        writable = [v for v in service["volumes"] if not v.endswith(":ro")]
+        assert [v.split(":")[1] for v in writable] == [data_dir], f"{name}: {writable}"
+        # /tmp is a tmpfs that holds the largest upload the service spools there
+        tmpfs = {
+            t.split(":")[0]: dict(o.split("=") for o in t.split(":")[1].split(","))
+            for t in service["tmpfs"]
+        }
+        assert set(tmpfs) == {"/tmp"}, f"{name}: {service['tmpfs']}"
+        assert size_bytes(tmpfs["/tmp"]["size"]) > Settings().admin_body_limit
+        # every cache and scratch path the image names lies in those two
+        env = image_env(df)
+        assert {"HF_HOME", "XDG_CACHE_HOME"} <= set(env)
+        home = image_user(df)["home"]
+        paths = {k: v for k, v in env.items() if k in CACHE_VARS} | {"home": home}
+        outside = {k: v for k, v in paths.items() if not is_under(v, {data_dir, *tmpfs})}
+        assert not outside, f"{name}: written at run time but on the read-only root: {outside}"
+        assert env["BRIDGE_DATA_DIR"] == data_dir
+
+
 def test_compose_healthcheck_probes_readyz(services: dict[str, dict[str, Any]]) -> None:
     for service in services.values():
         test = service["healthcheck"]["test"]
@@ -364,12 +450,40 @@ def test_multi_stage_with_non_root_runtime(dockerfile: Dockerfile) -> None:
     assert any(c.flags().get("from") == builder.name for c in final.of("COPY"))
     users = final.of("USER")
     assert users, "the runtime stage must switch to a non-root USER"
-    user = users[-1].args.split(":")[0]
-    assert user not in ("root", "0")
-    assert any("useradd" in r.args and user in r.args for r in final.of("RUN"))
+    # Numeric uid:gid, so that a runtime can verify it is not root (runAsNonRoot), and the
+    # ones useradd/groupadd create.
+    uid, _, gid = users[-1].args.partition(":")
+    created = image_user(dockerfile)
+    assert uid.isdigit() and gid.isdigit() and int(uid) != 0 and int(gid) != 0, users[-1].args
+    assert (uid, gid) == (created["uid"], created["gid"])
+    # The data directory (the volume's mount point) is created and owned by that user before
+    # USER, so a fresh named volume starts writable by it.
+    data_dir = image_env(dockerfile)["BRIDGE_DATA_DIR"]
+    commands = [c for r in final.of("RUN") if r.line < users[-1].line for c in shell_commands(r)]
+    made = [c for c in commands if c[:2] == ["mkdir", "-p"] and is_under(c[-1], {data_dir})]
+    assert made, f"no `mkdir -p {data_dir}` before USER"
+    chown = [c for c in commands if c[0] == "chown" and data_dir in c]
+    assert chown and chown[-1][-2] == f"{uid}:{gid}" and "-R" in chown[-1], chown
+    assert final.of("VOLUME")[0].exec_form() == [data_dir]
     # Nothing after USER may need root.
     after = final.instructions[final.instructions.index(users[-1]) + 1 :]
     assert not [i for i in after if i.keyword == "RUN"], "RUN after USER runs as the user"
+
+
+def test_shipped_models_are_readable_by_the_runtime_user(dockerfile: Dockerfile) -> None:
+    """The build context may hold model files only root can read (safetensors writes 0600):
+    the runtime stage takes the models from a stage that opens their modes."""
+    workdir = dockerfile.final.of("WORKDIR")[-1].args
+    (copy,) = [
+        c
+        for c in dockerfile.final.of("COPY")
+        if c.operands()[-1] in ("models", f"{workdir}/models")
+    ]
+    source = dockerfile.stage(copy.flags()["from"])
+    src = copy.operands()[0]
+    assert any(src in c.operands()[-1:] for c in source.of("COPY")), "models stage copies them"
+    chmods = [c for r in source.of("RUN") for c in shell_commands(r) if c[0] == "chmod"]
+    assert chmods and "-R" in chmods[-1] and "a+rX" in chmods[-1][-2] and chmods[-1][-1] == src
 
 
 def test_dependencies_are_installed_before_the_source(dockerfile: Dockerfile) -> None:
