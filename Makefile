@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 LAION_REF := $(VENV)/laion-clap-ref
 LAION_STAMP := $(LAION_REF)/.installed-stamp
 
-.PHONY: serve test cluster lint typecheck audit check clean
+.PHONY: serve test cluster fuzz lint typecheck audit check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ cluster: $(STAMP)
 
 test: $(STAMP) $(LAION_STAMP)
 	$(BIN)/python -m pytest -q
+
+# The API contract at length, for release checks: the schemathesis run of make test
+# (tests/contract) with FUZZ_EXAMPLES examples per operation and a fresh seed (CONTRACT_SEED
+# to replay one).
+FUZZ_EXAMPLES ?= 500
+fuzz: $(STAMP)
+	CONTRACT_EXAMPLES=$(FUZZ_EXAMPLES) CONTRACT_SEED=$${CONTRACT_SEED:-$$RANDOM} $(BIN)/python -m pytest -q -s tests/contract
 
 lint: $(STAMP)
 	$(BIN)/ruff check bridge app tests scripts

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from app.openapi import allowed_methods
 from bridge.errors import (
     BackendUnavailableError,
     BridgeError,
@@ -122,7 +123,12 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-    return JSONResponse(error_body(detail), status_code=exc.status_code, headers=exc.headers)
+    headers = exc.headers
+    # Starlette's 405 names the first matching route's methods only (GET /v1/items/{id}
+    # hid DELETE); the served OpenAPI document knows them all.
+    if exc.status_code == 405 and (allow := allowed_methods(request.app, request.url.path)):
+        headers = {**(headers or {}), "Allow": allow}
+    return JSONResponse(error_body(detail), status_code=exc.status_code, headers=headers)
 
 
 # nginx's "client closed request": nobody reads the answer, but /metrics shows it apart

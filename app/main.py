@@ -18,6 +18,8 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import BaseRoute, Match, Mount
+from starlette.types import Scope
 
 import bridge
 from app.batcher import SearchBatcher
@@ -26,6 +28,7 @@ from app.fastpath import JSONSearchFastPath
 from app.limits import BodyLimitMiddleware, PathLimit
 from app.observability import MetricsMiddleware
 from app.offload import make_executor
+from app.openapi import install_openapi
 from app.routes import admin, health, items, search
 from app.settings import Settings
 from app.state import ServiceHolder
@@ -188,13 +191,29 @@ def create_app(
     ):
         app.include_router(router)
     _mount_page(app)
+    install_openapi(app, settings, holder)
     return app
+
+
+class PageMount(Mount):
+    """The search page at "/", matching no path that an API route serves: a request to
+    such a path with a method the route lacks then gets the route's own 405 and `Allow`
+    (a mount at "/" matches every path and answered `Allow: GET, HEAD`)."""
+
+    def __init__(self, api_routes: list[BaseRoute]) -> None:
+        super().__init__("/", StaticFiles(directory=STATIC_DIR, html=True), name="page")
+        self.api_routes = api_routes
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if any(route.matches(scope)[0] is not Match.NONE for route in self.api_routes):
+            return Match.NONE, {}
+        return super().matches(scope)
 
 
 def _mount_page(app: FastAPI) -> None:
     """Serve app/static (the search page) at "/" when it exists; else "/" points to /docs."""
     if (STATIC_DIR / "index.html").is_file():
-        app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="page")
+        app.router.routes.append(PageMount(list(app.router.routes)))
         return
 
     @app.get("/", include_in_schema=False)

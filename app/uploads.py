@@ -158,17 +158,35 @@ def _single_value(form: FormData, name: str, kind: type[_V], what: str) -> _V | 
     return value
 
 
-def file_property(description: str) -> dict[str, str]:
-    """OpenAPI schema of a file field in a multipart body."""
-    return {"type": "string", "format": "binary", "description": description}
+def file_property(description: str) -> dict[str, Any]:
+    """OpenAPI schema of a file field in a multipart body (an empty file is refused)."""
+    return {"type": "string", "format": "binary", "minLength": 1, "description": description}
 
 
-def multipart_body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+def multipart_schema(
+    properties: dict[str, Any], required: list[str], json_fields: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The OpenAPI media type object of a multipart/form-data body; `json_fields` are parts
+    holding JSON (their schema is the JSON value's, and the encoding says so)."""
+    schema = {
+        "type": "object",
+        "required": required,
+        "properties": properties,
+        "additionalProperties": False,  # the routes refuse unknown fields (check_form_fields)
+    }
+    media: dict[str, Any] = {"schema": schema}
+    if json_fields:
+        media["encoding"] = {name: {"contentType": "application/json"} for name in json_fields}
+    return media
+
+
+def multipart_body(
+    properties: dict[str, Any], required: list[str], json_fields: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """`openapi_extra` documenting a multipart/form-data request body."""
-    schema = {"type": "object", "required": required, "properties": properties}
     return {
         "requestBody": {
             "required": True,
-            "content": {"multipart/form-data": {"schema": schema}},
+            "content": {"multipart/form-data": multipart_schema(properties, required, json_fields)},
         }
     }

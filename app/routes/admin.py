@@ -21,8 +21,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from app.deps import AdminAuth, ServiceDep, SettingsDep
-from app.schemas.admin import ActivateIn, JobOut, RetrainIn, VersionOut, VersionsOut
-from app.schemas.common import error_responses, parse_json_field, unusable_json
+from app.schemas.admin import (
+    ActivateIn,
+    JobOut,
+    RetrainIn,
+    VersionOut,
+    VersionsOut,
+    train_overrides_schema,
+)
+from app.schemas.common import error_responses, json_type, parse_json_field, unusable_json
 from app.settings import Settings
 from app.uploads import (
     check_form_fields,
@@ -56,7 +63,7 @@ _OPENAPI_BODY = multipart_body(
             ".npy (N, D_clap) CLAP audio embeddings; default: the stored audio's embeddings."
         ),
         "train_overrides": {
-            "type": "string",
+            **train_overrides_schema(),
             "description": 'JSON object of TrainConfig fields, e.g. {"epochs": 5}.',
         },
         "activate": {"type": "boolean", "default": False},
@@ -68,6 +75,7 @@ _OPENAPI_BODY = multipart_body(
         },
     },
     required=["captions"],
+    json_fields=("train_overrides",),
 )
 _OPENAPI_BODY["requestBody"]["content"]["application/json"] = {
     "schema": RetrainIn.model_json_schema()
@@ -95,9 +103,12 @@ def _save_form_files(
 
 
 def _form_request(form: FormData, paths: dict[str, str], folder: str) -> RetrainRequest:
-    overrides = parse_json_field(form_text(form, "train_overrides"), "train_overrides") or {}
+    raw = form_text(form, "train_overrides")
+    overrides = parse_json_field(raw, "train_overrides") if raw else {}
     if not isinstance(overrides, dict):
-        raise InvalidInputError("`train_overrides` must be a JSON object")
+        raise InvalidInputError(
+            f"`train_overrides` must be a JSON object, got {json_type(overrides)}"
+        )
     try:
         body = RetrainIn.model_validate(
             {
@@ -107,7 +118,8 @@ def _form_request(form: FormData, paths: dict[str, str], folder: str) -> Retrain
                 "train_overrides": overrides,
                 "activate": form_text(form, "activate") or False,
                 "init": form_text(form, "init") or "fresh",
-            }
+            },
+            strict=False,  # form fields are text: "true" is a boolean here
         )
     except ValidationError as exc:
         raise RequestValidationError(
@@ -202,7 +214,7 @@ async def list_versions(service: ServiceDep) -> VersionsOut:
     summary="Switch the bridged space to a ready version (atomic)",
     description="Queries in flight finish on the version they started with; later queries "
     "use the new one. 409 unless the version is ready.",
-    responses=error_responses(401, 403, 404, 409, 422, 503),
+    responses=error_responses(400, 401, 403, 404, 409, 422, 503),
 )
 async def activate(body: ActivateIn, service: ServiceDep) -> VersionOut:
     return VersionOut.of(await run_in_threadpool(service.activate, body.version))

@@ -35,21 +35,24 @@ _SINGLE_BODY = multipart_body(
     {
         "file": file_property(_MEDIA_DOC),
         "metadata": {
-            "type": "string",
+            "type": "object",
             "description": 'Optional JSON object stored with the item, e.g. {"label": "7"}.',
         },
     },
     required=["file"],
+    json_fields=("metadata",),
 )
 _BATCH_BODY = multipart_body(
     {
-        "files": {"type": "array", "items": file_property(_MEDIA_DOC)},
+        "files": {"type": "array", "items": file_property(_MEDIA_DOC), "minItems": 1},
         "metadata": {
-            "type": "string",
+            "type": "array",
+            "items": {"type": "object"},
             "description": 'Optional JSON array with one object per file, e.g. [{"n": 1}, {}].',
         },
     },
     required=["files"],
+    json_fields=("metadata",),
 )
 
 

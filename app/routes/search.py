@@ -32,6 +32,7 @@ from app.uploads import (
     form_text,
     is_multipart,
     media_type,
+    multipart_schema,
     read_upload,
 )
 from bridge.types import SearchQuery
@@ -47,24 +48,21 @@ JSON = "application/json"
 _FORM_FIELDS = ("target", "k", "offset", "min_score", "filters")
 
 
-def _multipart_schema() -> dict[str, Any]:
+def _multipart_media() -> dict[str, Any]:
     params = SearchParams.model_json_schema()
     props: dict[str, Any] = {"file": file_property("Image or audio file to search with.")}
     for name in _FORM_FIELDS:
         props[name] = dict(params["properties"][name])
-    props["filters"] = {
-        "type": "string",
-        "description": 'JSON object of exact-match metadata filters, e.g. {"label": "7"}.',
-    }
-    return {"type": "object", "required": ["file", "target"], "properties": props}
+    return multipart_schema(props, ["file", "target"], json_fields=("filters",))
 
 
+# The JSON body's schema is completed per server (vector lengths): app/openapi.py.
 _OPENAPI_BODY = {
     "requestBody": {
         "required": True,
         "content": {
             "application/json": {"schema": SearchRequest.model_json_schema()},
-            "multipart/form-data": {"schema": _multipart_schema()},
+            "multipart/form-data": _multipart_media(),
         },
     }
 }
@@ -167,7 +165,7 @@ async def search(request: Request, service: ServiceDep, settings: SettingsDep) -
     summary="Run several JSON queries in one call",
     description="`queries` is a list of JSON search bodies (text, vector or item_id); answers "
     "come back in the same order. Any invalid query rejects the whole batch.",
-    responses=error_responses(401, 404, 409, 413, 422, 503),
+    responses=error_responses(400, 401, 404, 409, 413, 422, 503),
 )
 async def search_batch(
     request: Request, body: SearchBatchRequest, service: ServiceDep, settings: SettingsDep

@@ -2,30 +2,62 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from app.schemas.common import RecordOut
+from bridge.model.config import MIN_TRAIN_CAPTIONS
+from bridge.service.retrain_plan import OVERRIDE_KEYS, OVERRIDE_MAXIMA, override_types
 from bridge.types import MAX_CAPTIONS, JobStatus, RetrainInit, RetrainRequest, VersionStatus
+
+Caption = Annotated[str, StringConstraints(pattern=r"\S")]  # blank lines are not captions
+
+
+def train_overrides_schema() -> dict[str, Any]:
+    """JSON Schema of `train_overrides`: each key the engine takes, with its type and, where
+    it has one, its ceiling (bridge/service/retrain_plan.py)."""
+    kinds: dict[Any, dict[str, Any]] = {
+        int: {"type": "integer"},
+        float: {"type": "number"},
+        bool: {"type": "boolean"},
+        str: {"type": "string"},
+    }
+    properties: dict[str, Any] = {}
+    for key in OVERRIDE_KEYS:
+        kind = override_types()[key]
+        prop = {"enum": list(get_args(kind))} if get_origin(kind) is Literal else kinds.get(kind)
+        properties[key] = dict(prop or {})  # `extra`: any JSON
+        if key in OVERRIDE_MAXIMA:
+            properties[key]["maximum"] = OVERRIDE_MAXIMA[key]
+    return {"type": "object", "properties": properties, "additionalProperties": False}
 
 
 class RetrainIn(BaseModel):
     """A retrain from captions (inline and/or a file under the data dir) and optional memories."""
 
+    # Strict, as the schema says (the multipart form, all text, validates with strict=False).
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
+        regex_engine="python-re",
         json_schema_extra={
+            # Without a captions file the list alone must hold enough captions.
+            "if": {"not": {"required": ["captions_path"]}},
+            "then": {"properties": {"captions": {"minItems": MIN_TRAIN_CAPTIONS}}},
             "examples": [
-                {"captions": ["a dog barking", "rain on a window"], "activate": True},
+                {
+                    "captions": ["a dog barking", "rain on a window", "a car horn", "birdsong"],
+                    "activate": True,
+                },
                 {"captions_path": "corpus/captions.txt", "train_overrides": {"epochs": 5}},
                 {"captions_path": "corpus/captions.txt", "train_overrides": {"mode": "exmcr"}},
                 {"captions_path": "corpus/captions.txt", "init": "active"},
-            ]
+            ],
         },
     )
 
-    captions: list[str] | None = Field(default=None, min_length=1, max_length=MAX_CAPTIONS)
+    captions: list[Caption] | None = Field(default=None, min_length=1, max_length=MAX_CAPTIONS)
     captions_path: str | None = Field(
         default=None, min_length=1, description="Relative to the data dir."
     )
@@ -39,6 +71,7 @@ class RetrainIn(BaseModel):
     )
     train_overrides: dict[str, Any] = Field(
         default_factory=dict,
+        json_schema_extra=train_overrides_schema(),
         description='TrainConfig fields, e.g. {"epochs": 5}, and the projector\'s hidden_dim, '
         'shared_dim, num_layers and mode ("cmcr" or "exmcr"; default: the active bridge\'s).',
     )
@@ -89,6 +122,6 @@ class VersionsOut(BaseModel):
 
 
 class ActivateIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     version: str = Field(min_length=1, max_length=200)

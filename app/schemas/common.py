@@ -64,6 +64,16 @@ def parse_json_field(raw: str | None, field: str) -> Any:
         raise InvalidInputError(f"`{field}` is not usable JSON: {unusable_json(exc)}") from exc
 
 
+def json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type, for messages."""
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "a number"
+    return names.get(type(value), type(value).__name__)
+
+
 def unusable_json(exc: ValueError) -> str:
     """Why json.loads refused text that parses (Python's own wording speaks to developers)."""
     if "digits" in str(exc):

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from app.schemas.common import RecordOut, parse_json_field
+from app.schemas.common import RecordOut, json_type, parse_json_field
 from bridge.errors import InvalidInputError
 from bridge.modalities import Modality
 
@@ -33,19 +33,19 @@ class ItemOut(RecordOut):
 
 def parse_metadata(raw: str | None) -> dict[str, Any]:
     """The `metadata` form field: a JSON object (absent = {})."""
-    value = parse_json_field(raw, "metadata")
-    if value is None:
+    if not raw:  # absent or empty: no metadata ("null" is not an object, though)
         return {}
+    value = parse_json_field(raw, "metadata")
     if not isinstance(value, dict):
-        raise InvalidInputError(f"`metadata` must be a JSON object, got {type(value).__name__}")
+        raise InvalidInputError(f"`metadata` must be a JSON object, got {json_type(value)}")
     return value
 
 
 def parse_metadata_list(raw: str | None, count: int) -> list[dict[str, Any]]:
     """The batch `metadata` form field: a JSON array with one object per file (absent = {})."""
-    value = parse_json_field(raw, "metadata")
-    if value is None:
+    if not raw:
         return [{} for _ in range(count)]
+    value = parse_json_field(raw, "metadata")
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
         raise InvalidInputError("`metadata` must be a JSON array of objects, one per file")
     if len(value) != count:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic_core import to_json
 
 from app.schemas.common import RecordOut
@@ -17,7 +17,15 @@ from bridge.types import MAX_K, FilterValue, SearchQuery, SearchResponse, Upload
 
 MAX_TEXT_CHARS = 2000
 MAX_VECTOR_DIM = 8192
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+MAX_FILTERS = 32
+MAX_FILTER_KEY_CHARS = 128
+# A component beyond float32's range would overflow to infinity in the engine.
+FLOAT32_MAX = 3.4028234663852886e38
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
+FilterKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_FILTER_KEY_CHARS)]
+# Some character that is not whitespace (as str.isspace, which the engine's strip() uses, and
+# Python's re, in which pydantic checks it here, agree).
+NOT_BLANK = r"\S"
 
 
 class SearchParams(BaseModel):
@@ -34,20 +42,11 @@ class SearchParams(BaseModel):
         le=1.0,
         description="Drop results scoring below this cosine similarity.",
     )
-    filters: dict[str, FilterValue] = Field(
+    filters: dict[FilterKey, FilterValue] = Field(
         default_factory=dict,
+        max_length=MAX_FILTERS,
         description='Exact-match filters on metadata keys, e.g. {"label": "7"}.',
     )
-
-    @field_validator("filters")
-    @classmethod
-    def _check_filters(cls, value: dict[str, FilterValue]) -> dict[str, FilterValue]:
-        if len(value) > 32:
-            raise ValueError("at most 32 filters")
-        for key in value:
-            if not key or len(key) > 128:
-                raise ValueError("filter keys must be 1 to 128 characters")
-        return value
 
     @model_validator(mode="after")
     def _check_window(self) -> SearchParams:
@@ -59,8 +58,12 @@ class SearchParams(BaseModel):
 class SearchRequest(SearchParams):
     """A JSON search: exactly one of `text`, `vector` (with `space`) or `item_id`."""
 
+    # Strict: JSON gives types, and "10" or true where a number belongs is an error, as the
+    # schema says (the multipart form, whose fields are all text, validates SearchParams).
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
+        regex_engine="python-re",
         json_schema_extra={
             "examples": [
                 {"text": "a photo of the digit seven", "target": "image", "k": 5},
@@ -70,7 +73,9 @@ class SearchRequest(SearchParams):
         },
     )
 
-    text: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT_CHARS)
+    text: str | None = Field(
+        default=None, min_length=1, max_length=MAX_TEXT_CHARS, pattern=NOT_BLANK
+    )
     # Finite numbers only, checked by pydantic-core itself (a Python loop over 512 floats was
     # a visible share of the event loop's time per request).
     vector: list[FiniteFloat] | None = Field(default=None, min_length=1, max_length=MAX_VECTOR_DIM)
@@ -96,13 +101,49 @@ class SearchRequest(SearchParams):
         return SearchQuery(**vars(self))  # the engine's fields have the body's names
 
 
+def search_request_schema(dims: dict[str, int]) -> dict[str, Any]:
+    """The served JSON Schema of a SearchRequest: one alternative per kind of query (text,
+    item_id, and a vector of each space, with that space's length where `dims` knows it),
+    so that a body the schema accepts is one the server accepts (app/openapi.py)."""
+    model = SearchRequest.model_json_schema()
+    params = {name: model["properties"][name] for name in SearchParams.model_fields}
+
+    def one(name: str, schema: dict[str, Any], **extra: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "title": f"SearchBy{name.title().replace('_', '')}",
+            "required": [name, "target", *extra],
+            "properties": {**params, name: schema, **extra},
+            "additionalProperties": False,
+        }
+
+    def not_null(name: str) -> dict[str, Any]:
+        (schema,) = [s for s in model["properties"][name]["anyOf"] if s.get("type") != "null"]
+        return dict(schema)
+
+    vector = not_null("vector")
+    alternatives = [one("text", not_null("text")), one("item_id", not_null("item_id"))]
+    for space in ("clip", "clap", "shared"):
+        length = dims.get(space)
+        sized = {**vector, "minItems": length, "maxItems": length} if length else vector
+        sized["not"] = {"items": {"const": 0}}  # all zeros: no direction to search
+        alternatives.append(one("vector", sized, space={"const": space}))
+        alternatives[-1]["title"] = f"SearchByVector{space.title()}"
+    return {
+        "title": "SearchRequest",
+        "description": SearchRequest.__doc__,
+        "oneOf": alternatives,
+        "examples": model.get("examples", []),
+    }
+
+
 def params_to_query(params: SearchParams, media: Upload) -> SearchQuery:
     """A media (file upload) search."""
     return SearchQuery(media=media, **vars(params))
 
 
 class SearchBatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     queries: list[SearchRequest] = Field(min_length=1)
 

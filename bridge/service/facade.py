@@ -374,6 +374,16 @@ class BridgeService:
         self._repair.check()
         return self._searcher.search(query, self._active)  # one snapshot for the whole request
 
+    def query_dims(self) -> dict[str, int]:
+        """The length of a query vector in each space: "clip", "clap" and, while a bridge is
+        active, "shared" (the served OpenAPI states them: app/openapi.py)."""
+        clip, clap = self._encoders.dims()
+        dims = {"clip": clip, "clap": clap}
+        active = self._active
+        if active is not None:
+            dims["shared"] = active.checkpoint.projector_config.shared_dim
+        return dims
+
     def is_quick(self, query: SearchQuery) -> bool:
         """Whether answering ``query`` is short and needs no encoder: a vector or stored-item
         query whose exact scans stay small (bridge/service/search.py, QUICK_FLAT_ITEMS)."""

@@ -29,6 +29,20 @@ EVAL_HOLDOUT_FRACTION = 0.1
 # Overrides of the projector ("mode": "cmcr" or "exmcr"); the rest copies the active bridge.
 _PROJECTOR_KEYS = ("hidden_dim", "shared_dim", "num_layers", "mode")
 _TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+OVERRIDE_KEYS = tuple(sorted(set(_TRAIN_KEYS) | set(_PROJECTOR_KEYS)))
+# Ceilings on what one request may ask of the machine (the configs' own checks give the
+# floors): a projector of 2**31 hidden units, or a billion epochs, is a request to refuse,
+# not a job to start. Generous for real corpora; the served OpenAPI states them.
+OVERRIDE_MAXIMA: dict[str, int | float] = {
+    "epochs": 10_000,
+    "batch_size": 65_536,
+    "warmup_steps": 10_000_000,
+    "memory_chunk": 1_048_576,
+    "memory_top_k": 1_048_576,
+    "hidden_dim": 16_384,
+    "shared_dim": 8_192,
+    "num_layers": 16,
+}
 
 
 @dataclass(frozen=True)
@@ -56,7 +70,8 @@ class RetrainPlan:
 
 
 @functools.cache
-def _override_types() -> dict[str, Any]:
+def override_types() -> dict[str, Any]:
+    """Each train_overrides key's type (a TrainConfig or ProjectorConfig field's)."""
     return {**get_type_hints(TrainConfig), **get_type_hints(ProjectorConfig)}
 
 
@@ -64,7 +79,7 @@ def _check_override_type(key: str, value: Any) -> None:
     """InvalidInputError unless ``value`` has the type of the TrainConfig/ProjectorConfig
     field ``key`` (JSON gives no types of its own: epochs 1.5 or a string hidden_dim used to
     pass here and fail inside the job, after the 202)."""
-    expected = _override_types()[key]
+    expected = override_types()[key]
     if get_origin(expected) is Literal:
         if value not in get_args(expected):
             raise InvalidInputError(
@@ -80,6 +95,9 @@ def _check_override_type(key: str, value: Any) -> None:
     }.get(expected, True)  # other fields (`extra`) are checked by the config itself
     if not ok:
         raise InvalidInputError(f"train_overrides.{key} must be {kinds[expected]}, got {value!r}")
+    ceiling = OVERRIDE_MAXIMA.get(key)
+    if ceiling is not None and value > ceiling:
+        raise InvalidInputError(f"train_overrides.{key} must be at most {ceiling}, got {value!r}")
 
 
 def split_overrides(
@@ -89,11 +107,10 @@ def split_overrides(
     and mode go to the projector (which otherwise copies the active bridge's shape and mode)."""
     if not isinstance(overrides, dict):
         raise InvalidInputError("train_overrides must be a JSON object")
-    unknown = sorted(set(overrides) - set(_TRAIN_KEYS) - set(_PROJECTOR_KEYS))
+    unknown = sorted(set(overrides) - set(OVERRIDE_KEYS))
     if unknown:
         raise InvalidInputError(
-            f"unknown train_overrides key(s) {unknown}; allowed: "
-            f"{sorted(set(_TRAIN_KEYS) | set(_PROJECTOR_KEYS))}"
+            f"unknown train_overrides key(s) {unknown}; allowed: {list(OVERRIDE_KEYS)}"
         )
     for key, value in overrides.items():
         _check_override_type(key, value)
@@ -165,6 +182,9 @@ def check_memory_header(path: Path, what: str, dim: int | None) -> None:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as exc:  # not .npy, a pickle, or fewer bytes than declared
         raise InvalidInputError(f"{what}: not a readable .npy array ({exc})") from exc
+    if not isinstance(array, np.ndarray):  # np.load opens a .npz (zip) archive as an NpzFile
+        array.close()
+        raise InvalidInputError(f"{what}: a .npz archive, not a .npy array")
     shape, dtype = array.shape, array.dtype
     del array  # close the map
     if len(shape) != 2 or shape[0] == 0 or dtype.kind != "f":

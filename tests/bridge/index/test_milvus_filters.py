@@ -70,14 +70,16 @@ def probe_filters() -> list[dict[str, Any]]:
 
 def test_what_is_pushed() -> None:
     assert pushable("tag", "a") and pushable("n", 1.5) and pushable("n", True)
-    assert pushable("k\"q", 1) and pushable("a.b", "é😀")
+    assert pushable('k"q', 1) and pushable("a.b", "é😀")
     assert not pushable("", 1)  # an empty key does not parse
     assert not pushable("line", "a\nb") and not pushable("a\tb", 1)  # no escapes decoded
     assert not pushable("n", EXACT_NUMBER) and not pushable("n", -(2**63))
     assert not pushable("n", float("nan")) and not pushable("n", float("inf"))
     assert not pushable("long", "x" * (MAX_STRING_BYTES + 1))
     assert not pushable("n", [1]) and not pushable("n", None)
-    assert filter_expression({"tag": "a", "n": 1}) == 'metadata["n"] == 1 and metadata["tag"] == "a"'
+    assert (
+        filter_expression({"tag": "a", "n": 1}) == 'metadata["n"] == 1 and metadata["tag"] == "a"'
+    )
     assert filter_expression({"q": 'a"b\\'}) == r'metadata["q"] == "a\"b\\"'
     assert filter_expression({"n": False}) == 'metadata["n"] == false'
     assert filter_expression({"n": 1e-7}) == 'metadata["n"] == 1e-07'

@@ -382,9 +382,9 @@ def test_filters_run_inside_milvus_and_agree_with_faiss(
         calls.clear()
         want = faiss.search(query)
         got = milvus.search(query)
-        assert [position[h.id] for h in got.results] == [
-            position[h.id] for h in want.results
-        ], query.filters
+        assert [position[h.id] for h in got.results] == [position[h.id] for h in want.results], (
+            query.filters
+        )
         sent.append(list(calls))
     assert len(faiss.search(queries[0]).results) == 3
     assert sent[:4] == [[q.filters] for q in queries[:4]]  # one call each, filtered in Milvus
