@@ -40,6 +40,8 @@ from bridge.bench.timing import run_threads
 from bridge.types import BackendName, IndexType, ServiceConfig
 
 K = 10
+# A server builds its index before it is ready: a million rows in Milvus HNSW take minutes.
+READY_TIMEOUT_SECONDS = 3 * 3600.0
 # name -> (backend, index kind, replicas); "faiss-flat" is every ratio's baseline.
 VARIANTS: dict[str, tuple[BackendName, IndexType, int]] = {
     "faiss-flat": ("faiss", "flat", 1),
@@ -120,10 +122,13 @@ def measure_variant_http(
         "BRIDGE_MILVUS_URI": config.milvus_uri,
     }
     started = time.perf_counter()
-    servers = [start_server(config, env)]
+    servers = [start_server(config, env, ready_timeout=READY_TIMEOUT_SECONDS)]
     build_seconds = time.perf_counter() - started
     try:
-        servers += [start_server(config, env) for _ in range(replicas - 1)]
+        servers += [
+            start_server(config, env, ready_timeout=READY_TIMEOUT_SECONDS)
+            for _ in range(replicas - 1)
+        ]
         bases = [base for _, base in servers]
         bodies = [
             {"target": "image", "vector": q.tolist(), "space": "clip", "k": K} for q in queries
@@ -197,6 +202,15 @@ def main(argv: list[str]) -> int:
                 print(f"N={size}: {name} ...", flush=True)
                 measured = measure(variant, queries, truth, args.clients, args.queries, replicas)
                 results.append({"size": size, "backend": backend, "requested": kind, **measured})
+                write_report(  # after each variant: a long run that fails keeps what it measured
+                    args.json,
+                    "backends",
+                    argv,
+                    results=results,
+                    clients=args.clients,
+                    http=args.http,
+                    complete=False,
+                )
             shutil.rmtree(work / f"n{size}", ignore_errors=True)
     finally:
         if embedded is not None:

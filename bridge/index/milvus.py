@@ -67,6 +67,9 @@ SHARED_SWEEP_MIN_AGE_SECONDS = 6 * 3600.0
 CONNECT_TIMEOUT_SECONDS = 10.0
 # Creating (and indexing) or loading a big collection legitimately takes longer than a query.
 SLOW_CALL_TIMEOUT_SECONDS = 300.0
+# Building an HNSW index takes Milvus about a second per thousand 512-d rows on two cores
+# (1,000,000 rows: over 10 minutes), so the wait for it grows with the rows.
+INDEX_WAIT_SECONDS_PER_ROW = 1e-3
 # Session: a search sees every write this process made before it (read-your-writes) and
 # waits for nothing else; Strong waits for the server's next time tick (~200-400 ms here).
 CONSISTENCY = "Session"
@@ -498,7 +501,9 @@ class MilvusIndex:
         """After a bulk build: seal the segments and wait until Milvus has indexed them (a
         growing segment is searched by brute force, and one holds up to 512 MB)."""
         self._conn.call("flush", "flush", self.collection, timeout=SLOW_CALL_TIMEOUT_SECONDS)
-        deadline = time.monotonic() + SLOW_CALL_TIMEOUT_SECONDS
+        deadline = time.monotonic() + max(
+            SLOW_CALL_TIMEOUT_SECONDS, rows * INDEX_WAIT_SECONDS_PER_ROW
+        )
         while time.monotonic() < deadline:
             info = self._conn.call("describe index", "describe_index", self.collection, "vector")
             if int(info.get("indexed_rows", 0)) >= rows:
