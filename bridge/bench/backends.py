@@ -217,7 +217,15 @@ def main(argv: list[str]) -> int:
             embedded.stop()
         shutil.rmtree(work, ignore_errors=True)
     print(render(results, args.clients))
-    write_report(args.json, "backends", argv, results=results, clients=args.clients, http=args.http)
+    write_report(
+        args.json,
+        "backends",
+        argv,
+        results=results,
+        clients=args.clients,
+        http=args.http,
+        complete=True,
+    )
     return 0
 
 
