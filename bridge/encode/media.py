@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -53,6 +54,28 @@ MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000
 # Decoded images are reduced so that their shorter side stays at least this long (CLIP's
 # processors look at 224-336 pixels): see _shrunk.
 DECODE_MIN_SIDE = 1024
+# Images with a side shorter than this are refused: a 1x1 or 1xN "image" carries nothing an
+# encoder can use (it is upsampled to 224 px of blur), and 1xN is the start of a stretch
+# bomb (below).
+MIN_IMAGE_SIDE = 4
+# Longer side / shorter side beyond which the decoded image is cropped around its centre.
+# CLIP's processor scales the shorter side to 224 px, then keeps the central square: an
+# 8 x 2,000,000 PNG (16 M pixels, under the limit, 60 KB compressed) was scaled to
+# 224 x 56 M pixels on the way (tests/app/test_hostile_media.py). The crop keeps more than
+# the central square, so the embedding is the one the processor would have made.
+MAX_ASPECT_RATIO = 16
+# libsndfile's "length unknown" (SF_COUNT_MAX), e.g. a streamed FLAC with total_samples 0.
+UNKNOWN_FRAMES = 2**63 - 1
+# Signatures long enough not to occur by chance (>= 6 fixed bytes) of the other modality's
+# containers, for the polyglot check (_check_polyglot).
+_AUDIO_INSIDE = re.compile(
+    rb"RIFF....WAVE|FORM....AIF[FC]|fLaC\x00\x00\x00\x22|OggS\x00\x02", re.DOTALL
+)
+_IMAGE_INSIDE = re.compile(
+    rb"\x89PNG\r\n\x1a\n|\xff\xd8\xff\xe0\x00\x10JFIF\x00|\xff\xd8\xff\xe1..Exif\x00\x00"
+    rb"|GIF8[79]a|RIFF....WEBPVP8",
+    re.DOTALL,
+)
 
 
 # The one signature table (format -> content type); the blob store records these types.
@@ -167,14 +190,19 @@ def _reject_other_modality(data: bytes, name: str, expected: Modality) -> None:
 def _unrecognised(data: bytes, name: str, expected: Modality, detail: str) -> Exception:
     """Error for bytes the decoder could not read: a decode error if they claim the type."""
     signature = _image_magic(data) if expected == "image" else _audio_magic(data)
-    claimed = _claimed_modality(name, None) == expected
+    # The name may be a label around the file name ("file 0 (x.png)" from ingest): read the
+    # extension before any closing punctuation. Path("... (x.png)").suffix was ".png)", so
+    # one byte named x.png was a 415 on POST /v1/items and a 422 on POST /v1/search.
+    suffix = re.search(r"\.\w+(?=\W*$)", name)
+    claimed = _claimed_modality(f"x{suffix.group()}" if suffix else None, None) == expected
     if not data:
         return MediaDecodeError(f"{name}: empty file (0 bytes), expected {expected}")
     if signature:
         return MediaDecodeError(f"{name}: corrupt or truncated {signature} {expected}: {detail}")
     if claimed:
         return MediaDecodeError(
-            f"{name}: named as {expected} ({Path(name).suffix}) but could not be decoded: {detail}"
+            f"{name}: named as {expected} ({suffix.group() if suffix else ''}) but could not be "
+            f"decoded: {detail}"
         )
     return UnsupportedMediaError(f"{name}: not a supported {expected} format ({detail})")
 
@@ -202,17 +230,23 @@ def decode_image(
         width, height = image.size
         if width <= 0 or height <= 0:
             raise MediaDecodeError(f"{name}: image has no pixels ({width}x{height})")
+        if min(width, height) < MIN_IMAGE_SIDE:
+            raise MediaDecodeError(
+                f"{name}: image is {width}x{height} pixels, too small to search with "
+                f"(each side needs at least {MIN_IMAGE_SIDE} pixels)"
+            )
         if max_pixels is not None and width * height > max_pixels:
             raise PayloadTooLargeError(
                 f"{name}: image is {width}x{height} = {width * height} pixels, "
                 f"over the limit of {max_pixels}"
             )
+        _check_polyglot(data, name, f"{image.format or 'image'} image", _AUDIO_INSIDE)
         try:
             image.seek(0)
             if image.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale when that is enough
                 image.draft(image.mode, _reduced_size(width, height, DECODE_MIN_SIDE))
             image.load()
-            oriented = ImageOps.exif_transpose(_shrunk(image))
+            oriented = ImageOps.exif_transpose(_shrunk(_cropped(image)))
             return _to_rgb(oriented)
         except Image.DecompressionBombError as exc:
             raise PayloadTooLargeError(f"{name}: image is too large to decode ({exc})") from exc
@@ -244,6 +278,38 @@ def _shrunk(image: Image.Image) -> Image.Image:
     return image.reduce(factor)
 
 
+def _cropped(image: Image.Image) -> Image.Image:
+    """``image`` cut around its centre to at most MAX_ASPECT_RATIO : 1 (see that constant)."""
+    width, height = image.size
+    keep_w, keep_h = (min(side, MAX_ASPECT_RATIO * min(width, height)) for side in (width, height))
+    if (keep_w, keep_h) == (width, height):
+        return image
+    left, top = (width - keep_w) // 2, (height - keep_h) // 2
+    return image.crop((left, top, left + keep_w, top + keep_h))
+
+
+_CONTAINER_NAMES = {b"RIFF": "WAV", b"FORM": "AIFF", b"fLaC": "FLAC", b"OggS": "OGG"}
+_CONTAINER_NAMES.update({b"\x89PNG": "PNG", b"GIF8": "GIF", b"\xff\xd8\xff\xe0": "JPEG"})
+_CONTAINER_NAMES[b"\xff\xd8\xff\xe1"] = "JPEG"
+
+
+def _check_polyglot(data: bytes, name: str, what: str, other: re.Pattern[bytes]) -> None:
+    """MediaDecodeError when `data` (a decodable `what`) also carries a whole file of the other
+    modality: a PNG followed by a WAV, a WAV header over JPEG bytes. Both halves decode, so
+    without this the file was stored as whichever its first bytes named."""
+    found = other.search(data)
+    if found is None:
+        return
+    if other is _IMAGE_INSIDE and found.group().startswith(b"RIFF"):
+        kind = "WEBP"
+    else:
+        kind = _CONTAINER_NAMES.get(found.group()[:4], "another format's")
+    raise MediaDecodeError(
+        f"{name}: a {what} that also holds {kind} data at byte {found.start()} "
+        "(a polyglot file); upload the image and the audio as separate files"
+    )
+
+
 def _pillow_formats() -> list[str]:
     """PILLOW_FORMATS that this Pillow build can open (MPO, for one, is not in every build)."""
     from PIL import Image
@@ -272,13 +338,18 @@ def decode_audio(
     """Decode audio bytes into a mono float32 waveform (mean of the channels) and its rate.
 
     Raises PayloadTooLargeError when the header says the clip is longer than
-    `max_duration_s` (checked before the samples are decoded).
+    `max_duration_s` (checked before the samples are decoded); a header that does not say
+    (a streamed FLAC) is read no further than the limit.
     """
     import soundfile as sf
 
     _reject_other_modality(data, name, "audio")
     if not data:
         raise _unrecognised(data, name, "audio", "empty")
+    container = _audio_magic(data)
+    if container in ("WAV", "AIFF"):  # MP3, FLAC and OGG carry cover art: images are normal
+        _check_polyglot(data, name, f"{container} audio file", _IMAGE_INSIDE)
+        _check_sample_chunk(data, name, container)
     try:
         with sf.SoundFile(io.BytesIO(data)) as handle:
             rate = int(handle.samplerate)
@@ -290,27 +361,88 @@ def decode_audio(
                     f"{name}: sample rate {rate} Hz is outside the supported "
                     f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz"
                 )
-            if max_duration_s is not None and frames / rate > max_duration_s:
+            known = frames != UNKNOWN_FRAMES
+            if known and max_duration_s is not None and frames / rate > max_duration_s:
                 raise PayloadTooLargeError(
                     f"{name}: audio is {frames / rate:.2f} s long, "
                     f"over the limit of {max_duration_s:g} s"
                 )
-            samples = handle.read(dtype="float32", always_2d=True)  # (T, C)
+            samples = _read_frames(handle, frames if known else None, rate, max_duration_s)
     except (MediaDecodeError, PayloadTooLargeError):
         raise
     except Exception as exc:  # libsndfile errors, struct errors on hostile headers
-        raise _unrecognised(data, name, "audio", f"{type(exc).__name__}: {exc}") from exc
+        raise _unrecognised(data, name, "audio", _sndfile_detail(exc)) from exc
     if samples.shape[0] == 0:
         raise MediaDecodeError(f"{name}: audio contains no samples")
     if max_duration_s is not None and samples.shape[0] / rate > max_duration_s:
         raise PayloadTooLargeError(
-            f"{name}: audio is {samples.shape[0] / rate:.2f} s long, "
-            f"over the limit of {max_duration_s:g} s"
+            f"{name}: audio is longer than the limit of {max_duration_s:g} s "
+            f"(its header does not say how long; decoding stopped at the limit)"
+        )
+    # A header that promises more than the stream holds: an MP3 cut short (its Xing header
+    # counts the whole file's frames) decoded "fine" as its first part.
+    missing = frames - samples.shape[0] if known else 0
+    if missing > max(2 * MP3_FRAME_SAMPLES, frames // 50):
+        raise MediaDecodeError(
+            f"{name}: truncated {container or 'audio'} audio: its header declares {frames} "
+            f"frames, only {samples.shape[0]} could be decoded"
         )
     mono = samples.mean(axis=1, dtype=np.float32)  # (T,)
     if not np.isfinite(mono).all():
         raise MediaDecodeError(f"{name}: audio contains NaN or infinite samples")
     return np.ascontiguousarray(mono, dtype=np.float32), rate
+
+
+# Samples in one MPEG layer III frame: the slack allowed between declared and decoded length.
+MP3_FRAME_SAMPLES = 1152
+# Sample-chunk sizes from here up are "length unknown" placeholders of streaming writers,
+# not truncation (ffmpeg writes 0xFFFFFFFF when it cannot seek back).
+_PLACEHOLDER_SIZE = 0x7FFFF000
+_MAX_CHUNKS = 1024  # chunks walked looking for the samples before giving up
+
+
+def _read_frames(
+    handle: Any, frames: int | None, rate: int, max_duration_s: float | None
+) -> np.ndarray:
+    """(T, C) float32 samples: the declared `frames`, or (length unknown) up to one frame past
+    the duration limit, so that an unknown-length stream cannot fill memory."""
+    if frames is not None:
+        return np.asarray(handle.read(frames, dtype="float32", always_2d=True))
+    if max_duration_s is not None:
+        limit = int(max_duration_s * rate) + 1
+        return np.asarray(handle.read(limit, dtype="float32", always_2d=True))
+    blocks = list(handle.blocks(blocksize=1 << 16, dtype="float32", always_2d=True))
+    return np.concatenate(blocks) if blocks else np.zeros((0, handle.channels), np.float32)
+
+
+def _check_sample_chunk(data: bytes, name: str, container: str) -> None:
+    """MediaDecodeError when a WAV's `data` (AIFF's `SSND`) chunk declares more bytes than the
+    file holds: a cut-off upload. libsndfile quietly decodes the part that is there."""
+    big_endian = data[:4] in (b"RIFX", b"FORM")
+    if data[:4] == b"RF64":  # sizes live in the ds64 chunk; libsndfile checks those
+        return
+    wanted = b"data" if container == "WAV" else b"SSND"
+    pos = 12
+    for _ in range(_MAX_CHUNKS):
+        if pos + 8 > len(data):
+            return
+        kind = data[pos : pos + 4]
+        size = int.from_bytes(data[pos + 4 : pos + 8], "big" if big_endian else "little")
+        if kind == wanted:
+            held = len(data) - pos - 8
+            if 0 < size < _PLACEHOLDER_SIZE and size > held:
+                raise MediaDecodeError(
+                    f"{name}: truncated {container} audio: its {wanted.decode()} chunk declares "
+                    f"{size} bytes of samples, the file holds {held}"
+                )
+            return
+        pos += 8 + size + (size & 1)
+
+
+def _sndfile_detail(exc: Exception) -> str:
+    """libsndfile's reason without the "Error opening <_io.BytesIO object at 0x...>: " that
+    soundfile puts in front of it (a memory address in the API's error message)."""
+    return f"{type(exc).__name__}: " + re.sub(r"Error opening <[^>]*>: ", "", str(exc))
 
 
 def resample(waveform: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:

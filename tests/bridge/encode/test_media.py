@@ -221,10 +221,15 @@ def test_decode_audio_rejects_empty_and_non_finite_samples() -> None:
         decode_audio(buffer.getvalue(), "nan.wav")
 
 
-def test_truncated_wav_data_decodes_what_is_there(make_wav_bytes: Callable[..., bytes]) -> None:
-    """A WAV cut inside its sample data keeps the samples that arrived (header says more)."""
+def test_truncated_wav_data_is_refused(make_wav_bytes: Callable[..., bytes]) -> None:
+    """A WAV cut inside its sample data is refused (its data chunk declares more than is
+    there: a cut-off upload, issue 18's hostile corpus); a streaming writer's placeholder
+    size (0xFFFFFFFF) is not a cut and decodes what is there."""
     wav = make_wav_bytes(1.0, 8000, 300)
-    wave, rate = decode_audio(wav[: 44 + 2 * 4000], "half.wav")
+    with pytest.raises(MediaDecodeError, match="half.wav: truncated WAV.* 16000 bytes.* 8000"):
+        decode_audio(wav[: 44 + 2 * 4000], "half.wav")
+    streamed = wav[:40] + b"\xff\xff\xff\xff" + wav[44 : 44 + 2 * 4000]
+    wave, rate = decode_audio(streamed, "streamed.wav")
     assert rate == 8000 and wave.shape == (4000,)
 
 
