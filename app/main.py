@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import Scope
 
 import bridge
+from app.admission import AdmissionMiddleware
 from app.batcher import SearchBatcher
 from app.errors import BACKEND_RETRY_AFTER_SECONDS, install_error_handlers
 from app.fastpath import JSONSearchFastPath
@@ -171,6 +172,7 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(JSONSearchFastPath)  # innermost: body limits and metrics still apply
     app.add_middleware(BodyLimitMiddleware, limits=body_limits(settings), default=SMALL_BODY)
+    app.add_middleware(AdmissionMiddleware, max_pending=settings.max_pending)
     app.add_middleware(MetricsMiddleware)  # counts 413s from the limiter too
     if settings.cors_origin_list:  # outermost: a preflight is answered before anything runs
         app.add_middleware(

@@ -110,6 +110,13 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: Annotated[int, Field(gt=0)] = 20 * MB
     max_batch: Annotated[int, Field(ge=1, le=10_000)] = 32
+    max_pending: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        description="Search and ingest requests in the server at once (per process); past "
+        "it, 503 with Retry-After at once instead of a growing wait (app/admission.py).",
+    )
     max_request_bytes: Annotated[int, Field(gt=0)] = 200 * MB
     max_admin_upload_bytes: Annotated[int, Field(gt=0)] = 1_000 * MB
     max_audio_seconds: Annotated[float, Field(gt=0)] = _ENGINE.max_audio_seconds

@@ -27,7 +27,6 @@ from app.schemas.admin import (
     RetrainIn,
     VersionOut,
     VersionsOut,
-    train_overrides_schema,
 )
 from app.schemas.common import error_responses, json_type, parse_json_field, unusable_json
 from app.settings import Settings
@@ -43,6 +42,7 @@ from app.uploads import (
     save_upload,
 )
 from bridge.errors import InvalidInputError
+from bridge.service.retrain_plan import overrides_json_schema
 from bridge.types import RETRAIN_INITS, RetrainRequest
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ _OPENAPI_BODY = multipart_body(
             ".npy (N, D_clap) CLAP audio embeddings; default: the stored audio's embeddings."
         ),
         "train_overrides": {
-            **train_overrides_schema(),
+            **overrides_json_schema(),
             "description": 'JSON object of TrainConfig fields, e.g. {"epochs": 5}.',
         },
         "activate": {"type": "boolean", "default": False},

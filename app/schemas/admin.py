@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from app.schemas.common import RecordOut
-from bridge.model.config import MIN_TRAIN_CAPTIONS
-from bridge.service.retrain_plan import OVERRIDE_KEYS, OVERRIDE_MAXIMA, override_types
+from bridge.service.retrain_plan import MIN_TRAIN_CAPTIONS, overrides_json_schema
 from bridge.types import MAX_CAPTIONS, JobStatus, RetrainInit, RetrainRequest, VersionStatus
 
 Caption = Annotated[str, StringConstraints(pattern=r"\S")]  # blank lines are not captions
-
-
-def train_overrides_schema() -> dict[str, Any]:
-    """JSON Schema of `train_overrides`: each key the engine takes, with its type and, where
-    it has one, its ceiling (bridge/service/retrain_plan.py)."""
-    kinds: dict[Any, dict[str, Any]] = {
-        int: {"type": "integer"},
-        float: {"type": "number"},
-        bool: {"type": "boolean"},
-        str: {"type": "string"},
-    }
-    properties: dict[str, Any] = {}
-    for key in OVERRIDE_KEYS:
-        kind = override_types()[key]
-        prop = {"enum": list(get_args(kind))} if get_origin(kind) is Literal else kinds.get(kind)
-        properties[key] = dict(prop or {})  # `extra`: any JSON
-        if key in OVERRIDE_MAXIMA:
-            properties[key]["maximum"] = OVERRIDE_MAXIMA[key]
-    return {"type": "object", "properties": properties, "additionalProperties": False}
 
 
 class RetrainIn(BaseModel):
@@ -71,7 +51,7 @@ class RetrainIn(BaseModel):
     )
     train_overrides: dict[str, Any] = Field(
         default_factory=dict,
-        json_schema_extra=train_overrides_schema(),
+        json_schema_extra=overrides_json_schema(),
         description='TrainConfig fields, e.g. {"epochs": 5}, and the projector\'s hidden_dim, '
         'shared_dim, num_layers and mode ("cmcr" or "exmcr"; default: the active bridge\'s).',
     )

@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("speed", "speed", "training throughput: memory retrieval once vs per step"),
         Benchmark("service", "service", "search latency and q/s vs raw FAISS, and retrain time"),
         Benchmark("backends", "backends", "FAISS vs Milvus: build, latency, q/s, recall@10"),
+        Benchmark("overload", "overload", "admission control: latency at 4x the sustainable rate"),
         Benchmark(
             "http-overhead", "http_overhead", "one-client HTTP p50 over the floor, in rounds"
         ),

@@ -100,6 +100,25 @@ def _check_override_type(key: str, value: Any) -> None:
         raise InvalidInputError(f"train_overrides.{key} must be at most {ceiling}, got {value!r}")
 
 
+def overrides_json_schema() -> dict[str, Any]:
+    """JSON Schema of a request's `train_overrides`: each key taken here, with its type and,
+    where it has one, its ceiling (the served OpenAPI states it: app/schemas/admin.py)."""
+    kinds: dict[Any, dict[str, Any]] = {
+        int: {"type": "integer"},
+        float: {"type": "number"},
+        bool: {"type": "boolean"},
+        str: {"type": "string"},
+    }
+    properties: dict[str, Any] = {}
+    for key in OVERRIDE_KEYS:
+        kind = override_types()[key]
+        prop = {"enum": list(get_args(kind))} if get_origin(kind) is Literal else kinds.get(kind)
+        properties[key] = dict(prop or {})  # `extra`: any JSON
+        if key in OVERRIDE_MAXIMA:
+            properties[key]["maximum"] = OVERRIDE_MAXIMA[key]
+    return {"type": "object", "properties": properties, "additionalProperties": False}
+
+
 def split_overrides(
     overrides: dict[str, Any], base_projector: ProjectorConfig | None, device: str
 ) -> tuple[TrainConfig, ProjectorConfig | None]:

@@ -12,8 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from tiny_models import TINY_CLAP_DIM, TINY_CLIP_DIM
 
-from app.schemas.admin import train_overrides_schema
-from bridge.service.retrain_plan import OVERRIDE_KEYS, OVERRIDE_MAXIMA
+from bridge.service.retrain_plan import OVERRIDE_KEYS, OVERRIDE_MAXIMA, overrides_json_schema
 
 
 def operations(spec: dict[str, Any], tag: str) -> list[dict[str, Any]]:
@@ -73,7 +72,7 @@ def test_vector_lengths_links_and_constraints(client: TestClient) -> None:
 
 
 def test_train_overrides_schema_names_every_key_with_its_ceiling() -> None:
-    schema = train_overrides_schema()
+    schema = overrides_json_schema()
     assert set(schema["properties"]) == set(OVERRIDE_KEYS) and not schema["additionalProperties"]
     for key, ceiling in OVERRIDE_MAXIMA.items():
         assert schema["properties"][key]["maximum"] == ceiling

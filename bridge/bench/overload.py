@@ -1,0 +1,180 @@
+"""Overload: `mbridge bench overload [--items N] [--factor 4] [--seconds S] [--max-pending N]`.
+
+What admission control (app/admission.py, BRIDGE_MAX_PENDING) buys when more requests arrive
+than the server can answer. One synthetic collection (bridge/bench/standins.py: N 512-d
+images, stand-in encoders) served by two server processes in turn, each on its own copy of
+the data: one with BRIDGE_MAX_PENDING (admission on) and one with no practical bound (the
+baseline: every request waits its turn). For each, text searches (encode + search):
+
+1. unloaded: one client, one request at a time: p50/p99;
+2. sustainable: 8 keep-alive clients back to back: the throughput the server sustains;
+3. overload: requests arriving on a fixed schedule at `factor` x that throughput for
+   `seconds`, each on its own connection (an open loop: arrivals do not wait for answers),
+   then p50/p99 of the admitted (200) answers as a ratio to the unloaded p99, and the count
+   and p99 of the refusals (503).
+
+The client runs on the same cores as the server, so the absolute numbers are this machine's;
+the ratios compare the two servers in one run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bridge.bench import httpclient
+from bridge.bench.report import bench_parser, format_table, write_report
+from bridge.bench.server import start_server, stop
+from bridge.bench.standins import synthetic_service
+from bridge.bench.timing import stats
+
+UNBOUNDED = 100_000  # BRIDGE_MAX_PENDING's ceiling: admission never refuses
+WORDS = ("dog", "rain", "piano", "engine", "bird", "crowd", "siren", "wave")
+
+
+def text_requests(n: int = 64) -> list[dict[str, Any]]:
+    texts = [f"a {WORDS[i % 8]} and a {WORDS[(i * 3 + 1) % 8]} number {i}" for i in range(n)]
+    return [{"json": {"text": t, "target": "image", "k": 10}} for t in texts]
+
+
+async def open_loop(
+    base: str, requests: list[dict[str, Any]], rate: float, seconds: float
+) -> dict[str, Any]:
+    """Send requests at `rate` per second for `seconds`, each on a new connection, without
+    waiting for answers; latencies by status."""
+    host, port = httpclient.host_port(base)
+    encoded = [httpclient.encode_request(f"{host}:{port}", spec) for spec in requests]
+    by_status: dict[int, list[float]] = {}
+    failed = 0
+
+    async def one(i: int) -> None:
+        nonlocal failed
+        started = time.perf_counter()
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                status, _ = await httpclient.exchange(reader, writer, encoded[i % len(encoded)])
+            finally:
+                writer.close()
+        except (OSError, asyncio.IncompleteReadError):
+            failed += 1
+            return
+        by_status.setdefault(status, []).append(time.perf_counter() - started)
+
+    total = int(rate * seconds)
+    begun = time.perf_counter()
+    tasks = []
+    for i in range(total):
+        delay = begun + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    wall = time.perf_counter() - begun
+    return {
+        "offered": total,
+        "offered_per_s": rate,
+        "wall_s": wall,
+        "connection_errors": failed,
+        "statuses": {str(s): len(v) for s, v in sorted(by_status.items())},
+        "accepted": stats(by_status.get(200, []), wall) if 200 in by_status else None,
+        "refused": stats(by_status.get(503, []), wall) if 503 in by_status else None,
+    }
+
+
+def measure_server(
+    base: str, requests: list[dict[str, Any]], factor: float, seconds: float
+) -> dict[str, Any]:
+    httpclient.run(httpclient.http_level(base, requests, 64, 1))  # warm up
+    unloaded = httpclient.run(httpclient.http_level(base, requests, 300, 1))
+    sustained = httpclient.run(httpclient.http_level(base, requests, 600, 8))
+    rate = factor * sustained["qps"]
+    overload = httpclient.run(open_loop(base, requests, rate, seconds))
+    return {"unloaded": unloaded, "sustained": sustained, "overload": overload}
+
+
+def main(argv: list[str]) -> int:
+    parser = bench_parser("overload", __doc__ or "")
+    parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument("--factor", type=float, default=4.0, help="offered load / sustainable")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the overload")
+    parser.add_argument(
+        "--max-pending", type=int, default=None, help="BRIDGE_MAX_PENDING (default: the setting's)"
+    )
+    args = parser.parse_args(argv)
+    # None: the server's own default (app/settings.py; bridge/ does not import app/).
+    variants: dict[str, int | None] = {
+        f"admission (max_pending {args.max_pending or 'default'})": args.max_pending,
+        "unbounded": UNBOUNDED,
+    }
+    work = Path(tempfile.mkdtemp(prefix="bench-overload-"))
+    results: dict[str, Any] = {}
+    try:
+        config, _, _ = synthetic_service(work / "source", args.items)
+        config = dataclasses.replace(config, initial_bridge=None)
+        requests = text_requests()
+        for name, pending in variants.items():
+            data_dir = work / f"data-{len(results)}"
+            shutil.copytree(config.data_dir, data_dir)
+            served = dataclasses.replace(config, data_dir=data_dir)
+            env = {} if pending is None else {"BRIDGE_MAX_PENDING": str(pending)}
+            proc, base = start_server(served, env)
+            try:
+                print(f"{name} ...", flush=True)
+                results[name] = {"max_pending": pending} | measure_server(
+                    base, requests, args.factor, args.seconds
+                )
+            finally:
+                stop(proc)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(render(results))
+    write_report(args.json, "overload", argv, items=args.items, factor=args.factor,
+                 seconds=args.seconds, results=results)  # fmt: skip
+    return 0
+
+
+def render(results: dict[str, Any]) -> str:
+    rows = []
+    for name, r in results.items():
+        over, base_p99 = r["overload"], r["unloaded"]["p99_ms"]
+        accepted, refused = over["accepted"] or {}, over["refused"] or {}
+        others = sum(n for s, n in over["statuses"].items() if s not in ("200", "503"))
+        rows.append(
+            [
+                name,
+                r["unloaded"]["p50_ms"],
+                base_p99,
+                r["sustained"]["qps"],
+                over["offered_per_s"],
+                over["statuses"].get("200", 0),
+                accepted.get("p50_ms", np.nan),
+                accepted.get("p99_ms", np.nan),
+                accepted.get("p99_ms", np.nan) / base_p99,
+                over["statuses"].get("503", 0),
+                refused.get("p99_ms", np.nan),
+                others + over["connection_errors"],
+            ]
+        )
+    headers = [
+        "server",
+        "unloaded p50 ms",
+        "unloaded p99 ms",
+        "sustained q/s",
+        "offered q/s",
+        "200s",
+        "200 p50 ms",
+        "200 p99 ms",
+        "200 p99 / unloaded p99",
+        "503s",
+        "503 p99 ms",
+        "other",
+    ]
+    return format_table(headers, rows)

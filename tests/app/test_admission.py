@@ -1,0 +1,48 @@
+"""Admission control (app/admission.py): past BRIDGE_MAX_PENDING search and ingest requests in
+the server, the next ones are refused at once with 503 and Retry-After; the admitted ones
+are answered, and the server admits again once they are done. Real app and engine, requests
+sent together over ASGI."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from app.admission import REFUSED
+from app.main import create_app
+
+
+async def burst(app: Any, requests: list[tuple[str, str, dict[str, Any]]]) -> list[httpx.Response]:
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return list(
+                await asyncio.gather(
+                    *(client.request(method, path, **kw) for method, path, kw in requests)
+                )
+            )
+
+
+@pytest.mark.parametrize("backend", ["faiss"], indirect=True)
+def test_past_max_pending_requests_are_refused_at_once(
+    make_settings: Callable[..., Any], service: Any
+) -> None:
+    app = create_app(make_settings(max_pending=2, inline_searches=False), service=service)
+    search = ("POST", "/v1/search", {"json": {"text": "a dog", "target": "image"}})
+    health = ("GET", "/readyz", {})
+    before = REFUSED._value.get()
+    answers = asyncio.run(burst(app, [search] * 12 + [health] * 3))
+    statuses = [r.status_code for r in answers]
+    assert statuses[:2] == [200, 200]  # the first two are admitted and answered
+    assert statuses[2:12] == [503] * 10  # the rest of the burst: refused, not queued
+    assert statuses[12:] == [200] * 3  # health is never refused
+    refusal = answers[2]
+    assert refusal.headers["retry-after"] == "1"
+    assert "BRIDGE_MAX_PENDING=2" in refusal.json()["detail"]
+    assert REFUSED._value.get() - before == 10
+    again = asyncio.run(burst(app, [search, search]))  # the admitted ones are done: room again
+    assert [r.status_code for r in again] == [200, 200]
