@@ -20,10 +20,13 @@ BOUNDARY = "benchboundary7MA4YWxkTrZu0gW"
 
 
 def encode_request(host: str, spec: dict[str, Any]) -> bytes:
-    """One POST (to spec["path"], default /v1/search) as raw HTTP/1.1 bytes (keep-alive):
-    a JSON body (spec["json"]) or a multipart form (spec["data"] fields and
-    spec["files"]["file"] = (filename, bytes, content type))."""
-    if "json" in spec:
+    """One request (spec["method"], default POST, to spec["path"], default /v1/search, with
+    spec["headers"]) as raw HTTP/1.1 bytes (keep-alive): a JSON body (spec["json"]), a
+    multipart form (spec["data"] fields and spec["files"]["file"] = (filename, bytes, content
+    type)), or none."""
+    if "json" not in spec and "files" not in spec:
+        body, content_type = b"", "application/json"
+    elif "json" in spec:
         body = json.dumps(spec["json"]).encode()
         content_type = "application/json"
     else:
@@ -42,9 +45,10 @@ def encode_request(host: str, spec: dict[str, Any]) -> bytes:
         )
         body = b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
         content_type = f"multipart/form-data; boundary={BOUNDARY}"
+    extra = "".join(f"{name}: {value}\r\n" for name, value in spec.get("headers", {}).items())
     head = (
-        f"POST {spec.get('path', '/v1/search')} HTTP/1.1\r\nHost: {host}\r\n"
-        f"Content-Type: {content_type}\r\n"
+        f"{spec.get('method', 'POST')} {spec.get('path', '/v1/search')} HTTP/1.1\r\n"
+        f"Host: {host}\r\nContent-Type: {content_type}\r\n{extra}"
         f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
     )
     return head.encode() + body

@@ -70,13 +70,14 @@ def start_server(
     options: Sequence[str] = (),
     repo: Path | None = None,
     ready_timeout: float = 600.0,
+    initial_bridge: str = "none",
 ) -> tuple[subprocess.Popen[bytes], str]:
     """The benchmark server (`python -m app` plus the floor route, and ``options`` of
     bridge.bench.appserver) on ``config``'s data, on a free loopback port, once /readyz
     answers 200 (within ``ready_timeout`` seconds): (the process, its base URL)."""
     port = free_port()
     root = ROOT if repo is None else repo.resolve()
-    env = child_env(config, port, extra_env, root=root)
+    env = child_env(config, port, extra_env, initial_bridge=initial_bridge, root=root)
     proc = subprocess.Popen(server_command(repo, options), cwd=root, env=env)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + ready_timeout
