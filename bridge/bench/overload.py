@@ -1,20 +1,20 @@
-"""Overload: `mbridge bench overload [--items N] [--factor 4] [--seconds S] [--max-pending N]`.
+"""Overload: `mbridge bench overload [--items N] [--factor 4] [--seconds S]
+[--max-pending N ...]`.
 
 What admission control (app/admission.py, BRIDGE_MAX_PENDING) buys when more requests arrive
 than the server can answer. One synthetic collection (bridge/bench/standins.py: N 512-d
-images, stand-in encoders) served by two server processes in turn, each on its own copy of
-the data: one with BRIDGE_MAX_PENDING (admission on) and one with no practical bound (the
-baseline: every request waits its turn). For each, text searches (encode + search):
+images, stand-in encoders) served in turn by one server process per `--max-pending` value
+and one with no practical bound (the baseline: every request waits its turn), each on its
+own copy of the data. For each, text searches (encode + search):
 
 1. unloaded: one client, one request at a time: p50/p99;
 2. sustainable: 8 keep-alive clients back to back: the throughput the server sustains;
 3. overload: requests arriving on a fixed schedule at `factor` x that throughput for
-   `seconds`, each on its own connection (an open loop: arrivals do not wait for answers),
-   then p50/p99 of the admitted (200) answers as a ratio to the unloaded p99, and the count
-   and p99 of the refusals (503).
+   `seconds` (an open loop: arrivals do not wait for answers), then p50/p99 of the admitted
+   (200) answers as a ratio to the unloaded p99, and the count and p99 of the refusals (503).
 
 The client runs on the same cores as the server, so the absolute numbers are this machine's;
-the ratios compare the two servers in one run.
+the ratios compare the servers in one run.
 """
 
 from __future__ import annotations
@@ -117,14 +117,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--factor", type=float, default=4.0, help="offered load / sustainable")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the overload")
     parser.add_argument(
-        "--max-pending", type=int, default=None, help="BRIDGE_MAX_PENDING (default: the setting's)"
+        "--max-pending",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="BRIDGE_MAX_PENDING values to compare (0: the server's default)",
     )
     args = parser.parse_args(argv)
-    # None: the server's own default (app/settings.py; bridge/ does not import app/).
+    # 0: the server's own default (app/settings.py; bridge/ does not import app/).
     variants: dict[str, int | None] = {
-        f"admission (max_pending {args.max_pending or 'default'})": args.max_pending,
-        "unbounded": UNBOUNDED,
-    }
+        f"max_pending {n or 'default'}": n or None for n in args.max_pending
+    } | {"unbounded": UNBOUNDED}
     work = Path(tempfile.mkdtemp(prefix="bench-overload-"))
     results: dict[str, Any] = {}
     try:
