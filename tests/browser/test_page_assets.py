@@ -49,12 +49,28 @@ def test_every_id_the_script_uses_exists() -> None:
 def test_api_paths_called_by_the_page_exist(client: TestClient) -> None:
     script = (STATIC_DIR / "app.js").read_text()
     called = set(re.findall(r'"(v1/[a-z/]+)"', script))
-    called |= {re.sub(r"\$\{[^}]+\}", "{item_id}", p) for p in re.findall(r"`(v1/[^`]+)`", script)}
+    called |= {re.sub(r"\$\{[^}]+\}", "{}", p) for p in re.findall(r"`(v1/[^`]+)`", script)}
     called |= set(re.findall(r'fetch\("([a-z]+)"\)', script))
-    assert {"v1/search", "v1/items/{item_id}/content", "readyz"} <= called, called
-    served = set(client.get("/openapi.json").json()["paths"])
+    expected = {"v1/search", "v1/items/{}/content", "readyz", "v1/admin/jobs/{}"}
+    expected |= {f"v1/admin/{name}" for name in ("retrain", "versions", "activate", "rollback")}
+    assert expected <= called, called
+    # Path parameters compared by place, not name: /v1/items/{item_id} is "v1/items/{}".
+    served = {re.sub(r"\{[^}]+\}", "{}", p) for p in client.get("/openapi.json").json()["paths"]}
     missing = {p for p in called if f"/{p}" not in served}
     assert not missing, f"the page calls paths the app does not serve: {missing}"
+
+
+def test_no_key_field_can_be_submitted_with_the_page() -> None:
+    """Key fields have no `name`: a form submitted without the script never carries a key."""
+    html = (STATIC_DIR / "index.html").read_text()
+    for field in ("api-key", "admin-key"):
+        tag = re.search(rf'<input id="{field}"[^>]*>', html)
+        assert tag and 'type="password"' in tag[0] and " name=" not in tag[0], field
+    script = (STATIC_DIR / "app.js").read_text()
+    assert "ADMIN_KEY_STORAGE" in script  # the admin key is kept under this name...
+    for line in script.splitlines():  # ...and never in localStorage, which outlives the tab
+        code = line.split("//")[0]
+        assert "localStorage" not in code or "admin" not in code.lower(), line
 
 
 def test_static_dir_is_packaged() -> None:
