@@ -24,6 +24,7 @@ from bridge.errors import (
     InvalidInputError,
     NotFoundError,
     PayloadTooLargeError,
+    StorageFullError,
     UnsupportedMediaError,
 )
 
@@ -37,6 +38,7 @@ BRIDGE_ERROR_STATUS: tuple[tuple[type[BridgeError], int], ...] = (
     (NotFoundError, 404),
     (ConflictError, 409),
     (BackendUnavailableError, 503),
+    (StorageFullError, 507),  # Insufficient Storage (RFC 4918)
 )
 # Seconds a client should wait before retrying after a 503 from an unreachable backend.
 BACKEND_RETRY_AFTER_SECONDS = 5
@@ -89,10 +91,13 @@ async def _bridge_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, BackendUnavailableError):
         logger.warning("backend unavailable on %s %s: %s", request.method, request.url.path, exc)
         return JSONResponse(
-            error_body(f"the {exc.dependency} is unavailable, retry later: {exc}"),
+            error_body(f"the {exc.dependency} is {exc.condition}, retry later: {exc}"),
             status_code=status,
             headers={"Retry-After": str(BACKEND_RETRY_AFTER_SECONDS)},
         )
+    if isinstance(exc, StorageFullError):  # its message says so and what was not written
+        logger.error("disk full on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(error_body(str(exc)), status_code=status)
     if status >= 500:
         logger.error("engine error on %s %s: %s", request.method, request.url.path, exc)
         detail = f"internal engine error ({type(exc).__name__}): {exc}"

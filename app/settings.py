@@ -104,6 +104,11 @@ class Settings(BaseSettings):
         description="Item store on PostgreSQL (postgresql://user:password@host:5432/db), "
         "shared by replicas on several machines; unset: SQLite in the data dir.",
     )
+    store_busy_timeout: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=_ENGINE.store_busy_timeout,
+        description="Seconds a write waits for another process's lock on the SQLite store "
+        "before the request answers 503.",
+    )
     admin_key: SecretStr | None = Field(default=None, description="Bearer key for /v1/admin/*.")
     api_key: SecretStr | None = Field(
         default=None, description="Bearer key for item and search endpoints; unset = open."

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from starlette.datastructures import FormData, UploadFile
 
-from bridge.errors import InvalidInputError, PayloadTooLargeError
+from bridge.errors import InvalidInputError, PayloadTooLargeError, disk_full_as_error
 from bridge.types import Upload
 
 CHUNK_BYTES = 1 << 20
@@ -46,20 +46,21 @@ def save_upload(
 ) -> int:
     """Copy an upload to `destination` in chunks (blocking; run in a thread). Returns bytes.
 
-    Raises PayloadTooLargeError past `limit` and InvalidInputError when empty; the partial
-    file is removed in both cases.
+    Raises PayloadTooLargeError past `limit`, InvalidInputError when empty and
+    StorageFullError when the disk is full; the partial file is removed in each case.
     """
     size = _UploadSize(file, limit, field, setting)
-    destination.parent.mkdir(parents=True, exist_ok=True)
     file.file.seek(0)
-    try:
-        with destination.open("wb") as out:
-            while chunk := file.file.read(CHUNK_BYTES):
-                out.write(size.add(chunk))
-        return size.finish()
-    except BaseException:
-        destination.unlink(missing_ok=True)
-        raise
+    with disk_full_as_error(f"the uploaded file {size.name!r}"):
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with destination.open("wb") as out:
+                while chunk := file.file.read(CHUNK_BYTES):
+                    out.write(size.add(chunk))
+            return size.finish()
+        except BaseException:
+            destination.unlink(missing_ok=True)
+            raise
 
 
 class _UploadSize:

@@ -6,24 +6,28 @@ import os
 import tempfile
 from pathlib import Path
 
+from bridge.errors import disk_full_as_error
+
 
 def atomic_write_text(path: str | Path, text: str, durable: bool = False) -> None:
     """Write text through a temp file in the same folder, then rename over `path`.
     `durable`: fsync the file before the rename and the folder after it, so that a crash,
-    power loss included, leaves the old text or the new one."""
+    power loss included, leaves the old text or the new one. A full disk is StorageFullError
+    and leaves the old file as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with disk_full_as_error(str(path)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                if durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     if durable:
         fsync_dir(path.parent)
 

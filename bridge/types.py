@@ -66,6 +66,9 @@ class ServiceConfig:
     # The item store: empty for a SQLite file in the data directory; a postgresql:// URL for
     # a PostgreSQL database that replicas on several machines share.
     database_url: str = ""
+    # Seconds a write to a SQLite store waits while another process holds its write lock
+    # (SQLite retries within it) before the request fails with StoreBusyError (HTTP 503).
+    store_busy_timeout: float = 10.0
     max_audio_seconds: float = 30.0
     # Seed from samples_dir/manifest.jsonl when the store is empty; None = off.
     samples_dir: Path | None = Path("models/samples")

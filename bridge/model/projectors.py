@@ -32,7 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from bridge.arrays import l2_normalize, validate_matrix
-from bridge.errors import CheckpointError, InvalidInputError, NotFoundError
+from bridge.errors import (
+    CheckpointCorruptError,
+    CheckpointError,
+    InvalidInputError,
+    NotFoundError,
+    disk_full_as_error,
+)
 from bridge.model.config import ProjectorConfig, TrainConfig, from_dict, to_json_dict
 
 Space = Literal["clip", "clap"]
@@ -251,11 +257,25 @@ def save_checkpoint(
 
     An existing folder at `out_dir` is replaced only once the new one is complete.
     `extra_files`: more text files of the folder by name (e.g. an imported bridge's README.md).
+    A full disk is StorageFullError; the temp folder is removed and `out_dir` left as it was.
     """
+    out_dir = Path(out_dir)
+    with disk_full_as_error(f"the checkpoint {out_dir}"):
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        _write_checkpoint(out_dir, model, train_config, report, encoders, extra_files)
+    return out_dir
+
+
+def _write_checkpoint(
+    out_dir: Path,
+    model: BridgeModel,
+    train_config: TrainConfig | None,
+    report: dict[str, Any],
+    encoders: dict[str, str] | None,
+    extra_files: Mapping[str, str] | None,
+) -> None:
     from safetensors.torch import save_file
 
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -285,11 +305,18 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out_dir
 
 
-def load_checkpoint(path: str | Path, device: str = "cpu") -> BridgeCheckpoint:
-    """Load a checkpoint folder written by save_checkpoint; the model is in eval mode."""
+def load_checkpoint(
+    path: str | Path, device: str = "cpu", expected_sha256: str | None = None
+) -> BridgeCheckpoint:
+    """Load a checkpoint folder written by save_checkpoint; the model is in eval mode.
+
+    `expected_sha256`: the weights' hash recorded for this checkpoint (a version's, in the
+    store); checked before the weights are read. Missing or unreadable files and a hash that
+    differs are CheckpointCorruptError naming the file.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -298,18 +325,28 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> BridgeCheckpoint:
     config_path, weights_path = path / "config.json", path / "weights.safetensors"
     for required in (config_path, weights_path):
         if not required.is_file():
-            raise CheckpointError(f"checkpoint {path} is missing {required.name}")
+            raise CheckpointCorruptError(f"checkpoint {path} is missing {required.name}")
+    sha256 = file_sha256(weights_path)
+    if expected_sha256 and sha256 != expected_sha256:
+        raise CheckpointCorruptError(
+            f"{weights_path} was changed or damaged on disk: its sha256 is {sha256[:16]}..., "
+            f"the version records {expected_sha256[:16]}..."
+        )
     try:
         config = json.loads(config_path.read_text())
         projector_config = from_dict(ProjectorConfig, config["projector"])
         train_config = from_dict(TrainConfig, config["train"]) if config.get("train") else None
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint {path}: unreadable config.json ({exc})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise CheckpointCorruptError(f"checkpoint {path}: unreadable config.json ({exc})") from exc
     temperature = train_config.temperature if train_config else 0.01
     model = BridgeModel(projector_config, temperature)
     try:
-        model.load_state_dict(load_file(str(weights_path)))
-    except (RuntimeError, OSError) as exc:
+        weights = load_file(str(weights_path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointCorruptError(f"{weights_path} is unreadable ({exc})") from exc
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {path}: weights do not fit config.json ({exc})") from exc
     model.to(device).eval()
     report_path = path / "report.json"
@@ -321,6 +358,6 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> BridgeCheckpoint:
         model=model,
         report=report,
         encoders=dict(config.get("encoders") or {}),
-        sha256=file_sha256(weights_path),
+        sha256=sha256,
         device=device,
     )

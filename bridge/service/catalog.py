@@ -295,8 +295,10 @@ class IndexCatalog:
             return self.backend.load(directory)
         except NotFoundError:
             return None
-        except IndexCorruptError as exc:
-            logger.warning("discarding unreadable index %s: %s", directory, exc)
+        except IndexCorruptError as exc:  # the reconciliation rebuilds it from the store
+            logger.warning(
+                "discarding damaged index %s, to rebuild from the store: %s", directory, exc
+            )
             return None
 
     def _full_reason(self, index: SearchIndex | None, origin: Origin) -> str | None:
@@ -602,12 +604,22 @@ class IndexCatalog:
         self._stamps[key] = self._manifest_stamp(key)
 
     def save_all(self, force: bool = False) -> None:
-        """Save every index that changed since it was last saved (all of them with force)."""
+        """Save every index that changed since it was last saved (all of them with force).
+        One that fails (a full disk) keeps its old files and stays marked changed; the others
+        are still saved, and the first failure is raised at the end. A start-up reconciles
+        an index that lags the store."""
+        failures: list[Exception] = []
         with self._lock:
             keys = [("", m) for m in MODALITIES] + list(self._shared)
             for key in keys:
                 if force or key in self._dirty:
-                    self._save(key)
+                    try:
+                        self._save(key)
+                    except Exception as exc:
+                        logger.error("could not save index %s: %s", self._index_dir(key), exc)
+                        failures.append(exc)
+        if failures:
+            raise failures[0]
 
     def close(self) -> None:
         """Save what changed. The catalog stays usable (close is idempotent)."""

@@ -184,7 +184,7 @@ class BridgeService:
             configure_search_threads(config.search_threads or None)
             clip = clip or load_encoder("clip", config.clip_model, config.device)
             clap = clap or load_encoder("clap", config.clap_model, config.device)
-            store = ItemStore(config.database_url or layout.store_file)
+            store = ItemStore(config.database_url or layout.store_file, config.store_busy_timeout)
         except BaseException:
             dir_lock.release()
             raise
@@ -224,10 +224,8 @@ class BridgeService:
             rebuilt = self.catalog.reconcile_native(self.encoder_ids())
             if rebuilt:
                 logger.info("rebuilt native indexes: %s", rebuilt)
-            active, _ = self.store.get_active()
-            if active is not None:
-                with self._write_lock:
-                    self._versions.publish(active, self._versions.ensure_loaded(active))
+            with self._write_lock:  # a damaged checkpoint: the previous version, or none
+                self._versions.serve_at_start()
             # Another replica may be between writing a blob and committing its item.
             self._ingest.remove_orphan_blobs(ORPHAN_BLOB_MIN_AGE_SECONDS if replicated else 0.0)
             self.catalog.sweep_backend()

@@ -113,7 +113,7 @@ class Ingest:
                     raw = self.encoders.encode(modality, [decoded[i].media for i in positions])
                     for row, i in enumerate(positions):
                         embeddings[i] = raw[row]
-        keys = [self.blobs.write(bytes(upload.data)) for upload in uploads]
+        keys = self.blobs.write_all(bytes(upload.data) for upload in uploads)
         ids = self.encoders.encoder_ids()
         new_items = []
         for i, (media, meta) in enumerate(zip(decoded, metadata, strict=True)):

@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bridge.errors import CheckpointError, ConflictError, InvalidInputError, NotFoundError
+from bridge.errors import (
+    CheckpointCorruptError,
+    CheckpointError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+)
 from bridge.modalities import MODALITIES, MODALITY_SPACE
 from bridge.service.encoder_ids import encoder_mismatch
 from bridge.service.records import version_record
@@ -122,11 +128,12 @@ class Versions:
         return self.layout.resolve_checkpoint_ref(row["checkpoint_dir"])
 
     def load_checkpoint(self, path: Path, expected_sha: str | None = None) -> BridgeCheckpoint:
-        """Load and check against the encoders (the ids the bridge records: ConflictError,
-        a 409 on activation; then their dimensions) and the recorded sha256."""
+        """Load and check against the recorded sha256 (CheckpointCorruptError, before the
+        weights are read) and the encoders (the ids the bridge records: ConflictError, a 409
+        on activation; then their dimensions)."""
         from bridge.model.projectors import load_checkpoint
 
-        checkpoint = load_checkpoint(path, self.device)
+        checkpoint = load_checkpoint(path, self.device, expected_sha)
         mismatch = encoder_mismatch(checkpoint.encoders, self.encoders)
         if mismatch:
             raise ConflictError(f"bridge {path} {mismatch}")
@@ -136,21 +143,22 @@ class Versions:
                 f"bridge {path} connects {config.clip_dim}-d CLIP and {config.clap_dim}-d CLAP "
                 f"embeddings, but the encoders give {self.clip_dim}-d and {self.clap_dim}-d"
             )
-        if expected_sha and checkpoint.sha256 != expected_sha:
-            raise CheckpointError(
-                f"bridge {path}: weights changed on disk (sha256 {checkpoint.sha256[:12]}..., "
-                f"recorded {expected_sha[:12]}...)"
-            )
         return checkpoint
 
     def ensure_loaded(self, version: str) -> BridgeCheckpoint:
         """Caller holds the writer lock. Load the checkpoint and reconcile its shared indexes,
-        unless the version is already live (its indexes follow every write)."""
+        unless the version is already live (its indexes follow every write). A checkpoint
+        damaged on disk marks the version failed (``mark_corrupt``) and raises
+        CheckpointCorruptError."""
         checkpoint = self.loaded.get(version)
         if checkpoint is not None:
             return checkpoint  # live: every add/delete since loading reached its indexes
         row = self.store.get_version(version)
-        checkpoint = self.load_checkpoint(self.checkpoint_path(row), row.get("sha256"))
+        try:
+            checkpoint = self.load_checkpoint(self.checkpoint_path(row), row.get("sha256"))
+        except CheckpointCorruptError as exc:
+            self.mark_corrupt(version, exc)
+            raise
         rebuilt = self.catalog.reconcile_shared(
             version, projector(checkpoint), checkpoint.sha256, shared_modalities(checkpoint)
         )
@@ -159,6 +167,55 @@ class Versions:
         self.loaded[version] = checkpoint
         return checkpoint
 
+    def mark_corrupt(self, version: str, exc: CheckpointCorruptError) -> None:
+        """The version's checkpoint is damaged on disk: log it (the message names the file)
+        and mark the version failed, so that it is never activated or loaded again. Its
+        folder stays for whoever investigates."""
+        logger.error("bridge version %s is unusable and marked failed: %s", version, exc)
+        row = self.store.get_version(version)
+        metrics = {**(row.get("metrics") or {}), "error": f"checkpoint damaged on disk: {exc}"}
+        self.store.update_version(version, status="failed", metrics=metrics)
+
+    def serve_at_start(self) -> None:
+        """Caller holds the writer lock: serve the version the store names active. When its
+        checkpoint is damaged on disk (the version is marked failed), fall back to the
+        previous version if it is ready and sound (it becomes the active one), else start
+        without a bridge: native searches work, bridged ones answer 409 until a version is
+        activated. A version already marked failed is not tried."""
+        active, previous = self.store.get_active()
+        for candidate in (active, previous):
+            if candidate is None:
+                continue
+            status = self.store.get_version(candidate)["status"]
+            if status != "ready":
+                logger.error(
+                    "bridge version %s is %s; not serving it%s",
+                    candidate,
+                    status,
+                    "" if candidate == previous else " (trying the previous version)",
+                )
+                continue
+            try:
+                checkpoint = self.ensure_loaded(candidate)
+            except CheckpointCorruptError:
+                continue  # logged and marked failed by ensure_loaded
+            if candidate != active:
+                self.store.set_active(candidate, allowed_statuses=("ready",))
+                logger.warning(
+                    "serving bridge version %s instead of %s, whose checkpoint is unusable",
+                    candidate,
+                    active,
+                )
+            self.publish(candidate, checkpoint)
+            return
+        if active is not None:
+            logger.error(
+                "no usable bridge version (active %s, previous %s): serving native searches "
+                "only until a version is activated",
+                active,
+                previous,
+            )
+
     def publish(self, version: str, checkpoint: BridgeCheckpoint) -> ActiveBridge:
         """Caller holds the writer lock: build the ActiveBridge of `version` and swap it in."""
         shared = {m: self.catalog.shared(version, m) for m in MODALITIES}
@@ -166,10 +223,10 @@ class Versions:
         self.active = bridge  # the atomic swap
         return bridge
 
-    def _unload(self, version: str) -> None:
+    def _unload(self, version: str, save: bool = True) -> None:
         unload = getattr(self.catalog, "unload_version", None)
         if unload is not None:
-            unload(version)
+            unload(version, save=save)
 
     def keep_loaded(self, *versions: str | None) -> None:
         """Caller holds the writer lock: stop live-updating versions not in `versions`."""
@@ -197,7 +254,13 @@ class Versions:
                     "activated"
                 )
             old = self.active
-            checkpoint = self.ensure_loaded(version)
+            try:
+                checkpoint = self.ensure_loaded(version)
+            except CheckpointCorruptError as exc:  # now marked failed
+                raise ConflictError(
+                    f"bridge version {version!r} cannot be activated and is now marked failed: "
+                    f"{exc}"
+                ) from exc
             self.store.set_active(version, allowed_statuses=("ready",))
             self.publish(version, checkpoint)
             self.keep_loaded(*self.store.get_active())  # active and previous stay live
@@ -210,6 +273,8 @@ class Versions:
         active, previous = self.store.get_active()
         if active is None or (self.active is not None and self.active.version == active):
             return False
+        if self.store.get_version(active)["status"] != "ready":
+            return False  # marked failed (a damaged checkpoint): serve what this one serves
         old = self.active
         self.publish(active, self.ensure_loaded(active))
         self.keep_loaded(active, previous)
@@ -295,15 +360,17 @@ class Versions:
         return checkpoint
 
     def fail_training(self, version: str, exc: BaseException) -> None:
-        """A retrain job failed: unload the version, mark it failed, remove its folder."""
+        """A retrain job failed: unload the version (nothing of it saved: after a full disk
+        a save would fail again), remove its folder (freeing the space it took), mark it
+        failed."""
         with self._write_lock:
             self.loaded.pop(version, None)
-            self._unload(version)
+            self._unload(version, save=False)
         try:
             row = self.store.get_version(version)
         except NotFoundError:
             return
         if row["status"] == "training":
+            self.layout.remove_version(version)
             metrics = {**(row.get("metrics") or {}), "error": str(exc)}  # keeps its mode
             self.store.update_version(version, status="failed", metrics=metrics)
-            self.layout.remove_version(version)

@@ -14,10 +14,11 @@ import re
 import tempfile
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bridge.errors import NotFoundError
+from bridge.errors import NotFoundError, disk_full_as_error
 
 CONTENT_KEY = "_content"  # reserved metadata key: where the original bytes live
 
@@ -44,20 +45,35 @@ class BlobStore:
         return self.root / key[:2] / key
 
     def write(self, data: bytes) -> str:
+        """Store `data` under a new key, durably (fsynced, then renamed into place); a full
+        disk is StorageFullError and leaves nothing behind."""
         key = uuid.uuid4().hex
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with disk_full_as_error("an upload's original bytes to the blob store"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
         return key
+
+    def write_all(self, blobs: Iterable[bytes]) -> list[str]:
+        """`write` each, all or nothing: when one fails, those already written are removed."""
+        keys: list[str] = []
+        try:
+            for data in blobs:
+                keys.append(self.write(data))
+        except BaseException:
+            for key in keys:
+                self.remove(key)
+            raise
+        return keys
 
     def read(self, key: str) -> bytes:
         path = self.path(key)

@@ -12,6 +12,9 @@ Concurrency: one writer connection guarded by a ``threading.Lock``, and one writ
 transaction at a time across processes (SQLite's ``BEGIN IMMEDIATE``, PostgreSQL's advisory
 lock); readers use one connection per thread (they never block the writer nor each other), and
 multi-statement reads run inside one read transaction so they see one snapshot.
+
+Failures: a write that finds the disk full (StorageFullError) or another process holding the
+SQLite write lock past ``busy_timeout`` (StoreBusyError) is rolled back whole; reads go on.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 from bridge.errors import ConflictError, InvalidInputError, NotFoundError
 from bridge.storage.dialects import (
     CATALOG_LOCK_KEY,
+    DEFAULT_BUSY_TIMEOUT,
     AdvisoryRLock,
     Connection,
     PostgresDialect,
@@ -59,9 +63,10 @@ def dump_json(value: Any, what: str) -> str:
 class Database:
     """Connections and transactions of one store file (module docstring)."""
 
-    def __init__(self, location: Path | str) -> None:
-        """``location``: a SQLite file, or a ``postgresql://`` URL."""
-        self.dialect = dialect_for(location)
+    def __init__(self, location: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+        """``location``: a SQLite file, or a ``postgresql://`` URL. ``busy_timeout``: seconds a
+        SQLite write waits for another process's write lock before StoreBusyError."""
+        self.dialect = dialect_for(location, busy_timeout)
         self.location = self.dialect.describe()  # for messages: never a password
         self._write_lock = threading.Lock()
         self._local = threading.local()
@@ -122,14 +127,22 @@ class Database:
             self._writer.close()
             self._writer = self.dialect.connect()
         conn = self._writer
-        self.dialect.begin_write(conn)
         try:
-            yield conn
-        except BaseException:
-            if not is_broken(conn):  # a lost server has dropped the transaction itself
-                conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            self.dialect.begin_write(conn)
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                # A lost server has dropped the transaction itself, and SQLite may have
+                # rolled back on a full disk; a failed COMMIT (busy, full) leaves it open.
+                if not is_broken(conn) and getattr(conn, "in_transaction", True):
+                    conn.execute("ROLLBACK")
+                raise
+        except Exception as exc:
+            translated = self.dialect.translate(exc)
+            if translated is None:
+                raise
+            raise translated from exc
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:

@@ -7,6 +7,10 @@ subset both speak: ``?`` placeholders (translated to ``%s`` for psycopg), ``ON C
 transaction begins. Writers are serialised in both: SQLite has one writer by design
 (``BEGIN IMMEDIATE``); PostgreSQL writers take one transaction-scoped advisory lock, so a
 transaction sees the same rules (counters, the one-job lease) on either.
+
+Failures a dialect names (``translate``): a full disk is StorageFullError (HTTP 507); a
+SQLite file whose write lock another process held past the busy timeout is StoreBusyError
+(HTTP 503 with Retry-After). A lost PostgreSQL server is StoreUnavailableError (503).
 """
 
 from __future__ import annotations
@@ -17,7 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from bridge.errors import InvalidInputError, StoreUnavailableError
+from bridge.errors import (
+    BridgeError,
+    InvalidInputError,
+    StorageFullError,
+    StoreBusyError,
+    StoreUnavailableError,
+)
 from bridge.storage.locks import CrossProcessRLock
 
 _TABLES = """
@@ -65,6 +75,9 @@ CREATE TABLE IF NOT EXISTS jobs (
 _WRITE_LOCK_KEY = 0x6D627269  # "mbri"
 # The catalog's lock across replicas (bridge/service/catalog.py), a session advisory lock.
 CATALOG_LOCK_KEY = 0x6D626361  # "mbca"
+# Seconds a SQLite write waits for another process's write lock (SQLite's busy handler
+# retries within it) before it fails with StoreBusyError.
+DEFAULT_BUSY_TIMEOUT = 10.0
 
 
 class Connection(Protocol):
@@ -86,18 +99,25 @@ class Dialect(Protocol):
     def create_schema(self, conn: Connection) -> None: ...
     def begin_write(self, conn: Connection) -> None: ...
     def begin_read(self, conn: Connection) -> None: ...
+    def translate(self, exc: BaseException) -> BridgeError | None: ...
 
 
 class SQLiteDialect:
     """One file in WAL mode with ``synchronous=FULL``: a committed transaction survives a
     process kill or a power loss. Processes on one machine share it; a network file system
-    does not lock it reliably."""
+    does not lock it reliably.
+
+    ``busy_timeout``: seconds a write waits while another process holds the write lock
+    (SQLite's busy handler retries with short sleeps), then StoreBusyError."""
 
     name = "sqlite"
     integrity_errors: tuple[type[BaseException], ...] = (sqlite3.IntegrityError,)
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+        if not busy_timeout > 0:
+            raise InvalidInputError(f"busy_timeout must be > 0 seconds, got {busy_timeout!r}")
         self.path = Path(path)
+        self.busy_timeout = float(busy_timeout)
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def describe(self) -> str:
@@ -106,7 +126,10 @@ class SQLiteDialect:
     def connect(self) -> Connection:
         try:
             conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=self.busy_timeout,
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
@@ -127,6 +150,26 @@ class SQLiteDialect:
     def begin_read(self, conn: Connection) -> None:
         conn.execute("BEGIN")
 
+    def translate(self, exc: BaseException) -> BridgeError | None:
+        """The engine's error for a SQLite failure that is not a bug: the disk is full
+        (SQLITE_FULL, or the OS's ENOSPC while writing), or the write lock stayed taken past
+        the busy timeout (SQLITE_BUSY / SQLITE_LOCKED); None for anything else."""
+        if not isinstance(exc, sqlite3.OperationalError):
+            return None
+        code = exc.sqlite_errorcode & 0xFF  # the primary code of an extended one
+        if code == sqlite3.SQLITE_FULL:
+            return StorageFullError(
+                f"the disk is full: the item store {self.path.name} could not write ({exc}); "
+                "nothing of this request was stored (free space on the data directory's "
+                "file system, then retry)"
+            )
+        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return StoreBusyError(
+                f"another process held the write lock of {self.path.name} for over "
+                f"{self.busy_timeout:g} s ({exc}); nothing of this request was stored"
+            )
+        return None
+
 
 class _PostgresConnection:
     """A psycopg connection that takes the store's ``?`` placeholders; a lost server is
@@ -136,11 +179,16 @@ class _PostgresConnection:
         self.raw = conn
         self.broken = False
         self._operational = psycopg.OperationalError
+        self._disk_full = psycopg.errors.DiskFull  # SQLSTATE 53100
         self._where = where
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         try:
             return self.raw.execute(sql.replace("?", "%s"), params or None)
+        except self._disk_full as exc:  # the server's disk: the connection is still good
+            raise StorageFullError(
+                f"the disk is full: the item store at {self._where} could not write ({exc})"
+            ) from exc
         except self._operational as exc:
             self.broken = True
             raise StoreUnavailableError(f"the item store at {self._where}: {exc}") from exc
@@ -200,12 +248,17 @@ class PostgresDialect:
     def begin_read(self, conn: Connection) -> None:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
+    def translate(self, exc: BaseException) -> BridgeError | None:
+        """None: _PostgresConnection raises the engine's errors itself."""
+        return None
 
-def dialect_for(location: Path | str) -> Dialect:
-    """PostgreSQL for a ``postgresql://`` (or ``postgres://``) URL, else a SQLite file."""
+
+def dialect_for(location: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Dialect:
+    """PostgreSQL for a ``postgresql://`` (or ``postgres://``) URL, else a SQLite file (whose
+    writes wait up to ``busy_timeout`` seconds for another process's write lock)."""
     if isinstance(location, str) and re.match(r"^postgres(ql)?://", location):
         return PostgresDialect(location)
-    return SQLiteDialect(Path(location))
+    return SQLiteDialect(Path(location), busy_timeout)
 
 
 class AdvisoryRLock(CrossProcessRLock):

@@ -33,7 +33,7 @@ import numpy as np
 from bridge.errors import ConflictError, InvalidInputError, NotFoundError
 from bridge.modalities import MODALITIES, check_modality
 from bridge.storage.database import utc_now
-from bridge.storage.dialects import Connection
+from bridge.storage.dialects import DEFAULT_BUSY_TIMEOUT, Connection
 from bridge.storage.jobs import JobTable
 from bridge.storage.metadata import check_metadata, json_equal
 from bridge.storage.registry import VersionRegistry
@@ -128,8 +128,8 @@ class ItemStore(VersionRegistry, JobTable):
     """The store of items, raw embeddings, bridge versions and jobs (module docstring), in a
     SQLite file or a PostgreSQL database (bridge/storage/database.py)."""
 
-    def __init__(self, location: Path | str) -> None:
-        super().__init__(location)
+    def __init__(self, location: Path | str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+        super().__init__(location, busy_timeout)
         self._hits = _HitCache(HIT_CACHE_ITEMS)
         with self._write():
             for modality in MODALITIES:

@@ -96,6 +96,7 @@ def test_each_engine_setting_reaches_the_service_config(tmp_path: Path) -> None:
         "milvus_db": "bridge",
         "milvus_timeout": 3.5,
         "database_url": "postgresql://bridge:secret@db:5432/bridge",
+        "store_busy_timeout": 2.5,
         "max_audio_seconds": 7.5,
         "samples_dir": tmp_path / "samples",
         "encode_threads": 5,

@@ -238,6 +238,11 @@ def test_load_errors_and_crash_recovery(tmp_path: Path) -> None:
     with pytest.raises(IndexCorruptError, match="manifest count"):
         VectorIndex.load(directory, use_gpu=False)
     (directory / "index.faiss").write_bytes(b"garbage")
+    with pytest.raises(IndexCorruptError, match=r"index\.faiss was changed or damaged on disk"):
+        VectorIndex.load(directory, use_gpu=False)
+    # A manifest from before checksums: FAISS itself refuses the garbage.
+    del manifest["checksums"]
+    (directory / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(IndexCorruptError, match="cannot read"):
         VectorIndex.load(directory, use_gpu=False)
 
