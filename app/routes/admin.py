@@ -157,7 +157,7 @@ async def _start_from_form(request: Request, service: BridgeService, settings: S
         "follow it at GET /v1/admin/jobs/{job_id}."
     ),
     openapi_extra=_OPENAPI_BODY,
-    responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422, 503),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422, 503, 507),
 )
 async def retrain(request: Request, service: ServiceDep, settings: SettingsDep) -> JobOut:
     content_type = media_type(request.headers.get("content-type"))
@@ -214,7 +214,7 @@ async def list_versions(service: ServiceDep) -> VersionsOut:
     summary="Switch the bridged space to a ready version (atomic)",
     description="Queries in flight finish on the version they started with; later queries "
     "use the new one. 409 unless the version is ready.",
-    responses=error_responses(400, 401, 403, 404, 409, 422, 503),
+    responses=error_responses(400, 401, 403, 404, 409, 422, 503, 507),
 )
 async def activate(body: ActivateIn, service: ServiceDep) -> VersionOut:
     return VersionOut.of(await run_in_threadpool(service.activate, body.version))
@@ -224,7 +224,7 @@ async def activate(body: ActivateIn, service: ServiceDep) -> VersionOut:
     "/rollback",
     response_model=VersionOut,
     summary="Switch back to the previously active version",
-    responses=error_responses(401, 403, 409, 503),
+    responses=error_responses(401, 403, 409, 503, 507),
 )
 async def rollback(service: ServiceDep) -> VersionOut:
     return VersionOut.of(await run_in_threadpool(service.rollback))

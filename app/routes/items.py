@@ -74,7 +74,7 @@ def _require_multipart(request: Request) -> None:
     "`metadata` (a JSON object). The file is decoded and embedded with the CLIP image or "
     "CLAP audio tower; nothing is stored when the request is rejected.",
     openapi_extra=_SINGLE_BODY,
-    responses=error_responses(400, 401, 413, 415, 422, 503),
+    responses=error_responses(400, 401, 413, 415, 422, 503, 507),
 )
 async def add_item(request: Request, service: ServiceDep, settings: SettingsDep) -> ItemCreated:
     _require_multipart(request)
@@ -95,7 +95,7 @@ async def add_item(request: Request, service: ServiceDep, settings: SettingsDep)
     "with one object per file. Either every file is stored or none is. At most "
     "BRIDGE_MAX_BATCH files.",
     openapi_extra=_BATCH_BODY,
-    responses=error_responses(400, 401, 413, 415, 422, 503),
+    responses=error_responses(400, 401, 413, 415, 422, 503, 507),
 )
 async def add_items(
     request: Request, service: ServiceDep, settings: SettingsDep
@@ -132,7 +132,7 @@ async def get_item(item_id: str, service: ServiceDep) -> ItemOut:
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Delete one item (and its vectors in every index)",
-    responses=error_responses(401, 404, 503),
+    responses=error_responses(401, 404, 503, 507),
 )
 async def delete_item(item_id: str, service: ServiceDep) -> Response:
     await run_in_threadpool(service.delete_item, item_id)

@@ -39,7 +39,10 @@ _ERROR_TEXT = {
     413: "Upload larger than the size or audio-duration limit.",
     415: "Not an image or audio format the service reads.",
     422: "Undecodable file or invalid parameters.",
-    503: "The engine is still loading (see /readyz).",
+    503: "Unavailable for now, with Retry-After: the engine is loading (see /readyz), the "
+    "server is at capacity (BRIDGE_MAX_PENDING), or the vector backend or item store is "
+    "unreachable or busy.",
+    507: "The disk is full: nothing was stored.",
 }
 
 
