@@ -172,7 +172,11 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(JSONSearchFastPath)  # innermost: body limits and metrics still apply
     app.add_middleware(BodyLimitMiddleware, limits=body_limits(settings), default=SMALL_BODY)
-    app.add_middleware(AdmissionMiddleware, max_pending=settings.max_pending)
+    app.add_middleware(
+        AdmissionMiddleware,
+        max_pending=settings.max_pending,
+        max_queue_ms=settings.max_queue_ms,
+    )
     app.add_middleware(MetricsMiddleware)  # counts 413s from the limiter too
     if settings.cors_origin_list:  # outermost: a preflight is answered before anything runs
         app.add_middleware(

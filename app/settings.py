@@ -122,6 +122,12 @@ class Settings(BaseSettings):
         description="Search and ingest requests in the server at once (per process); past "
         "it, 503 with Retry-After at once instead of a growing wait (app/admission.py).",
     )
+    max_queue_ms: float = Field(
+        default=250.0,
+        ge=0,
+        description="Longest estimated wait for the engine a new search or ingest request "
+        "may face (per process; 0: no bound): past it, 503 with Retry-After at once.",
+    )
     max_request_bytes: Annotated[int, Field(gt=0)] = 200 * MB
     max_admin_upload_bytes: Annotated[int, Field(gt=0)] = 1_000 * MB
     max_audio_seconds: Annotated[float, Field(gt=0)] = _ENGINE.max_audio_seconds

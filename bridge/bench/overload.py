@@ -1,14 +1,15 @@
 """Overload: `mbridge bench overload [--items N] [--factor 4] [--seconds S]
-[--max-pending N ...]`.
+[--max-queue-ms MS ...]`.
 
-What admission control (app/admission.py, BRIDGE_MAX_PENDING) buys when more requests arrive
-than the server can answer. One synthetic collection (bridge/bench/standins.py: N 512-d
-images, stand-in encoders) served in turn by one server process per `--max-pending` value
-and one with no practical bound (the baseline: every request waits its turn), each on its
-own copy of the data. For each, text searches (encode + search):
+What admission control (app/admission.py: BRIDGE_MAX_PENDING, BRIDGE_MAX_QUEUE_MS) buys when
+more requests arrive than the server can answer. One synthetic collection
+(bridge/bench/standins.py: N 512-d images, stand-in encoders) served in turn by one server
+process per `--max-queue-ms` value and one with no bound at all (the baseline: every request
+waits its turn), each on its own copy of the data. For each, text searches (encode + search):
 
 1. unloaded: one client, one request at a time: p50/p99;
-2. sustainable: 8 keep-alive clients back to back: the throughput the server sustains;
+2. sustainable (the unbounded server only, run first): 32 keep-alive clients back to back
+   (concurrent searches share batched engine calls, so fewer clients understate it);
 3. overload: requests arriving on a fixed schedule at `factor` x that throughput for
    `seconds` (an open loop: arrivals do not wait for answers), then p50/p99 of the admitted
    (200) answers as a ratio to the unloaded p99, and the count and p99 of the refusals (503).
@@ -101,14 +102,19 @@ async def open_loop(
 
 
 def measure_server(
-    base: str, requests: list[dict[str, Any]], factor: float, seconds: float
+    base: str, requests: list[dict[str, Any]], factor: float, seconds: float, rate: float | None
 ) -> dict[str, Any]:
+    """Unloaded latency, then the overload at `rate` requests per second (None: `factor` x
+    the throughput this server sustains, measured first: the unbounded baseline's)."""
     httpclient.run(httpclient.http_level(base, requests, 64, 1))  # warm up
-    unloaded = httpclient.run(httpclient.http_level(base, requests, 300, 1))
-    sustained = httpclient.run(httpclient.http_level(base, requests, 600, 8))
-    rate = factor * sustained["qps"]
-    overload = httpclient.run(open_loop(base, requests, rate, seconds))
-    return {"unloaded": unloaded, "sustained": sustained, "overload": overload}
+    out: dict[str, Any] = {
+        "unloaded": httpclient.run(httpclient.http_level(base, requests, 300, 1))
+    }
+    if rate is None:
+        out["sustained"] = httpclient.run(httpclient.http_level(base, requests, 1200, 32))
+        rate = factor * out["sustained"]["qps"]
+    out["overload"] = httpclient.run(open_loop(base, requests, rate, seconds))
+    return out
 
 
 def main(argv: list[str]) -> int:
@@ -117,33 +123,39 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--factor", type=float, default=4.0, help="offered load / sustainable")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the overload")
     parser.add_argument(
-        "--max-pending",
-        type=int,
+        "--max-queue-ms",
+        type=float,
         nargs="+",
-        default=[0],
-        help="BRIDGE_MAX_PENDING values to compare (0: the server's default)",
+        default=[-1],
+        help="BRIDGE_MAX_QUEUE_MS values to compare (-1: the server's default)",
     )
     args = parser.parse_args(argv)
-    # 0: the server's own default (app/settings.py; bridge/ does not import app/).
-    variants: dict[str, int | None] = {
-        f"max_pending {n or 'default'}": n or None for n in args.max_pending
-    } | {"unbounded": UNBOUNDED}
+    # -1: the server's own defaults (app/settings.py; bridge/ does not import app/).
+    # The unbounded baseline first: its sustained throughput sets every server's load.
+    variants: dict[str, dict[str, str]] = {
+        "unbounded": {"BRIDGE_MAX_PENDING": str(UNBOUNDED), "BRIDGE_MAX_QUEUE_MS": "0"}
+    } | {
+        f"max_queue_ms {'default' if ms < 0 else f'{ms:g}'}": (
+            {} if ms < 0 else {"BRIDGE_MAX_QUEUE_MS": str(ms)}
+        )
+        for ms in args.max_queue_ms
+    }
     work = Path(tempfile.mkdtemp(prefix="bench-overload-"))
     results: dict[str, Any] = {}
     try:
         config, _, _ = synthetic_service(work / "source", args.items)
         config = dataclasses.replace(config, initial_bridge=None)
         requests = text_requests()
-        for name, pending in variants.items():
+        for name, env in variants.items():
             data_dir = work / f"data-{len(results)}"
             shutil.copytree(config.data_dir, data_dir)
             served = dataclasses.replace(config, data_dir=data_dir)
-            env = {} if pending is None else {"BRIDGE_MAX_PENDING": str(pending)}
             proc, base = start_server(served, env)
             try:
                 print(f"{name} ...", flush=True)
-                results[name] = {"max_pending": pending} | measure_server(
-                    base, requests, args.factor, args.seconds
+                rate = results["unbounded"]["overload"]["offered_per_s"] if results else None
+                results[name] = {"env": env} | measure_server(
+                    base, requests, args.factor, args.seconds, rate
                 )
             finally:
                 stop(proc)
@@ -166,7 +178,7 @@ def render(results: dict[str, Any]) -> str:
                 name,
                 r["unloaded"]["p50_ms"],
                 base_p99,
-                r["sustained"]["qps"],
+                r.get("sustained", {}).get("qps", np.nan),
                 over["offered_per_s"],
                 over["statuses"].get("200", 0),
                 accepted.get("p50_ms", np.nan),

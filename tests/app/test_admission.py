@@ -46,3 +46,27 @@ def test_past_max_pending_requests_are_refused_at_once(
     assert REFUSED._value.get() - before == 10
     again = asyncio.run(burst(app, [search, search]))  # the admitted ones are done: room again
     assert [r.status_code for r in again] == [200, 200]
+
+
+def test_the_estimated_wait_bounds_admission() -> None:
+    """Requests ahead over the recent completion rate (Little's law) against
+    BRIDGE_MAX_QUEUE_MS; nothing ahead is always admitted; too few answers: no estimate."""
+    from app.admission import MIN_COMPLETIONS, AdmissionMiddleware
+
+    gate = AdmissionMiddleware(app=None, max_pending=64, max_queue_ms=50)  # type: ignore[arg-type]
+    now = 1000.0
+    gate.pending = 10
+    gate.finished.extend(now - 0.01 * i for i in range(MIN_COMPLETIONS - 1, 0, -1))
+    assert gate.expected_wait(now) is None  # one answer short of an estimate
+    gate.finished.clear()
+    gate.finished.extend(now - 0.01 * (63 - i) for i in range(64))  # 64 answers in 0.63 s
+    wait = gate.expected_wait(now)
+    assert wait is not None and wait == pytest.approx(10 / (64 / 0.63))  # about 98 ms
+    assert "BRIDGE_MAX_QUEUE_MS=50" in str(gate.refusal(now))
+    gate.pending = 3  # about 30 ms ahead: admitted
+    assert gate.refusal(now) is None
+    gate.pending = 0
+    gate.max_queue_s = 1e-9
+    assert gate.refusal(now) is None  # nothing ahead: always admitted
+    gate.pending = 1
+    assert gate.refusal(now + 10) is None  # answers older than 5 s: no estimate
