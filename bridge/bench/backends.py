@@ -191,6 +191,11 @@ def main(argv: list[str]) -> int:
         names = ["faiss-flat", *(v for v in VARIANTS if v in args.variants and v != "faiss-flat")]
         measure = measure_variant_http if args.http else measure_variant
         results: list[dict[str, Any]] = []
+
+        def report(complete: bool) -> None:
+            write_report(args.json, "backends", argv, results=results, clients=args.clients,
+                         http=args.http, complete=complete)  # fmt: skip
+
         for size in args.sizes:
             config, images, rng = synthetic_service(work / f"n{size}", size, clustered=True)
             config = replace(config, initial_bridge=None)  # native searches only: no bridge
@@ -202,30 +207,14 @@ def main(argv: list[str]) -> int:
                 print(f"N={size}: {name} ...", flush=True)
                 measured = measure(variant, queries, truth, args.clients, args.queries, replicas)
                 results.append({"size": size, "backend": backend, "requested": kind, **measured})
-                write_report(  # after each variant: a long run that fails keeps what it measured
-                    args.json,
-                    "backends",
-                    argv,
-                    results=results,
-                    clients=args.clients,
-                    http=args.http,
-                    complete=False,
-                )
+                report(complete=False)  # a long run that fails keeps what it measured
             shutil.rmtree(work / f"n{size}", ignore_errors=True)
     finally:
         if embedded is not None:
             embedded.stop()
         shutil.rmtree(work, ignore_errors=True)
     print(render(results, args.clients))
-    write_report(
-        args.json,
-        "backends",
-        argv,
-        results=results,
-        clients=args.clients,
-        http=args.http,
-        complete=True,
-    )
+    report(complete=True)
     return 0
 
 
