@@ -4,9 +4,10 @@ Past what the engine can answer, every extra request only waits longer, and so d
 request behind it: latency grows without bound while throughput stays flat. Here a request
 to an engine route is admitted only when (1) fewer than BRIDGE_MAX_PENDING such requests are
 in the server (waiting or running) and (2) the wait it would face, estimated as the requests
-ahead of it divided by the rate at which the server has been finishing them (Little's law,
-over its last COMPLETIONS answers), is at most BRIDGE_MAX_QUEUE_MS. Otherwise it is answered
-503 with `Retry-After` at once, before its body is read, so a refusal costs about a
+ahead of it divided by the rate at which the server finishes them while busy (Little's law,
+over its last COMPLETIONS answers; time with nothing in progress does not count, or a quiet
+server's few answers would read as a slow one), is at most BRIDGE_MAX_QUEUE_MS. Otherwise it
+is answered 503 with `Retry-After` at once, before its body is read, so a refusal costs about a
 millisecond and admitted requests keep their latency. (`mbridge bench overload` measures
 both; docs/benchmarks.md.) A request that finds nothing ahead of it is always admitted.
 
@@ -54,17 +55,28 @@ class AdmissionMiddleware:
         self.max_pending = max_pending
         self.max_queue_s = max_queue_ms / 1000.0  # 0: no bound on the wait
         self.pending = 0  # the event loop is single-threaded: plain counters are exact
-        self.finished: deque[float] = deque(maxlen=COMPLETIONS)  # monotonic end times
+        # Busy time: seconds with at least one engine request in progress, up to busy_since.
+        self.busy_seconds = 0.0
+        self.busy_since = 0.0
+        # (monotonic end time, busy seconds by then) of the last answers.
+        self.finished: deque[tuple[float, float]] = deque(maxlen=COMPLETIONS)
+
+    def busy_at(self, now: float) -> float:
+        """Busy seconds up to `now`."""
+        return self.busy_seconds + (now - self.busy_since if self.pending else 0.0)
 
     def expected_wait(self, now: float) -> float | None:
         """Seconds a request admitted now would wait: those ahead of it over the recent
         completion rate (None: too few recent answers to tell)."""
-        if len(self.finished) < MIN_COMPLETIONS or now - self.finished[-1] > RATE_MAX_AGE_SECONDS:
+        if (
+            len(self.finished) < MIN_COMPLETIONS
+            or now - self.finished[-1][0] > RATE_MAX_AGE_SECONDS
+        ):
             return None
-        span = now - self.finished[0]
-        if span <= 0:
+        busy = self.busy_at(now) - self.finished[0][1]
+        if busy <= 0:
             return None
-        return self.pending / (len(self.finished) / span)
+        return self.pending / (len(self.finished) / busy)
 
     def refusal(self, now: float) -> str | None:
         """Why a request arriving now is refused (None: admitted)."""
@@ -98,9 +110,14 @@ class AdmissionMiddleware:
             )
             await response(scope, receive, send)
             return
+        if self.pending == 0:
+            self.busy_since = time.monotonic()
         self.pending += 1
         try:
             await self.app(scope, receive, send)
         finally:
+            now = time.monotonic()
+            self.finished.append((now, self.busy_at(now)))
             self.pending -= 1
-            self.finished.append(time.monotonic())
+            if self.pending == 0:
+                self.busy_seconds += now - self.busy_since

@@ -49,19 +49,22 @@ def test_past_max_pending_requests_are_refused_at_once(
 
 
 def test_the_estimated_wait_bounds_admission() -> None:
-    """Requests ahead over the recent completion rate (Little's law) against
-    BRIDGE_MAX_QUEUE_MS; nothing ahead is always admitted; too few answers: no estimate."""
+    """Requests ahead over the completion rate while busy (Little's law) against
+    BRIDGE_MAX_QUEUE_MS; nothing ahead is always admitted; too few answers: no estimate; a
+    quiet server's sparse answers do not read as a slow server."""
     from app.admission import MIN_COMPLETIONS, AdmissionMiddleware
 
     gate = AdmissionMiddleware(app=None, max_pending=64, max_queue_ms=50)  # type: ignore[arg-type]
     now = 1000.0
     gate.pending = 10
-    gate.finished.extend(now - 0.01 * i for i in range(MIN_COMPLETIONS - 1, 0, -1))
+    gate.busy_since = now - 1.0  # busy for the last second
+    gate.finished.extend((now - 0.01 * i, 1.0 - 0.01 * i) for i in range(MIN_COMPLETIONS - 1))
     assert gate.expected_wait(now) is None  # one answer short of an estimate
     gate.finished.clear()
-    gate.finished.extend(now - 0.01 * (63 - i) for i in range(64))  # 64 answers in 0.63 s
+    # 64 answers over 0.64 busy seconds: 100 per second
+    gate.finished.extend((now - 0.01 * (64 - i), 0.36 + 0.01 * i) for i in range(64))
     wait = gate.expected_wait(now)
-    assert wait is not None and wait == pytest.approx(10 / (64 / 0.63))  # about 98 ms
+    assert wait == pytest.approx(10 / 100)
     assert "BRIDGE_MAX_QUEUE_MS=50" in str(gate.refusal(now))
     gate.pending = 3  # about 30 ms ahead: admitted
     assert gate.refusal(now) is None
@@ -70,3 +73,10 @@ def test_the_estimated_wait_bounds_admission() -> None:
     assert gate.refusal(now) is None  # nothing ahead: always admitted
     gate.pending = 1
     assert gate.refusal(now + 10) is None  # answers older than 5 s: no estimate
+    # A quiet server: 64 answers of 16 ms each, one every few seconds. Busy time counts
+    # only the 16 ms each, so one request ahead is a 16 ms wait, not minutes.
+    quiet = AdmissionMiddleware(app=None, max_pending=64, max_queue_ms=250)  # type: ignore[arg-type]
+    quiet.finished.extend((now - 3.0 * (63 - i), 0.016 * (i + 1)) for i in range(64))
+    quiet.busy_seconds, quiet.pending, quiet.busy_since = 64 * 0.016, 1, now
+    assert quiet.expected_wait(now) == pytest.approx(1 / (64 / (64 * 0.016 - 0.016)))
+    assert quiet.refusal(now) is None
