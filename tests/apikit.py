@@ -3,8 +3,9 @@ module, not a conftest, so that test files can import it."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bridge.encode.encoders import Encoder
@@ -43,3 +44,15 @@ def admin_headers(key: str = ADMIN_KEY) -> dict[str, str]:
 
 def item_count(service: BridgeService) -> int:
     return int(service.readiness()["items"])
+
+
+def wait_for_api_job(client: Any, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    """Poll GET /v1/admin/jobs/{job_id} through `client` (a TestClient or httpx.Client) until
+    the job succeeded or failed; AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = client.get(f"/v1/admin/jobs/{job_id}", headers=admin_headers()).json()
+        if job["status"] in ("succeeded", "failed"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish in {timeout}s")

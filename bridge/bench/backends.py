@@ -58,6 +58,12 @@ def exact_top_k(rows: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-scores, axis=1, kind="stable")[:, :k]
 
 
+def recall_at_k(found: list[list[int]], truth: np.ndarray) -> float:
+    """The share of each query's true top-k (positions, (Q, k)) that its answer found."""
+    hits = sum(len(set(f) & set(t.tolist())) for f, t in zip(found, truth, strict=True))
+    return hits / truth.size
+
+
 def measure_variant(
     config: Any,
     queries: np.ndarray,
@@ -85,7 +91,6 @@ def measure_variant(
             [int(hit.metadata["n"]) for hit in services[i % replicas].search(request).results]
             for i, request in enumerate(requests)
         ]
-        hits = sum(len(set(f) & set(t.tolist())) for f, t in zip(found, truth, strict=True))
         cells = {}
         for count in clients:
             cells[str(count)] = run_threads(
@@ -98,7 +103,7 @@ def measure_variant(
             "replicas": replicas,
             "via": "process",
             "build_seconds": build_seconds,
-            "recall_at_10": hits / truth.size,
+            "recall_at_10": recall_at_k(found, truth),
             "clients": cells,
         }
     finally:
@@ -140,7 +145,6 @@ def measure_variant_http(
             ]
             for i, body in enumerate(bodies)
         ]
-        hits = sum(len(set(f) & set(t.tolist())) for f, t in zip(found, truth, strict=True))
         requests = [{"json": body} for body in bodies]
         cells = {
             str(count): httpclient.run(httpclient.http_level(bases, requests, total, count))
@@ -151,7 +155,7 @@ def measure_variant_http(
             "replicas": replicas,
             "via": "http",
             "build_seconds": build_seconds,
-            "recall_at_10": hits / truth.size,
+            "recall_at_10": recall_at_k(found, truth),
             "clients": cells,
         }
     finally:

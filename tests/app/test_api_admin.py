@@ -4,14 +4,13 @@ a background job (JSON and multipart), versions, activate and rollback."""
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from apikit import ADMIN_KEY, CAPTIONS, admin_headers
+from apikit import ADMIN_KEY, CAPTIONS, admin_headers, wait_for_api_job
 from fastapi.testclient import TestClient
 from tiny_models import TINY_CLIP_DIM
 
@@ -21,16 +20,6 @@ ADMIN = admin_headers()
 FOUR = ["one", "two", "three", "four"]  # the fewest captions a retrain accepts
 CAPS4 = "\n".join(FOUR).encode()
 QUICK = {"epochs": 1, "batch_size": 16}
-
-
-def _wait_job(client: TestClient, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/admin/jobs/{job_id}", headers=ADMIN).json()
-        if job["status"] in ("succeeded", "failed"):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish in {timeout}s")
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -116,7 +105,7 @@ def test_retrain_activate_rollback(
     job = r.json()
     assert job["job_id"] and job["kind"] == "retrain"
     assert job["status"] in ("queued", "running", "succeeded")
-    done = _wait_job(client, job["job_id"])
+    done = wait_for_api_job(client, job["job_id"])
     assert done["status"] == "succeeded", done
     assert done["progress"] == pytest.approx(1.0)
     assert done["version"] == "v2" and done["metrics"]
@@ -159,7 +148,7 @@ def test_retrain_from_multipart_uploads(client: TestClient, service: BridgeServi
         headers=ADMIN,
     )
     assert r.status_code == 202, r.text
-    done = _wait_job(client, r.json()["job_id"])
+    done = wait_for_api_job(client, r.json()["job_id"])
     assert done["status"] == "succeeded", done
     assert service.readiness()["active_version"] == "v2"  # activate=true
     data = Path(service.config.data_dir)
@@ -181,7 +170,7 @@ def test_failed_multipart_retrain_leaves_no_uploads(
         headers=ADMIN,
     )
     assert r.status_code == 202, r.text
-    done = _wait_job(client, r.json()["job_id"])
+    done = wait_for_api_job(client, r.json()["job_id"])
     assert done["status"] == "failed" and "NaN" in done["error"], done
     assert not list((Path(service.config.data_dir) / "uploads").glob("*/*"))
 
@@ -273,4 +262,4 @@ def test_a_second_retrain_while_one_runs_is_409(client: TestClient) -> None:
     second = client.post("/v1/admin/retrain", json=body, headers=ADMIN)
     assert second.status_code == 409, second.text
     assert "already running" in second.json()["detail"]
-    assert _wait_job(client, first.json()["job_id"], timeout=120)["status"] == "succeeded"
+    assert wait_for_api_job(client, first.json()["job_id"], timeout=120)["status"] == "succeeded"

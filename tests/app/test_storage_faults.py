@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from apikit import CAPTIONS, admin_headers
+from apikit import CAPTIONS, admin_headers, wait_for_api_job
 from diskkit import fill, grow_wal, small_disk, wal_checkpoint
 from fastapi.testclient import TestClient
 
@@ -114,21 +114,11 @@ def _hits(client: TestClient, **query: Any) -> list[tuple[str, float]]:
     return [(hit["id"], round(hit["score"], 4)) for hit in r.json()["results"]]
 
 
-def _wait_job(client: TestClient, job_id: str, timeout: float = 120.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/admin/jobs/{job_id}", headers=ADMIN).json()
-        if job["status"] in ("succeeded", "failed"):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish in {timeout}s")
-
-
 def _retrain(client: TestClient, **extra: Any) -> dict[str, Any]:
     body = {"captions": CAPTIONS, "train_overrides": QUICK, **extra}
     r = client.post("/v1/admin/retrain", json=body, headers=ADMIN)
     assert r.status_code == 202, r.text
-    return _wait_job(client, r.json()["job_id"])
+    return wait_for_api_job(client, r.json()["job_id"], timeout=120)
 
 
 def _stock(client: TestClient, make_png_bytes: Any, make_wav_bytes: Any) -> dict[str, list[str]]:
