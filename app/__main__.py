@@ -29,6 +29,7 @@ if not sys.stderr.isatty():
 from pydantic import ValidationError
 
 from app.settings import Settings, bind_refusal, format_validation_error, load_settings
+from bridge.memory import limit_arenas
 
 EXIT_LOAD_FAILED = 1
 EXIT_BAD_SETTINGS = 2
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_SETTINGS
 
     configure_logging(settings.log_level)
+    # Before uvicorn's and the engine's threads allocate; workers inherit MALLOC_ARENA_MAX.
+    limit_arenas(settings.malloc_arenas)
     if settings.admin_key is not None and len(settings.admin_key.get_secret_value()) < 16:
         logger.warning("BRIDGE_ADMIN_KEY is shorter than 16 characters; use a long random key")
 

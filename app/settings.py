@@ -154,6 +154,20 @@ class Settings(BaseSettings):
         "comma-separated, e.g. https://app.example.com; empty: none (the search page is "
         "served from the API's own origin and needs none).",
     )
+    malloc_arenas: int = Field(
+        default=4,
+        ge=0,
+        le=1024,
+        description="malloc arenas per server process (glibc; 0: the C library's default, "
+        "8 per core). Fewer arenas keep RSS following what the server holds (bridge/memory.py); "
+        "MALLOC_ARENA_MAX, when set, wins.",
+    )
+    keep_previous_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=_ENGINE.keep_previous_seconds,
+        description="Seconds the previously active bridge version's shared indexes stay in "
+        "memory after an activation, for an instant rollback; later, a rollback reloads them "
+        "from disk.",
+    )
     workers: int = Field(
         default=1,
         description=(

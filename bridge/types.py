@@ -82,6 +82,10 @@ class ServiceConfig:
     # Threads a lone query's exact scan of a big flat index may use (0 = one per core,
     # 1 = never split); bridge/index/split_scan.py.
     search_threads: int = 0
+    # After an activation, the previous version's shared indexes stay live this long, so that
+    # a rollback is an instant swap; then they are saved and unloaded (a rollback later
+    # reloads them from disk and brings them up to date with the store).
+    keep_previous_seconds: float = 600.0
 
     @property
     def shares_indexes(self) -> bool:

@@ -15,7 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-SHARED = {"errors", "types", "modalities", "arrays", "io", "telemetry"}
+SHARED = {"errors", "types", "modalities", "arrays", "io", "telemetry", "memory"}
 HTTP = {"fastapi", "starlette", "uvicorn", "httptools", "multipart", "pydantic_settings"}
 # layer -> the bridge packages it may import (besides the shared modules and itself)
 ALLOWED_LAYERS: dict[str, set[str]] = {
@@ -119,6 +119,8 @@ def test_app_is_http_only_over_the_service_facade() -> None:
         # The retrain request's contract: the train_overrides the engine takes, which the
         # served OpenAPI states (pure data and a schema; no torch).
         "bridge.service.retrain_plan",
+        # The process's heap (malloc arenas), set by `python -m app` before threads start.
+        "bridge.memory",
     }
     bad = []
     for path in sorted((REPO / "app").rglob("*.py")):

@@ -128,6 +128,7 @@ class BridgeService:
             self._encoders.dims(),
             self._write_lock,
             self._encoders.encoder_ids(),
+            config.keep_previous_seconds,
         )
         # After a backend failure the indexes catch up with the store in the background.
         self._repair = IndexRepair(self._repair_indexes)
@@ -259,6 +260,7 @@ class BridgeService:
         self._repair.close()
         if self._follower is not None:
             self._follower.close()
+        self._versions.close()
         with self._write_lock:
             try:
                 self.catalog.save_all()

@@ -35,6 +35,7 @@ import numpy as np
 
 from bridge.arrays import load_matrix
 from bridge.io import atomic_write_text
+from bridge.memory import release_free_memory
 from bridge.service.evaluation import evaluate_checkpoint, stored_dev_set
 from bridge.service.retrain_plan import RetrainPlan, holdout_split, plan_retrain
 from bridge.storage.layout import CAPTIONS_FILE, DataLayout
@@ -103,6 +104,9 @@ class RetrainPipeline:
         finally:
             if plan.inputs_dir is not None:
                 shutil.rmtree(plan.inputs_dir, ignore_errors=True)
+            # Training's tensors, the memories and the re-projection are freed by now, but
+            # the heap keeps their pages (about 100 MB at 20,000 items) until trimmed.
+            release_free_memory()
 
     def _train_and_install(self, plan: RetrainPlan, progress: RetrainProgress) -> dict[str, Any]:
         from bridge.model.trainer import train_bridge

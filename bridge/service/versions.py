@@ -32,6 +32,7 @@ from bridge.errors import (
     InvalidInputError,
     NotFoundError,
 )
+from bridge.memory import release_free_memory
 from bridge.modalities import MODALITIES, MODALITY_SPACE
 from bridge.service.encoder_ids import encoder_mismatch
 from bridge.service.records import version_record
@@ -111,6 +112,7 @@ class Versions:
         dims: tuple[int, int],
         write_lock: threading.RLock,
         encoders: Mapping[str, str] | None = None,
+        keep_previous_seconds: float = 0.0,
     ) -> None:
         self.layout = layout
         self.store = store
@@ -121,6 +123,10 @@ class Versions:
         self._write_lock = write_lock
         self.loaded: dict[str, BridgeCheckpoint] = {}  # versions whose shared indexes are live
         self.active: ActiveBridge | None = None
+        # How long the previously active version stays live after an activation (retire).
+        self.keep_previous_seconds = keep_previous_seconds
+        self._release_timer: threading.Timer | None = None
+        self._closed = False
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -231,10 +237,54 @@ class Versions:
     def keep_loaded(self, *versions: str | None) -> None:
         """Caller holds the writer lock: stop live-updating versions not in `versions`."""
         keep = {v for v in versions if v}
-        for version in list(self.loaded):
-            if version not in keep:
-                del self.loaded[version]
-                self._unload(version)
+        dropped = [version for version in self.loaded if version not in keep]
+        for version in dropped:
+            del self.loaded[version]
+            self._unload(version)
+        if dropped:
+            release_free_memory()  # an unloaded version's vectors: hundreds of MB at scale
+
+    def retire(self, active: str, previous: str | None) -> None:
+        """Caller holds the writer lock, `active` just swapped in. Only it and `previous`
+        stay live; `previous` only for keep_previous_seconds, so that a rollback soon after an
+        activation is an instant swap, while the memory of two versions' shared indexes is
+        not held for good. Later, a rollback reloads them (ensure_loaded)."""
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+            self._release_timer = None
+        if self.keep_previous_seconds <= 0 or previous is None or previous == active:
+            self.keep_loaded(active)
+            return
+        self.keep_loaded(active, previous)
+        if previous in self.loaded:
+            timer = threading.Timer(self.keep_previous_seconds, self._release, (previous,))
+            timer.name, timer.daemon = f"release-{previous}", True
+            self._release_timer = timer
+            timer.start()
+
+    def _release(self, version: str) -> None:
+        """The timer `retire` set: unload `version` unless it is active again."""
+        with self._write_lock:
+            if self._closed or version not in self.loaded:
+                return
+            if self.active is not None and self.active.version == version:
+                return
+            del self.loaded[version]
+            self._unload(version)
+        release_free_memory()
+        logger.info(
+            "unloaded bridge version %s (previously active; %.0f s after the activation), "
+            "a rollback reloads it",
+            version,
+            self.keep_previous_seconds,
+        )
+
+    def close(self) -> None:
+        """No release after this (the service is closing and saves every index itself)."""
+        with self._write_lock:
+            self._closed = True
+            if self._release_timer is not None:
+                self._release_timer.cancel()
 
     # -- list / activate / rollback --------------------------------------------------------
 
@@ -263,7 +313,8 @@ class Versions:
                 ) from exc
             self.store.set_active(version, allowed_statuses=("ready",))
             self.publish(version, checkpoint)
-            self.keep_loaded(*self.store.get_active())  # active and previous stay live
+            _, previous = self.store.get_active()
+            self.retire(version, previous)  # active and, for a while, previous stay live
             logger.info("activated bridge version %s (was %s)", version, old and old.version)
         return version_record(self.store.get_version(version), version)
 
@@ -277,7 +328,7 @@ class Versions:
             return False  # marked failed (a damaged checkpoint): serve what this one serves
         old = self.active
         self.publish(active, self.ensure_loaded(active))
-        self.keep_loaded(active, previous)
+        self.retire(active, previous)
         logger.info(
             "serving bridge version %s, activated by another replica (was %s)",
             active,

@@ -102,6 +102,7 @@ def test_each_engine_setting_reaches_the_service_config(tmp_path: Path) -> None:
         "encode_threads": 5,
         "faiss_threads": 6,
         "search_threads": 7,
+        "keep_previous_seconds": 30.0,
     }
     assert set(given) == set(fed_fields())
     defaults = ServiceConfig()

@@ -478,6 +478,43 @@ def test_retrain_activate_rollback(service: BridgeService, tmp_path: Path) -> No
     assert service.rollback().version == "v2"  # rollback toggles between the last two
 
 
+def test_the_previous_version_is_unloaded_after_a_while_and_a_rollback_reloads_it(
+    make_service: Callable[..., BridgeService],
+) -> None:
+    """keep_previous_seconds: two versions' shared indexes are held only for a while after
+    an activation; a rollback later reloads the previous one, up to date with the store."""
+    service = make_service(keep_previous_seconds=0.5)
+    populate(service)
+    job = retrain(service, activate=True)
+    assert job.status == "succeeded", job.error
+    assert service.catalog.loaded_versions() == ["v1", "v2"]  # instant rollback for now
+    deadline = time.monotonic() + 10
+    while service.catalog.loaded_versions() != ["v2"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert service.catalog.loaded_versions() == ["v2"]
+    (late,) = service.add_items([png(91)], [{"late": True}])  # while v1 is not loaded
+
+    assert service.rollback().version == "v1"
+    answer = service.search(SearchQuery("image", media=wav(1), k=10))
+    assert answer.bridge_version == "v1" and late.id in ids(answer)
+    assert service.catalog.loaded_versions() == ["v1", "v2"]
+    service.close()  # the pending release of v2 is cancelled, not run on a closed service
+    time.sleep(0.7)
+    assert service.catalog.loaded_versions() == ["v1", "v2"]
+
+
+def test_without_a_grace_period_only_the_active_version_stays_loaded(
+    make_service: Callable[..., BridgeService],
+) -> None:
+    service = make_service(keep_previous_seconds=0)
+    populate(service)
+    assert retrain(service, activate=True).status == "succeeded"
+    assert service.catalog.loaded_versions() == ["v2"]
+    assert service.rollback().version == "v1"
+    assert service.catalog.loaded_versions() == ["v1"]
+    assert len(service.search(SearchQuery("image", media=wav(1))).results) == N_IMAGES
+
+
 def test_an_exmcr_version_searches_audio_against_the_native_clip_images(
     make_service: Callable[..., BridgeService], tmp_path: Path
 ) -> None:
