@@ -34,6 +34,7 @@ from app.routes import admin, health, items, search
 from app.settings import Settings
 from app.state import ServiceHolder
 from bridge.errors import BackendUnavailableError
+from bridge.memory import release_free_memory
 
 if TYPE_CHECKING:
     from bridge.service import BridgeService
@@ -51,6 +52,7 @@ C-MCR bridge trained without paired data. Bridges are retrained and swapped live
 
 
 # Bodies of every other endpoint (JSON calls, admin activate...) are small.
+HEAP_TRIM_SECONDS = 60.0  # bridge/memory.py
 SMALL_BODY = PathLimit("/", 65_536, "fixed limit for this endpoint")
 
 
@@ -131,10 +133,19 @@ def create_app(
         app.state.executor = make_executor()
         app.state.batcher = SearchBatcher(app.state.executor, inline_lone=settings.inline_searches)
         try:
-            async with _engine(app):
+            async with _engine(app), anyio.create_task_group() as background:
+                background.start_soon(_trim_heap)
                 yield
+                background.cancel_scope.cancel()  # this scope only: the engine closes after
         finally:
             app.state.executor.shutdown(wait=True)
+
+    async def _trim_heap() -> None:
+        # Freed memory goes back to the system once a minute (a few ms when there is little
+        # to return), so that RSS, which container limits count, follows the live heap.
+        while True:
+            await anyio.sleep(HEAP_TRIM_SECONDS)
+            await anyio.to_thread.run_sync(release_free_memory)
 
     @asynccontextmanager
     async def _engine(app: FastAPI) -> AsyncIterator[None]:

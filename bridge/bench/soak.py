@@ -11,10 +11,13 @@ keep-alive HTTP clients for `minutes`, each looping over a mix:
   collection keeps its size and memory growth is the server's own, not the data's.
 
 Halfway through, one retrain (POST /v1/admin/retrain, a small caption list) runs, and its
-version is activated when ready. Per minute: requests, p50/p99 latency, 4xx and 5xx counts,
+version is activated when ready (`--no-retrain`: none). `--malloc-arenas N` sets the
+server's BRIDGE_MALLOC_ARENAS (0: glibc's default), to compare the heap's growth.
+Per minute: requests, p50/p99 latency, 4xx and 5xx counts,
 the net items added, and the server's resident memory (VmRSS). The verdict lines check the
 targets: no 5xx, RSS growth after minute 5 under 10%, and the p99 of the last 5 minutes
-within 1.25x of minutes 5-10 (needs at least 15 minutes).
+within 1.25x of minutes 5-10 (needs at least 15 minutes); and the RSS slope after minute 5
+(MB a minute, least squares).
 """
 
 from __future__ import annotations
@@ -158,7 +161,7 @@ class Soak:
         finally:
             writer.close()
 
-    async def run(self, clients: int, pid: int) -> list[float]:
+    async def run(self, clients: int, pid: int, retrain: bool = True) -> list[float]:
         """Run the load; answers the server's RSS (MB) sampled at the end of each minute."""
         rss: list[float] = []
 
@@ -168,9 +171,8 @@ class Soak:
                 rss.append(rss_mb(pid))
 
         half = (self.deadline - time.monotonic()) / 2
-        await asyncio.gather(
-            *(self.client() for _ in range(clients)), self.retrain_once(half), sample()
-        )
+        retraining = [self.retrain_once(half)] if retrain else []
+        await asyncio.gather(*(self.client() for _ in range(clients)), *retraining, sample())
         return rss
 
 
@@ -200,6 +202,10 @@ def verdict(rows: list[dict[str, Any]], minutes: list[Minute]) -> dict[str, Any]
     if len(rows) > 5:
         base = rows[4]["rss_mb"]
         out["rss_growth_after_minute_5"] = max(r["rss_mb"] for r in rows[5:]) / base - 1
+        sampled = [(r["minute"], r["rss_mb"]) for r in rows[4:] if np.isfinite(r["rss_mb"])]
+        if len(sampled) >= 2:
+            x, y = np.asarray(sampled).T
+            out["rss_mb_per_minute_after_minute_5"] = float(np.polyfit(x, y, 1)[0])
     if len(rows) >= 15:
 
         def p99(chunk: list[Minute]) -> float:
@@ -214,16 +220,21 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument("--no-retrain", action="store_true", help="no retrain halfway")
+    parser.add_argument(
+        "--malloc-arenas", type=int, default=None, help="the server's BRIDGE_MALLOC_ARENAS"
+    )
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-soak-"))
     try:
         config, _, _ = synthetic_service(work, args.items)
-        proc, base = start_server(
-            config, {"BRIDGE_ADMIN_KEY": ADMIN_KEY}, initial_bridge=str(config.initial_bridge)
-        )
+        env = {"BRIDGE_ADMIN_KEY": ADMIN_KEY}
+        if args.malloc_arenas is not None:
+            env["BRIDGE_MALLOC_ARENAS"] = str(args.malloc_arenas)
+        proc, base = start_server(config, env, initial_bridge=str(config.initial_bridge))
         try:
             soak = Soak(base, args.minutes)
-            rss = httpclient.run(soak.run(args.clients, proc.pid))
+            rss = httpclient.run(soak.run(args.clients, proc.pid, not args.no_retrain))
         finally:
             stop(proc)
     finally:
@@ -236,7 +247,8 @@ def main(argv: list[str]) -> int:
     for name, value in result.items():
         print(f"{name}: {value:.3f}" if isinstance(value, float) else f"{name}: {value}")
     write_report(args.json, "soak", argv, minutes=rows, verdict=result, retrain=soak.retrain,
-                 clients=args.clients, items=args.items)  # fmt: skip
+                 clients=args.clients, items=args.items,
+                 malloc_arenas=args.malloc_arenas)  # fmt: skip
     return 0
 
 

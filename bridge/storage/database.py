@@ -23,7 +23,8 @@ import contextlib
 import json
 import secrets
 import threading
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +59,17 @@ def dump_json(value: Any, what: str) -> str:
             f"{what} must be JSON-serialisable without NaN/Inf ({exc})"
         ) from exc
     return text
+
+
+class _ThreadReader:
+    """One thread's reader connection, held in the thread's ``threading.local``. When the
+    thread ends, its locals go and the connection is closed: server thread pools replace
+    idle threads (anyio's after 10 s), and each new thread's connection used to stay open,
+    with its page cache, for the life of the process."""
+
+    def __init__(self, conn: Connection, forget: Callable[[Connection], None]) -> None:
+        self.conn = conn
+        weakref.finalize(self, forget, conn)
 
 
 class Database:
@@ -102,16 +114,17 @@ class Database:
     def _reader(self) -> Connection:
         if self._closed:
             raise ConflictError("the item store is closed")
-        conn: Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and is_broken(conn):  # the server went away and came back
-            self._forget_reader(conn)
-            conn = None
-        if conn is None:
+        holder: _ThreadReader | None = getattr(self._local, "reader", None)
+        if holder is not None and is_broken(holder.conn):  # the server went away and came back
+            self._forget_reader(holder.conn)
+            holder = None
+        if holder is None:
             conn = self.dialect.connect()
-            self._local.conn = conn
+            self._local.reader = _ThreadReader(conn, self._forget_reader)
             with self._readers_lock:
                 self._readers.append(conn)
-        return conn
+            return conn
+        return holder.conn
 
     def _forget_reader(self, conn: Connection) -> None:
         with self._readers_lock:

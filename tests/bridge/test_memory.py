@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -46,7 +47,7 @@ def test_a_trim_returns_freed_pages(monkeypatch: pytest.MonkeyPatch) -> None:
         pytest.skip("not glibc")
 
     def rss_mb() -> float:
-        for line in open("/proc/self/status").read().splitlines():
+        for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         raise AssertionError("no VmRSS")

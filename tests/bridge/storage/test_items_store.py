@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import threading
@@ -410,6 +411,28 @@ def test_concurrent_writers_and_readers(store: ItemStore) -> None:
     assert errors == []
     assert store.count("image") == 80
     assert len(set(store.raw_embeddings("image")[0].tolist())) == 80
+
+
+def test_a_threads_reader_connection_is_closed_when_the_thread_ends(store: ItemStore) -> None:
+    """Server pools replace idle threads; a new thread's reader must not outlive it."""
+    store.count("image")  # this thread's reader
+    before = len(store._readers)
+    seen: list[object] = []
+
+    def read() -> None:
+        store.count("image")
+        seen.append(store._local.reader.conn)
+
+    for _ in range(5):
+        thread = threading.Thread(target=read)
+        thread.start()
+        thread.join()
+    gc.collect()
+    assert len(store._readers) == before and len(seen) == 5
+    for conn in seen:  # closed, not merely forgotten
+        with pytest.raises(Exception, match="closed"):
+            conn.execute("SELECT 1")  # type: ignore[attr-defined]
+    assert store.count("image") == 0  # this thread's reader still works
 
 
 def test_a_lost_postgres_server_is_unavailable_then_recovers(tmp_path: Path) -> None:
