@@ -4,8 +4,8 @@ A server's RSS should follow what it holds. With glibc's defaults it does not:
 
 - each thread that allocates may get its own arena (up to 8 per core), and freed chunks stay
   in the arena that served them. Under the soak's mix (uvicorn's loop, the offload pool, the
-  batcher, the job thread), RSS grew about 10 MB a minute with a steady collection; capped at
-  4 arenas it grew about 1 MB a minute, with the same throughput (docs/benchmarks.md, "Soak").
+  batcher, the job thread), six minutes with glibc's default: 653 -> 681 MB; capped at 4
+  arenas: 615 -> 627 MB, at the same throughput (docs/benchmarks.md, "Soak").
 - a retrain frees its training tensors, memories and projections, but the heap keeps the
   pages (about 100 MB on the soak's 20,000 items) until ``malloc_trim`` returns them.
 
