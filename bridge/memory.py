@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 import os
 from functools import cache
-
-logger = logging.getLogger(__name__)
 
 M_ARENA_MAX = -8  # mallopt parameter, from glibc's malloc.h
 ARENA_ENV = "MALLOC_ARENA_MAX"  # glibc reads it at start; child processes inherit it

@@ -237,11 +237,15 @@ class Versions:
     def keep_loaded(self, *versions: str | None) -> None:
         """Caller holds the writer lock: stop live-updating versions not in `versions`."""
         keep = {v for v in versions if v}
-        dropped = [version for version in self.loaded if version not in keep]
-        for version in dropped:
+        self._drop([version for version in self.loaded if version not in keep])
+
+    def _drop(self, versions: list[str]) -> None:
+        """Caller holds the writer lock: unload `versions` (saved first) and hand their
+        memory back."""
+        for version in versions:
             del self.loaded[version]
             self._unload(version)
-        if dropped:
+        if versions:
             release_free_memory()  # an unloaded version's vectors: hundreds of MB at scale
 
     def retire(self, active: str, previous: str | None) -> None:
@@ -269,9 +273,7 @@ class Versions:
                 return
             if self.active is not None and self.active.version == version:
                 return
-            del self.loaded[version]
-            self._unload(version)
-        release_free_memory()
+            self._drop([version])
         logger.info(
             "unloaded bridge version %s (previously active; %.0f s after the activation), "
             "a rollback reloads it",
