@@ -12,10 +12,20 @@ import numpy as np
 from bridge.arrays import l2_normalize, validate_matrix
 from bridge.errors import InvalidInputError
 
+# A row whose float64 sum of squares is this close to 1 is already unit length: normalising it
+# again would move each value by at most an ulp or two.
+UNIT_SQUARE_TOLERANCE = 1e-5
+
 
 def check_vectors(vectors: Any, name: str, dim: int | None, allow_empty: bool) -> np.ndarray:
-    """The engine's matrix check (bridge/arrays.py), then L2-normalised rows."""
-    return l2_normalize(validate_matrix(vectors, name, dim, allow_empty=allow_empty))
+    """The engine's matrix check (bridge/arrays.py), then L2-normalised rows. Rows that are
+    unit length already (a projector's or an encoder's output) are returned as they are:
+    no normalised copy, which at a build is as large as the whole index."""
+    x = validate_matrix(vectors, name, dim, allow_empty=allow_empty)
+    squares = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+    if squares.size and bool(np.all(np.abs(squares - 1.0) <= UNIT_SQUARE_TOLERANCE)):
+        return x
+    return l2_normalize(x)
 
 
 def usable_square(row: np.ndarray) -> float | None:

@@ -16,12 +16,28 @@ own.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+
+def weak_search(method: SearchFn) -> SearchFn:
+    """An index's bound search method, holding its index weakly. An index that owns a
+    coalescer of its own bound method is a reference cycle: dropped, its vectors (the size
+    of the whole index) waited for the cyclic garbage collector instead of going at once."""
+    ref = weakref.WeakMethod(method)
+
+    def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        bound = ref()
+        if bound is None:  # only reachable through a coalescer that outlived its index
+            raise RuntimeError("the index of this search was dropped")
+        return bound(queries, k)
+
+    return search
 
 
 @dataclass(eq=False)

@@ -58,7 +58,7 @@ from bridge.index.checks import (
     search_params_with,
     usable_square,
 )
-from bridge.index.coalesce import SearchCoalescer
+from bridge.index.coalesce import SearchCoalescer, weak_search
 from bridge.index.files import (
     IDS_FILE,
     INDEX_FILE,
@@ -123,7 +123,7 @@ class VectorIndex:
         self._tombstones: set[int] = set() if tombstones is None else {int(i) for i in tombstones}
         self._lock = ReadWriteLock()
         # Concurrent searches share FAISS calls (bridge/index/coalesce.py).
-        self._coalescer = SearchCoalescer(self._search_batch)
+        self._coalescer = SearchCoalescer(weak_search(self._search_batch))
         self._selector: tuple[Any, Any] | None = None  # (IDSelectorBatch, IDSelectorNot)
         self._layout: FlatLayout | None = None  # flat storage as NumPy, for split scans
         self._refresh_selector()

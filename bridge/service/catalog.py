@@ -29,6 +29,8 @@ built since, at the start of every mutation and from the service's watcher
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -49,7 +51,7 @@ from bridge.modalities import (
     native_index_name,
     shared_index_name,
 )
-from bridge.storage.items import ItemStore
+from bridge.storage.items import ItemStore, ModalitySnapshot
 from bridge.storage.layout import VERSIONS_DIR, DataLayout, check_version_name
 from bridge.storage.locks import CrossProcessRLock
 
@@ -59,23 +61,27 @@ ProjectFn = Callable[[str, np.ndarray], np.ndarray]
 
 NATIVE_NAMES = {m: native_index_name(m) for m in MODALITIES}
 SHARED_NAMES = {m: shared_index_name(m) for m in MODALITIES}
-PROJECT_CHUNK = 8192
+PROJECT_CHUNK = 2048  # rows per projector call: its activations stay a few MB
 INCREMENTAL_MAX_FRACTION = 0.5
 
 
 def project_in_chunks(project: ProjectFn, space: str, raw: np.ndarray) -> np.ndarray:
-    """``project(space, raw)`` over chunks of ``PROJECT_CHUNK`` rows (bounded memory)."""
+    """``project(space, raw)`` over chunks of ``PROJECT_CHUNK`` rows, each written into one
+    preallocated result (memory: the result and one chunk's work, not a second result)."""
     if raw.shape[0] == 0:
         return np.zeros((0, 0), dtype=np.float32)
-    parts = [
-        np.asarray(project(space, raw[start : start + PROJECT_CHUNK]), dtype=np.float32)
-        for start in range(0, raw.shape[0], PROJECT_CHUNK)
-    ]
-    out = np.concatenate(parts, axis=0)
-    if out.ndim != 2 or out.shape[0] != raw.shape[0]:
-        raise InvalidInputError(
-            f"projector for {space!r} returned shape {out.shape} for {raw.shape[0]} rows"
-        )
+    out: np.ndarray | None = None
+    for start in range(0, raw.shape[0], PROJECT_CHUNK):
+        rows = raw[start : start + PROJECT_CHUNK]
+        part = np.asarray(project(space, rows), dtype=np.float32)
+        if part.ndim != 2 or part.shape[0] != rows.shape[0]:
+            raise InvalidInputError(
+                f"projector for {space!r} returned shape {part.shape} for {rows.shape[0]} rows"
+            )
+        if out is None:
+            out = np.empty((raw.shape[0], part.shape[1]), dtype=np.float32)
+        out[start : start + rows.shape[0]] = part
+    assert out is not None
     return out
 
 
@@ -349,16 +355,27 @@ class IndexCatalog:
                     return index, f"synced (+{missing.size} -{extra.size})"
             else:
                 reason = f"{changes} rows differ of {snap.rowids.size}"
-        full = self.store.snapshot(modality, with_embeddings=True)
-        assert full.embeddings is not None
+        full, vectors = self._transformed_snapshot(modality, transform)
         if full.rowids.size == 0:
             # Nothing to index. Dropping the index (rather than keeping an empty one) lets the
             # next add build it with whatever dimension the items then have.
             return None, (None if index is None else f"dropped ({reason})")
-        vectors = transform(full.embeddings)
         origin = Origin(origin.encoder or full.encoder, origin.checkpoint_sha256)
         built = self._build(name, full.rowids, vectors, full.fingerprint, origin)
         return built, f"rebuilt ({reason})"
+
+    def _transformed_snapshot(
+        self, modality: str, transform: Callable[[np.ndarray], np.ndarray]
+    ) -> tuple[ModalitySnapshot, np.ndarray]:
+        """(the store's snapshot of ``modality`` without its embeddings, ``transform`` of
+        them). The raw matrix is freed here, before the caller builds an index that copies
+        the vectors: three full matrices at once were the peak of a retrain."""
+        snap = self.store.snapshot(modality, with_embeddings=True)
+        assert snap.embeddings is not None
+        if snap.rowids.size == 0:
+            return snap, snap.embeddings
+        vectors = transform(snap.embeddings)
+        return dataclasses.replace(snap, embeddings=None), vectors
 
     def reconcile_native(self, encoders: dict[str, str]) -> list[str]:
         """Load the native indexes from disk and fix any that disagree with the store.
@@ -408,12 +425,11 @@ class IndexCatalog:
         check_version_name(version)
         built: dict[str, SearchIndex | None] = {}
         for modality in modalities:
-            snap = self.store.snapshot(modality, with_embeddings=True)
-            assert snap.embeddings is not None
+            into_shared = functools.partial(project_in_chunks, project, MODALITY_SPACE[modality])
+            snap, vectors = self._transformed_snapshot(modality, into_shared)
             if snap.rowids.size == 0:
                 built[modality] = None
                 continue
-            vectors = project_in_chunks(project, MODALITY_SPACE[modality], snap.embeddings)
             origin = Origin(snap.encoder, checkpoint_sha256)
             name = SHARED_NAMES[modality]
             built[modality] = self._build(name, snap.rowids, vectors, snap.fingerprint, origin)

@@ -44,6 +44,8 @@ from bridge.types import RetrainRequest
 
 if TYPE_CHECKING:
     from bridge.encode.pair import EncoderPair
+    from bridge.model.trainer import TrainResult
+    from bridge.model.validation import DevSet
     from bridge.service.versions import Versions
     from bridge.storage.items import ItemStore
 
@@ -109,36 +111,22 @@ class RetrainPipeline:
             release_free_memory()
 
     def _train_and_install(self, plan: RetrainPlan, progress: RetrainProgress) -> dict[str, Any]:
-        from bridge.model.trainer import train_bridge
-
         timer = StageTimer()
         progress(0.01, "encoding captions", force=True)
         with timer.stage("encode"):
             clip_text, clap_text = self.towers.encode_captions(plan.captions)
-        image_memory, audio_memory, memory_source = self._memories(plan)
         # Stored items with a `label`: measured every epoch (val_dev_p_at_1) and after training.
         labelled = stored_dev_set(self.store)
         train_idx, eval_idx = holdout_split(len(plan.captions), plan.train_config.seed)
         progress(0.05, "training", force=True)
-
-        def on_epoch(fraction: float, message: str) -> None:
-            progress(0.05 + 0.75 * fraction, message)
-
         checkpoint_dir = self.layout.checkpoint_dir(plan.version)
         with timer.stage("train"):
-            result = train_bridge(
-                clip_text[train_idx],
-                clap_text[train_idx],
-                image_memory=image_memory,
-                audio_memory=audio_memory,
-                config=plan.train_config,
-                projector=plan.projector,
-                out_dir=checkpoint_dir,
-                progress_callback=on_epoch,
-                encoders=self.towers.encoder_ids(),
-                dev=labelled[0],
-                init=plan.init,
+            result, memory_source = self._train(
+                plan, clip_text[train_idx], clap_text[train_idx], labelled[0], progress
             )
+        # The memories are gone with _train's frame; give their pages back before the
+        # re-projection builds a second copy of every shared index.
+        release_free_memory()
         lines = (" ".join(caption.splitlines()) for caption in plan.captions)
         atomic_write_text(checkpoint_dir / CAPTIONS_FILE, "\n".join(lines) + "\n")
         progress(0.8, "re-projecting stored items", force=True)
@@ -168,6 +156,38 @@ class RetrainPipeline:
             progress(0.99, "activating", force=True)
             self.versions.activate(plan.version)
         return {"version": plan.version, "metrics": metrics}
+
+    def _train(
+        self,
+        plan: RetrainPlan,
+        clip_text: np.ndarray,
+        clap_text: np.ndarray,
+        dev: DevSet | None,
+        progress: RetrainProgress,
+    ) -> tuple[TrainResult, dict[str, str]]:
+        """train_bridge on the memories (read here, so that they are freed on return):
+        (its result, where each memory came from)."""
+        from bridge.model.trainer import train_bridge
+
+        image_memory, audio_memory, memory_source = self._memories(plan)
+
+        def on_epoch(fraction: float, message: str) -> None:
+            progress(0.05 + 0.75 * fraction, message)
+
+        result = train_bridge(
+            clip_text,
+            clap_text,
+            image_memory=image_memory,
+            audio_memory=audio_memory,
+            config=plan.train_config,
+            projector=plan.projector,
+            out_dir=self.layout.checkpoint_dir(plan.version),
+            progress_callback=on_epoch,
+            encoders=self.towers.encoder_ids(),
+            dev=dev,
+            init=plan.init,
+        )
+        return result, memory_source
 
     def _memories(
         self, plan: RetrainPlan

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -115,3 +117,18 @@ def test_index_answers_concurrent_queries_like_serial_ones() -> None:
     for j, (scores, ids) in enumerate(serial):
         assert np.array_equal(parallel[j][1], ids)
         np.testing.assert_allclose(parallel[j][0], scores, atol=1e-5)
+
+
+def test_a_dropped_index_is_freed_at_once_not_by_the_cycle_collector() -> None:
+    """Its coalescer holds its search weakly: no reference cycle keeps the vectors alive."""
+    index = VectorIndex.build(
+        "t", np.arange(8), np.eye(8, dtype=np.float32), fingerprint="f", use_gpu=False
+    )
+    index.search(np.eye(8, dtype=np.float32)[:2], 3)
+    alive = weakref.ref(index)
+    gc.disable()
+    try:
+        del index
+        assert alive() is None
+    finally:
+        gc.enable()

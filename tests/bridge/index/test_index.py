@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from bridge.errors import InvalidInputError, NotFoundError
+from bridge.index.checks import check_vectors
 from bridge.index.vectors import (
     IVF_MIN_ITEMS,
     IndexCorruptError,
@@ -289,6 +290,20 @@ def test_search_normalises_queries() -> None:
     assert found.tolist() == unit_found.tolist() and found[0, 0] == 3
     np.testing.assert_allclose(scores, unit_scores, rtol=1e-6)
     assert scores[0, 0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_unit_rows_are_indexed_without_a_normalised_copy() -> None:
+    """A projector's output is unit length already; only other rows are normalised (a copy
+    as large as the index, at a build)."""
+    unit = clustered(10)
+    assert check_vectors(unit, "v", DIM, allow_empty=False) is unit
+    scaled = 3.0 * unit
+    normalised = check_vectors(scaled, "v", DIM, allow_empty=False)
+    assert normalised is not scaled
+    np.testing.assert_allclose(normalised, unit, rtol=1e-6)
+    mixed = unit.copy()
+    mixed[4] *= 1.01
+    np.testing.assert_allclose(check_vectors(mixed, "v", DIM, allow_empty=False), unit, rtol=1e-6)
 
 
 @pytest.mark.parametrize("scale", [1e25, 1e-25])  # float32 squares overflow / underflow

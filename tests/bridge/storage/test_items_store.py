@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from bridge.errors import ConflictError, InvalidInputError, NotFoundError, StoreUnavailableError
+from bridge.storage import items as items_module
 from bridge.storage.items import ItemStore, NewItem
 from bridge.storage.jobs import JOB_LEASE_SECONDS
 from bridge.storage.metadata import MAX_METADATA_DEPTH
@@ -217,6 +218,25 @@ def test_snapshot_is_consistent(store: ItemStore) -> None:
     assert snap.embeddings is not None and snap.embeddings.shape == (5, DIM)
     light = store.snapshot("image", with_embeddings=False)
     assert light.embeddings is None and light.rowids.tolist() == snap.rowids.tolist()
+
+
+def test_snapshot_copies_rows_in_batches_in_rowid_order(
+    store: ItemStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More rows than one batch, with a gap from a delete: every row lands in its place."""
+    monkeypatch.setattr(items_module, "SNAPSHOT_BATCH", 3)
+    rng = np.random.default_rng(5)
+    added = store.add_items([_item(rng) for _ in range(8)])
+    store.delete(added[2].id)
+    snap = store.snapshot("image")
+    kept = [a for i, a in enumerate(added) if i != 2]
+    assert snap.rowids.tolist() == [a.rowid for a in kept]
+    assert snap.embeddings is not None
+    expected = np.stack([store.raw_embedding(a.id)[1] for a in kept])
+    np.testing.assert_array_equal(snap.embeddings, expected)
+    empty = store.snapshot("audio")
+    assert empty.rowids.shape == (0,) and empty.embeddings is not None
+    assert empty.embeddings.shape == (0, 0)
 
 
 def test_matches_is_exact(store: ItemStore) -> None:
