@@ -21,6 +21,7 @@ from typing import Annotated, Literal, cast
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bridge.memory import DEFAULT_ARENAS
 from bridge.types import DEVICE_NAMES, BackendName, IndexType, ServiceConfig, parse_device
 
 logger = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ class Settings(BaseSettings):
         "served from the API's own origin and needs none).",
     )
     malloc_arenas: int = Field(
-        default=4,
+        default=DEFAULT_ARENAS,
         ge=0,
         le=1024,
         description="malloc arenas per server process (glibc; 0: the C library's default, "

@@ -20,6 +20,8 @@ import os
 from functools import cache
 
 M_ARENA_MAX = -8  # mallopt parameter, from glibc's malloc.h
+# A server's arena cap (BRIDGE_MALLOC_ARENAS' default): measured in docs/benchmarks.md (Soak).
+DEFAULT_ARENAS = 4
 ARENA_ENV = "MALLOC_ARENA_MAX"  # glibc reads it at start; child processes inherit it
 
 

@@ -84,8 +84,9 @@ class ServiceConfig:
     search_threads: int = 0
     # After an activation, the previous version's shared indexes stay live this long, so that
     # a rollback is an instant swap; then they are saved and unloaded (a rollback later
-    # reloads them from disk and brings them up to date with the store).
-    keep_previous_seconds: float = 600.0
+    # reloads them from disk and brings them up to date with the store). 0: unloaded at the
+    # activation, so that memory holds one version's indexes, not two, after every retrain.
+    keep_previous_seconds: float = 0.0
 
     @property
     def shares_indexes(self) -> bool:

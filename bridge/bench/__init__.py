@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("backends", "backends", "FAISS vs Milvus: build, latency, q/s, recall@10"),
         Benchmark("overload", "overload", "admission control: latency at 4x the sustainable rate"),
         Benchmark("soak", "soak", "a long mixed load: p50/p99, errors and RSS per minute"),
+        Benchmark("retrain-memory", "retrain_memory", "RSS of retrains in a serving process"),
         Benchmark(
             "http-overhead", "http_overhead", "one-client HTTP p50 over the floor, in rounds"
         ),
