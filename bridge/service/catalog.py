@@ -61,7 +61,7 @@ ProjectFn = Callable[[str, np.ndarray], np.ndarray]
 
 NATIVE_NAMES = {m: native_index_name(m) for m in MODALITIES}
 SHARED_NAMES = {m: shared_index_name(m) for m in MODALITIES}
-PROJECT_CHUNK = 2048  # rows per projector call: its activations stay a few MB
+PROJECT_CHUNK = 1024  # rows per projector call: its activations stay a few MB
 INCREMENTAL_MAX_FRACTION = 0.5
 
 
@@ -367,15 +367,12 @@ class IndexCatalog:
     def _transformed_snapshot(
         self, modality: str, transform: Callable[[np.ndarray], np.ndarray]
     ) -> tuple[ModalitySnapshot, np.ndarray]:
-        """(the store's snapshot of ``modality`` without its embeddings, ``transform`` of
-        them). The raw matrix is freed here, before the caller builds an index that copies
-        the vectors: three full matrices at once were the peak of a retrain."""
-        snap = self.store.snapshot(modality, with_embeddings=True)
+        """(the store's snapshot of ``modality``, its embeddings through ``transform``),
+        transformed batch by batch as the store reads them: the raw matrix is never whole
+        beside the transformed one, before an index build that copies the vectors again."""
+        snap = self.store.snapshot(modality, with_embeddings=True, transform=transform)
         assert snap.embeddings is not None
-        if snap.rowids.size == 0:
-            return snap, snap.embeddings
-        vectors = transform(snap.embeddings)
-        return dataclasses.replace(snap, embeddings=None), vectors
+        return dataclasses.replace(snap, embeddings=None), snap.embeddings
 
     def reconcile_native(self, encoders: dict[str, str]) -> list[str]:
         """Load the native indexes from disk and fix any that disagree with the store.

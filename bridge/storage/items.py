@@ -23,7 +23,7 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,7 +92,7 @@ def _no_item(item_id: str) -> str:
 
 
 HIT_CACHE_ITEMS = 100_000  # items kept for search hydration (about 70 MB at most)
-SNAPSHOT_BATCH = 1024  # rows copied at a time (2 MB of 512-d embeddings)
+SNAPSHOT_BATCH = 1024  # rows copied (and transformed) at a time: 2 MB of 512-d embeddings
 
 
 class _HitCache:
@@ -284,12 +284,19 @@ class ItemStore(VersionRegistry, JobTable):
         self._hits.forget(item.rowid)  # after the commit (_HitCache)
         return item
 
-    def snapshot(self, modality: str, with_embeddings: bool = True) -> ModalitySnapshot:
+    def snapshot(
+        self,
+        modality: str,
+        with_embeddings: bool = True,
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> ModalitySnapshot:
         """Fingerprint, rowids (ascending) and optionally the raw embeddings, read consistently.
+        With ``transform`` (N, D) -> (N, D'), the snapshot holds its output instead, applied
+        batch by batch as rows are read: a projection into a shared space without the raw
+        matrix ever being whole.
 
-        The embeddings are copied batch by batch into one preallocated matrix: reading every
-        row first and joining their bytes held three copies of the matrix at once (a retrain at
-        a million 512-d items would briefly need 6 GB more than the result).
+        Rows are copied batch by batch into one preallocated matrix: reading every row first
+        and joining their bytes held three copies of the matrix at once.
         """
         check_modality(modality)
         with self._read() as conn:
@@ -298,13 +305,10 @@ class ItemStore(VersionRegistry, JobTable):
                 "SELECT count(*) FROM items WHERE modality=?", (modality,)
             ).fetchone()
             first = conn.execute(
-                "SELECT encoder, dim FROM items WHERE modality=? LIMIT 1", (modality,)
+                "SELECT encoder FROM items WHERE modality=? LIMIT 1", (modality,)
             ).fetchone()
             rowids = np.empty(int(count), dtype=np.int64)
-            embeddings = None
-            if with_embeddings:
-                dim = 0 if first is None else int(first[1])
-                embeddings = np.empty((int(count), dim), dtype=np.float32)
+            embeddings: np.ndarray | None = None
             columns = "rowid, embedding" if with_embeddings else "rowid"
             cursor = conn.execute(
                 f"SELECT {columns} FROM items WHERE modality=? ORDER BY rowid", (modality,)
@@ -313,14 +317,17 @@ class ItemStore(VersionRegistry, JobTable):
             while batch := cursor.fetchmany(SNAPSHOT_BATCH):
                 end = filled + len(batch)  # the same read transaction: never more than count
                 rowids[filled:end] = [r[0] for r in batch]
-                if embeddings is not None:
+                if with_embeddings:
                     blob = b"".join(r[1] for r in batch)
-                    embeddings[filled:end] = np.frombuffer(blob, dtype=np.float32).reshape(
-                        len(batch), -1
-                    )
+                    rows = np.frombuffer(blob, dtype=np.float32).reshape(len(batch), -1)
+                    if transform is not None:
+                        rows = transform(rows)
+                    if embeddings is None:
+                        embeddings = np.empty((int(count), rows.shape[1]), dtype=np.float32)
+                    embeddings[filled:end] = rows
                 filled = end
         encoder = None if first is None else str(first[0])
-        if embeddings is not None and count == 0:
+        if with_embeddings and embeddings is None:
             embeddings = np.zeros((0, 0), dtype=np.float32)
         return ModalitySnapshot(fingerprint, rowids, embeddings, encoder)
 

@@ -366,9 +366,10 @@ def test_milvus_rebuilds_drop_old_collections_and_start_sweeps_orphans(
 
 
 def test_building_a_shared_index_holds_few_copies_of_the_embeddings(tmp_path: Path) -> None:
-    """The raw matrix and the projected one, plus a chunk's work: NumPy's and Python's
-    allocations (tracemalloc) peak under 3.3 matrices. Reading all rows before copying them,
-    concatenating projected chunks and normalising unit rows again peaked at 3.9."""
+    """The projected matrix, filled batch by batch as the store reads rows, plus a batch's
+    work: NumPy's and Python's allocations (tracemalloc) peak under 2 matrices. Reading all
+    rows before copying them, projecting the whole raw matrix, concatenating projected chunks
+    and normalising unit rows again peaked at 3.9."""
     dim, n = 256, 8000
     rng = np.random.default_rng(0)
     raw = rng.standard_normal((n, dim)).astype(np.float32)
@@ -381,6 +382,7 @@ def test_building_a_shared_index_holds_few_copies_of_the_embeddings(tmp_path: Pa
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
     cat = IndexCatalog(tmp_path / "indexes", store, "flat", use_gpu=False)
+    cat.build_shared("v0", project, "sha-0", ("image",))  # imports and first-call caches
     tracemalloc.start()
     try:
         cat.build_shared("v1", project, "sha-1", ("image",))
@@ -388,6 +390,6 @@ def test_building_a_shared_index_holds_few_copies_of_the_embeddings(tmp_path: Pa
     finally:
         tracemalloc.stop()
         store.close()
-    assert peak < 3.3 * raw.nbytes
+    assert peak < 2 * raw.nbytes
     index = cat.shared("v1", "image")
     assert index is not None and index.ntotal == n

@@ -223,7 +223,8 @@ def test_snapshot_is_consistent(store: ItemStore) -> None:
 def test_snapshot_copies_rows_in_batches_in_rowid_order(
     store: ItemStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """More rows than one batch, with a gap from a delete: every row lands in its place."""
+    """More rows than one batch, with a gap from a delete: every row lands in its place,
+    raw or through a transform applied batch by batch."""
     monkeypatch.setattr(items_module, "SNAPSHOT_BATCH", 3)
     rng = np.random.default_rng(5)
     added = store.add_items([_item(rng) for _ in range(8)])
@@ -234,7 +235,17 @@ def test_snapshot_copies_rows_in_batches_in_rowid_order(
     assert snap.embeddings is not None
     expected = np.stack([store.raw_embedding(a.id)[1] for a in kept])
     np.testing.assert_array_equal(snap.embeddings, expected)
-    empty = store.snapshot("audio")
+    seen: list[int] = []
+
+    def halve(rows: np.ndarray) -> np.ndarray:
+        seen.append(len(rows))
+        return rows[:, :2] / 2
+
+    halved = store.snapshot("image", transform=halve)
+    assert seen == [3, 3, 1] and halved.rowids.tolist() == snap.rowids.tolist()
+    assert halved.embeddings is not None
+    np.testing.assert_array_equal(halved.embeddings, expected[:, :2] / 2)
+    empty = store.snapshot("audio", transform=halve)
     assert empty.rowids.shape == (0,) and empty.embeddings is not None
     assert empty.embeddings.shape == (0, 0)
 
