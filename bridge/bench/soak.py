@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import random
 import shutil
 import tempfile
@@ -258,9 +259,20 @@ def main(argv: list[str]) -> int:
     for name, value in result.items():
         print(f"{name}: {value:.3f}" if isinstance(value, float) else f"{name}: {value}")
     write_report(args.json, "soak", argv, minutes=rows, verdict=result, retrain=soak.retrain,
-                 clients=args.clients, items=args.items,
-                 malloc_arenas=args.malloc_arenas)  # fmt: skip
+                 clients=args.clients, items=args.items, malloc_arenas=args.malloc_arenas,
+                 server_settings=settings_from_environment())  # fmt: skip
     return 0
+
+
+def settings_from_environment() -> dict[str, str]:
+    """The BRIDGE_* and MALLOC_* variables the server inherited from this run's environment
+    (BRIDGE_KEEP_PREVIOUS_SECONDS=600 mbridge bench soak ...), secrets left out."""
+    secret = ("KEY", "URL", "PASSWORD", "TOKEN")
+    return {
+        name: value
+        for name, value in sorted(os.environ.items())
+        if name.startswith(("BRIDGE_", "MALLOC_")) and not any(s in name for s in secret)
+    }
 
 
 def render(rows: list[dict[str, Any]]) -> str:

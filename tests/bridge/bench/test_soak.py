@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bridge.bench.soak import Minute, summarise, verdict
+from bridge.bench.soak import Minute, settings_from_environment, summarise, verdict
 
 
 def minutes_with(latency_ms: list[float], status: int = 200) -> list[Minute]:
@@ -20,6 +20,19 @@ def minutes_with(latency_ms: list[float], status: int = 200) -> list[Minute]:
             minute.record(status, ms / 1000)
         out.append(minute)
     return out
+
+
+def test_the_report_names_the_server_settings_without_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BRIDGE_KEEP_PREVIOUS_SECONDS", "600")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    monkeypatch.setenv("BRIDGE_ADMIN_KEY", "secret")
+    monkeypatch.setenv("BRIDGE_DATABASE_URL", "postgresql://u:secret@db/x")
+    settings = settings_from_environment()
+    assert settings["BRIDGE_KEEP_PREVIOUS_SECONDS"] == "600"
+    assert settings["MALLOC_ARENA_MAX"] == "2"
+    assert "secret" not in str(settings)
 
 
 def test_rss_growth_and_slope_are_read_after_minute_5() -> None:
