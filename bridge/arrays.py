@@ -66,16 +66,17 @@ def load_matrix(path: str | Path, name: str | None = None, dim: int | None = Non
     return validate_matrix(array, label, dim)
 
 
-def l2_normalize(array: np.ndarray) -> np.ndarray:
+def l2_normalize(array: np.ndarray, squares: np.ndarray | None = None) -> np.ndarray:
     """Row-wise L2 normalisation of a (N, D) float array into a new float32 array; all-zero
-    rows stay zero.
+    rows stay zero. ``squares``: the rows' float64 sums of squares, when the caller has them.
 
     Norms and division run in float64: in float32 a row of values around 1e20 has a square
     that overflows (the row came out all zeros) and one around 1e-25 a square that underflows
     (the row came out unscaled). NumPy's ufunc buffering keeps the float64 work in small
     blocks, so memory stays at the float32 output (no float64 copy of the array).
     """
-    squares = np.einsum("ij,ij->i", array, array, dtype=np.float64)
+    if squares is None:
+        squares = np.einsum("ij,ij->i", array, array, dtype=np.float64)
     norms = np.maximum(np.sqrt(squares), np.finfo(np.float64).tiny)[:, None]
     out = np.empty(array.shape, dtype=np.float32)
     np.divide(array, norms, out=out, casting="unsafe")

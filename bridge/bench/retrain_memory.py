@@ -24,15 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from bridge.bench.report import bench_parser, format_table, write_report
+from bridge.bench.soak import CAPTIONS, status_mb
 
 DIM = 512  # the synthetic service's embedding and shared dimension
 MB = 1024 * 1024
-
-
-def status_mb(field: str) -> float:
-    """A /proc/self/status memory field (VmRSS, VmHWM) in MB."""
-    status = Path("/proc/self/status").read_text()
-    return int(status.split(f"{field}:")[1].split()[0]) / 1024
 
 
 def reset_peak() -> None:
@@ -75,7 +70,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--keep-previous-seconds", type=float, default=None)
     args = parser.parse_args(argv)
 
-    from bridge.bench.soak import CAPTIONS
     from bridge.bench.standins import synthetic_service
     from bridge.memory import DEFAULT_ARENAS, limit_arenas, release_free_memory
     from bridge.service.facade import BridgeService

@@ -56,9 +56,10 @@ def png_bytes(seed: int, side: int = 48) -> bytes:
     return out.getvalue()
 
 
-def rss_mb(pid: int) -> float:
+def status_mb(field: str = "VmRSS", pid: int | str = "self") -> float:
+    """A memory field of /proc/PID/status (VmRSS, VmHWM) in MB; NaN where there is none."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -175,7 +176,7 @@ class Soak:
                 minute = int((time.monotonic() - self.begun) // 60)
                 while len(rss) <= minute:
                     rss.append([])
-                rss[minute].append(rss_mb(pid))
+                rss[minute].append(status_mb(pid=pid))
 
         half = (self.deadline - time.monotonic()) / 2
         retraining = [self.retrain_once(half)] if retrain else []

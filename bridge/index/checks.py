@@ -25,7 +25,7 @@ def check_vectors(vectors: Any, name: str, dim: int | None, allow_empty: bool) -
     squares = np.einsum("ij,ij->i", x, x, dtype=np.float64)
     if squares.size and bool(np.all(np.abs(squares - 1.0) <= UNIT_SQUARE_TOLERANCE)):
         return x
-    return l2_normalize(x)
+    return l2_normalize(x, squares)
 
 
 def usable_square(row: np.ndarray) -> float | None:

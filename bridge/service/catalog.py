@@ -29,7 +29,6 @@ built since, at the start of every mutation and from the service's watcher
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import threading
@@ -51,7 +50,7 @@ from bridge.modalities import (
     native_index_name,
     shared_index_name,
 )
-from bridge.storage.items import ItemStore, ModalitySnapshot
+from bridge.storage.items import ItemStore
 from bridge.storage.layout import VERSIONS_DIR, DataLayout, check_version_name
 from bridge.storage.locks import CrossProcessRLock
 
@@ -355,7 +354,11 @@ class IndexCatalog:
                     return index, f"synced (+{missing.size} -{extra.size})"
             else:
                 reason = f"{changes} rows differ of {snap.rowids.size}"
-        full, vectors = self._transformed_snapshot(modality, transform)
+        # Transformed batch by batch as the store reads them: the raw matrix is never whole
+        # beside the transformed one, before the build copies the vectors once more.
+        full = self.store.snapshot(modality, with_embeddings=True, transform=transform)
+        vectors = full.embeddings
+        assert vectors is not None
         if full.rowids.size == 0:
             # Nothing to index. Dropping the index (rather than keeping an empty one) lets the
             # next add build it with whatever dimension the items then have.
@@ -363,16 +366,6 @@ class IndexCatalog:
         origin = Origin(origin.encoder or full.encoder, origin.checkpoint_sha256)
         built = self._build(name, full.rowids, vectors, full.fingerprint, origin)
         return built, f"rebuilt ({reason})"
-
-    def _transformed_snapshot(
-        self, modality: str, transform: Callable[[np.ndarray], np.ndarray]
-    ) -> tuple[ModalitySnapshot, np.ndarray]:
-        """(the store's snapshot of ``modality``, its embeddings through ``transform``),
-        transformed batch by batch as the store reads them: the raw matrix is never whole
-        beside the transformed one, before an index build that copies the vectors again."""
-        snap = self.store.snapshot(modality, with_embeddings=True, transform=transform)
-        assert snap.embeddings is not None
-        return dataclasses.replace(snap, embeddings=None), snap.embeddings
 
     def reconcile_native(self, encoders: dict[str, str]) -> list[str]:
         """Load the native indexes from disk and fix any that disagree with the store.
@@ -423,7 +416,9 @@ class IndexCatalog:
         built: dict[str, SearchIndex | None] = {}
         for modality in modalities:
             into_shared = functools.partial(project_in_chunks, project, MODALITY_SPACE[modality])
-            snap, vectors = self._transformed_snapshot(modality, into_shared)
+            snap = self.store.snapshot(modality, with_embeddings=True, transform=into_shared)
+            vectors = snap.embeddings
+            assert vectors is not None
             if snap.rowids.size == 0:
                 built[modality] = None
                 continue

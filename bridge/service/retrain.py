@@ -29,6 +29,7 @@ import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -122,7 +123,12 @@ class RetrainPipeline:
         checkpoint_dir = self.layout.checkpoint_dir(plan.version)
         with timer.stage("train"):
             result, memory_source = self._train(
-                plan, clip_text[train_idx], clap_text[train_idx], labelled[0], progress
+                plan,
+                clip_text[train_idx],
+                clap_text[train_idx],
+                labelled[0],
+                checkpoint_dir,
+                progress,
             )
         # The memories are gone with _train's frame; give their pages back before the
         # re-projection builds a second copy of every shared index.
@@ -163,6 +169,7 @@ class RetrainPipeline:
         clip_text: np.ndarray,
         clap_text: np.ndarray,
         dev: DevSet | None,
+        out_dir: Path,
         progress: RetrainProgress,
     ) -> tuple[TrainResult, dict[str, str]]:
         """train_bridge on the memories (read here, so that they are freed on return):
@@ -181,7 +188,7 @@ class RetrainPipeline:
             audio_memory=audio_memory,
             config=plan.train_config,
             projector=plan.projector,
-            out_dir=self.layout.checkpoint_dir(plan.version),
+            out_dir=out_dir,
             progress_callback=on_epoch,
             encoders=self.towers.encoder_ids(),
             dev=dev,

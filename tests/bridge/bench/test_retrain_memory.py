@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bridge.bench.retrain_memory import StageMeter, status_mb
+from bridge.bench.retrain_memory import StageMeter
+from bridge.bench.soak import status_mb
 
 
 def test_each_stage_has_its_own_peak() -> None:
